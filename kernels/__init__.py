@@ -1,0 +1,4 @@
+"""Fused Triton update kernels, installed as ``scaled_decay.kernels``.
+
+Each kernel sits beside a launcher with the pure-torch reference's signature.
+"""
