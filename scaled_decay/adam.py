@@ -1,0 +1,161 @@
+"""sd.Adam and sd.AdamW: one update, two sets of defaults (torch.optim's Adam and AdamW)."""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+
+from . import backends as B
+from .optimizer import ScaledDecayOptimizer, check_non_negative
+
+
+def adam_math(params: List[torch.Tensor], grads: List[torch.Tensor],
+              exp_avgs: List[torch.Tensor], exp_avg_sqs: List[torch.Tensor],
+              max_exp_avg_sqs: List[torch.Tensor], steps: List[torch.Tensor], *, l2_lams,
+              decay, lr: float, beta1: float, beta2: float, eps: float, amsgrad: bool,
+              maximize: bool) -> None:
+    """One Adam step on lists of same-device, same-dtype tensors (SPEC "Update math" 1, 2, 4).
+
+    ``l2_lams`` (mode "l2") or ``decay`` (the other modes) hold one value per tensor;
+    ``max_exp_avg_sqs`` is empty unless amsgrad. Written with ``torch._foreach_*`` ops in
+    torch.optim.Adam's operation order: "loop" calls it one tensor at a time, "foreach" once
+    per batch, so both give torch's numbers.
+    """
+    if maximize:
+        grads = torch._foreach_neg(grads)
+    torch._foreach_add_(steps, 1.0)
+    if l2_lams is not None:
+        grads = B.add_decay_to_grads(grads, params, l2_lams)
+    if decay is not None:
+        B.apply_decoupled_decay(params, decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)           # m = b1*m + (1-b1)*g
+    torch._foreach_mul_(exp_avg_sqs, beta2)                    # v = b2*v + (1-b2)*g*g
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    t = [s.item() for s in steps]
+    step_size = [-lr / (1 - beta1 ** ti) for ti in t]          # -eta / bc1
+    bc2_sqrt = [(1 - beta2 ** ti) ** 0.5 for ti in t]
+    if amsgrad:
+        torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
+        denom = torch._foreach_sqrt(max_exp_avg_sqs)
+    else:
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, bc2_sqrt)                       # sqrt(v) / sqrt(bc2) + eps
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)
+
+
+def adam_torch_fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *,
+                     l2_lams, decay, lr, beta1, beta2, eps, amsgrad, maximize) -> None:
+    """The same step through torch's fused kernels, one call per (device, dtype, decay).
+
+    "l2" maps onto ``torch._fused_adam_`` with ``weight_decay=lam``; the multiplicative modes
+    onto ``torch._fused_adamw_``, which multiplies by ``1 - lr * weight_decay``, with
+    ``weight_decay = c / lr`` (c = 0 whenever lr = 0).
+    """
+    torch._foreach_add_(steps, 1.0)
+    if l2_lams is not None:
+        fused, wds = torch._fused_adam_, l2_lams
+    else:
+        fused, wds = torch._fused_adamw_, [c / lr if lr else 0.0 for c in decay]
+    keys = [(p.device, p.dtype, wd) for p, wd in zip(params, wds)]
+    for (_, _, wd), idx in B.indices_by(keys).items():
+        p, g, m, v, vmax, s = B.take(
+            [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps], idx)
+        fused(p, g, m, v, vmax, s, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd,
+              eps=eps, amsgrad=amsgrad, maximize=maximize)
+
+
+class _AdamBase(ScaledDecayOptimizer):
+    """Adam with scaled weight decay. ``sd.Adam`` and ``sd.AdamW`` differ only in defaults.
+
+    Update (SPEC): ``g = -g`` if maximize; decay by ``decay_mode`` (``"l2"``: ``g += lam*p``,
+    Kingma & Ba 2015's Adam as in torch.optim.Adam; ``"decoupled"``: ``p *= 1 - lr*lam``,
+    AdamW of Loshchilov & Hutter 2019; ``"independent"``/``"corrected"``: see
+    ``scaled_decay.modes``); then ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g*g``
+    (``vmax = max(vmax, v)`` used for v with amsgrad), and
+    ``p -= (lr / (1 - b1**t)) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)``.
+    ``lam = weight_decay * s(p)`` with ``s`` the product of the ``decay_scaling`` rules.
+    """
+
+    def __init__(self, params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
+                 decay_scaling, backend):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        amsgrad=amsgrad, maximize=maximize, decay_mode=decay_mode,
+                        decay_scaling=decay_scaling, backend=backend)
+        super().__init__(params, defaults)
+
+    def _check_hparams(self, group: dict) -> None:
+        check_non_negative("eps", group["eps"])
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        for i, b in enumerate(betas):
+            if isinstance(b, bool) or not isinstance(b, (int, float, torch.Tensor)) \
+                    or not 0.0 <= float(b) < 1.0:
+                raise ValueError(f"betas[{i}] must be in [0, 1), got {b!r}")
+        if not isinstance(group["amsgrad"], bool):
+            raise ValueError(f"amsgrad must be a bool, got {group['amsgrad']!r}")
+
+    def _step_group(self, group: dict, l2_lams, decay) -> None:
+        idx = self._with_grads(group)
+        if not idx:
+            return
+        params = [group["params"][i] for i in idx]
+        amsgrad = group["amsgrad"]
+        for p in params:  # lazy state, with torch.optim's keys and dtypes
+            state = self.state[p]
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if amsgrad and "max_exp_avg_sq" not in state:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        states = [self.state[p] for p in params]
+        lists = [params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                 [s["exp_avg_sq"] for s in states],
+                 [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+                 [s["step"] for s in states]]
+        l2_lams, decay = B.take([l2_lams, decay], idx)
+        beta1, beta2 = (float(b) for b in group["betas"])
+        hp = dict(lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"],
+                  amsgrad=amsgrad, maximize=group["maximize"])
+        backend = B.resolve_backend(group["backend"], params[0])
+        if backend == "torch_fused":
+            self._steps_to_param_device(params, states)
+            lists[-1] = [s["step"] for s in states]
+            adam_torch_fused(*lists, l2_lams=l2_lams, decay=decay, **hp)
+            return
+        for batch in B.batch_indices(backend, params):
+            lams, c = B.take([l2_lams, decay], batch)
+            adam_math(*B.take(lists, batch), l2_lams=lams, decay=c, **hp)
+
+    @staticmethod
+    def _steps_to_param_device(params, states) -> None:
+        """torch's fused kernels read ``step`` on the parameter's device (as torch keeps it)."""
+        for p, s in zip(params, states):
+            if s["step"].device != p.device:
+                s["step"] = s["step"].to(p.device)
+
+
+class Adam(_AdamBase):
+    __doc__ = _AdamBase.__doc__ + """
+    Defaults as ``torch.optim.Adam``: ``weight_decay=0``, ``decay_mode="l2"``.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, *, maximize=False, decay_mode="l2", decay_scaling=None,
+                 backend="auto"):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
+                         decay_scaling, backend)
+
+
+class AdamW(_AdamBase):
+    __doc__ = _AdamBase.__doc__ + """
+    Defaults as ``torch.optim.AdamW``: ``weight_decay=1e-2``, ``decay_mode="decoupled"``.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False, decay_mode="decoupled", decay_scaling=None,
+                 backend="auto"):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
+                         decay_scaling, backend)

@@ -1,0 +1,35 @@
+"""Decay modes: how the effective decay ``lam`` of a tensor enters one step.
+
+- ``"l2"``: coupled, ``g = g + lam * p`` (torch SGD/Adam ``weight_decay``).
+- ``"decoupled"``: ``p = p * (1 - lr * lam)`` before the update (torch AdamW; SGDW,
+  Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization").
+- ``"independent"``: ``p = p * (1 - (lr / initial_lr) * lam)``: the schedule multiplier of
+  Loshchilov & Hutter, so ``lam`` is the fraction removed per step at the initial lr,
+  whatever the lr's magnitude (Wang & Aitchison 2024: the weights are an EMA with
+  timescale ``1/lam`` steps).
+- ``"corrected"``: ``p = p * (1 - (lr**2 / initial_lr) * lam)`` (AdamC/SGDC, Defazio et al.
+  2025, "Why gradients rapidly increase near the end of training").
+"""
+from __future__ import annotations
+
+DECAY_MODES = ("decoupled", "independent", "corrected", "l2")
+
+
+def check_decay_mode(mode) -> str:
+    if mode not in DECAY_MODES:
+        raise ValueError(f"decay_mode must be one of {DECAY_MODES}, got {mode!r}")
+    return mode
+
+
+def decay_lr_factor(mode: str, lr: float, initial_lr: float) -> float:
+    """The factor ``f`` with ``c = f * lam`` for a multiplicative mode (``p *= 1 - c``).
+
+    ``"l2"`` has no multiplicative decay and returns 0.
+    """
+    if mode == "decoupled":
+        return lr
+    if mode == "independent":
+        return lr / initial_lr
+    if mode == "corrected":
+        return lr * lr / initial_lr
+    return 0.0

@@ -1,0 +1,172 @@
+"""Decay scaling rules: each maps one parameter tensor to a factor ``s(p)``.
+
+The effective decay of a tensor is ``lam = weight_decay * s(p)``, where ``s(p)`` is the
+product of the group's rules (``decay_scaling`` may be a tuple: the factors multiply).
+A rule is a small frozen object with a ``scale(info)`` method; ``info`` is a
+:class:`TensorInfo` describing the tensor (global shape, fan-in, total count), so the
+rules never look at data and are computed once per tensor, in :func:`tensor_scale`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable, Optional, Sequence, Tuple, Union
+
+__all__ = [
+    "FanIn", "ParamCount", "StepsPerEpoch", "TensorInfo",
+    "as_rules", "fan_in_from_shape", "rules_to_plain", "tensor_scale",
+]
+
+
+def _positive(name: str, value, kind: str = "a positive number") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the rules may know of a tensor: all global (DTensor shards use their full shape).
+
+    ``fan_in``: the input size the owning module sees (see :func:`fan_in_from_shape`).
+    ``fan_in_reference``: per-tensor reference fan-in from a base model, or None.
+    ``total_count``: number of elements of all parameters the optimizer holds.
+    """
+
+    shape: Tuple[int, ...]
+    fan_in: int
+    total_count: int
+    fan_in_reference: Optional[float] = None
+    name: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class FanIn:
+    """``s = (reference / fan_in(p)) ** power``.
+
+    ``power=1`` is the "mean over the fan-in" rule: a layer twice as wide gets half the
+    per-weight decay. ``power=-1`` grows decay with fan-in, which keeps ``lr * lam`` constant
+    when a tensor's lr scales as ``1/fan_in`` (muP; Yang et al. 2022, "Tensor Programs V").
+    ``reference`` is the fan-in at which ``lam == weight_decay``; a per-tensor reference taken
+    from a base model (``sd.param_groups(..., base_model=...)``) takes precedence.
+    """
+
+    reference: float = 1.0
+    power: float = 1.0
+
+    def __post_init__(self):
+        _positive("FanIn reference", self.reference)
+        if isinstance(self.power, bool) or not isinstance(self.power, (int, float)) \
+                or not math.isfinite(self.power):
+            raise ValueError(f"FanIn power must be a finite number, got {self.power!r}")
+
+    def scale(self, info: TensorInfo) -> float:
+        ref = self.reference if info.fan_in_reference is None else info.fan_in_reference
+        return (ref / info.fan_in) ** self.power
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """``s = (reference / N) ** power`` with N the total element count of all parameters.
+
+    With ``reference=1, power=1`` the decay is the question's "mean square" penalty
+    ``lam * mean(w**2)`` written per weight: its gradient on each weight is ``lam/N * w``.
+    ``reference`` = the parameter count at which ``lam == weight_decay``.
+    """
+
+    reference: float = 1.0
+    power: float = 1.0
+
+    def __post_init__(self):
+        _positive("ParamCount reference", self.reference)
+        if isinstance(self.power, bool) or not isinstance(self.power, (int, float)) \
+                or not math.isfinite(self.power):
+            raise ValueError(f"ParamCount power must be a finite number, got {self.power!r}")
+
+    def scale(self, info: TensorInfo) -> float:
+        return (self.reference / max(info.total_count, 1)) ** self.power
+
+
+@dataclass(frozen=True)
+class StepsPerEpoch:
+    """``s = 1 / M`` for M steps per epoch, or ``1 / sqrt(M * T)`` with ``epochs=T``.
+
+    ``1/M`` applies the penalty once per epoch instead of once per step (Bengio 2012,
+    "Practical recommendations for gradient-based training", sec. 3.1). With ``epochs=T`` it
+    is the normalized weight decay ``sqrt(b / (B * T))`` of Loshchilov & Hutter 2019,
+    "Decoupled Weight Decay Regularization" (M = B/b). With ``decay_mode="independent"``,
+    ``StepsPerEpoch(M)`` makes ``weight_decay`` a rate per epoch: the weights' EMA timescale
+    is ``1/weight_decay`` epochs (Wang & Aitchison 2024).
+    """
+
+    steps_per_epoch: float
+    epochs: Optional[float] = None
+
+    def __post_init__(self):
+        _positive("StepsPerEpoch steps_per_epoch", self.steps_per_epoch)
+        if self.epochs is not None:
+            _positive("StepsPerEpoch epochs", self.epochs)
+
+    def scale(self, info: TensorInfo) -> float:
+        if self.epochs is None:
+            return 1.0 / self.steps_per_epoch
+        return 1.0 / math.sqrt(self.steps_per_epoch * self.epochs)
+
+
+Rule = Union[FanIn, ParamCount, StepsPerEpoch]
+_RULE_TYPES = {"FanIn": FanIn, "ParamCount": ParamCount, "StepsPerEpoch": StepsPerEpoch}
+_STRING_FORMS = {"none": (), "fan_in": (FanIn(),), "param_count": (ParamCount(),)}
+
+
+def as_rules(decay_scaling) -> Tuple[Rule, ...]:
+    """Normalize a ``decay_scaling`` value to a tuple of rule objects.
+
+    Accepts None, ``"none"``, ``"fan_in"``, ``"param_count"``, a rule object, the plain-dict
+    form written by :func:`rules_to_plain` (state dicts), or a tuple/list of these.
+    """
+    if decay_scaling is None:
+        return ()
+    if isinstance(decay_scaling, str):
+        if decay_scaling not in _STRING_FORMS:
+            raise ValueError(
+                f"decay_scaling must be None, one of {sorted(_STRING_FORMS)}, a rule object "
+                f"or a tuple of them, got {decay_scaling!r}")
+        return _STRING_FORMS[decay_scaling]
+    if isinstance(decay_scaling, tuple(_RULE_TYPES.values())):
+        return (decay_scaling,)
+    if isinstance(decay_scaling, dict):
+        kwargs = dict(decay_scaling)
+        cls = _RULE_TYPES.get(kwargs.pop("rule", None))
+        if cls is None:
+            raise ValueError(f"decay_scaling has an unknown rule: {decay_scaling!r}")
+        try:
+            return (cls(**kwargs),)
+        except TypeError as e:
+            raise ValueError(f"decay_scaling {decay_scaling!r}: {e}") from None
+    if isinstance(decay_scaling, (tuple, list)):
+        return tuple(r for item in decay_scaling for r in as_rules(item))
+    raise ValueError(
+        f"decay_scaling must be None, a string, a rule object or a tuple of them, "
+        f"got {decay_scaling!r}")
+
+
+def rules_to_plain(rules: Sequence[Rule]) -> list:
+    """Rules as plain dicts, so state dicts load with ``torch.load(weights_only=True)``."""
+    return [dict(rule=type(r).__name__, **asdict(r)) for r in rules]
+
+
+def fan_in_from_shape(shape: Iterable[int]) -> int:
+    """``shape[1] * prod(shape[2:])`` for 2-D and up (torch's own init convention), else 1."""
+    shape = tuple(shape)
+    if len(shape) < 2:
+        return 1
+    return max(int(shape[1] * math.prod(shape[2:])), 1)
+
+
+def tensor_scale(rules: Sequence[Rule], info: TensorInfo) -> float:
+    """The product of the rules' factors for one tensor: the only place s(p) is computed."""
+    s = 1.0
+    for rule in rules:
+        s *= rule.scale(info)
+    return s
