@@ -6,6 +6,7 @@ from typing import List
 import torch
 
 from . import backends as B
+from . import distributed as D
 from .optimizer import ScaledDecayOptimizer, check_non_negative
 
 
@@ -115,6 +116,7 @@ class _AdamBase(ScaledDecayOptimizer):
                  [s["exp_avg_sq"] for s in states],
                  [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
                  [s["step"] for s in states]]
+        lists = D.local_lists(lists)  # DTensor (FSDP2): update the local shards in place
         l2_lams, decay = B.take([l2_lams, decay], idx)
         beta1, beta2 = (float(b) for b in group["betas"])
         hp = dict(lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"],

@@ -73,19 +73,32 @@ class ParamCount:
     With ``reference=1, power=1`` the decay is the question's "mean square" penalty
     ``lam * mean(w**2)`` written per weight: its gradient on each weight is ``lam/N * w``.
     ``reference`` = the parameter count at which ``lam == weight_decay``.
+
+    N defaults to the elements of the parameters the optimizer holds, global shapes (FSDP2
+    DTensors count whole). ``total_count`` fixes N instead: needed where one optimizer holds
+    only part of the model, as each rank's local optimizer under
+    ``torch.distributed.optim.ZeroRedundancyOptimizer`` does
+    (``total_count=sum(p.numel() for p in model.parameters())``).
     """
 
     reference: float = 1.0
     power: float = 1.0
+    total_count: Optional[int] = None
 
     def __post_init__(self):
         _positive("ParamCount reference", self.reference)
         if isinstance(self.power, bool) or not isinstance(self.power, (int, float)) \
                 or not math.isfinite(self.power):
             raise ValueError(f"ParamCount power must be a finite number, got {self.power!r}")
+        if self.total_count is not None and (
+                isinstance(self.total_count, bool) or not isinstance(self.total_count, int)
+                or self.total_count <= 0):
+            raise ValueError(
+                f"ParamCount total_count must be a positive int or None, got {self.total_count!r}")
 
     def scale(self, info: TensorInfo) -> float:
-        return (self.reference / max(info.total_count, 1)) ** self.power
+        n = info.total_count if self.total_count is None else self.total_count
+        return (self.reference / max(n, 1)) ** self.power
 
 
 @dataclass(frozen=True)

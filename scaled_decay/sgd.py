@@ -6,6 +6,7 @@ from typing import List, Optional
 import torch
 
 from . import backends as B
+from . import distributed as D
 from .optimizer import ScaledDecayOptimizer, check_non_negative
 
 
@@ -81,6 +82,9 @@ class SGD(ScaledDecayOptimizer):
             else [None] * len(params)
         l2_lams, decay = B.take([l2_lams, decay], idx)
         backend = B.resolve_backend(group["backend"], params[0])
+        # DTensor (FSDP2): update the local shards in place; ``dparams`` keeps the state keys
+        dparams, dbufs = params, bufs
+        params, grads, bufs = D.local_lists([params, grads, bufs])
         hp = dict(lr=float(group["lr"]), momentum=group["momentum"],
                   dampening=group["dampening"], nesterov=group["nesterov"],
                   maximize=group["maximize"])
@@ -93,8 +97,8 @@ class SGD(ScaledDecayOptimizer):
                 for j, buf in zip(idx, b):
                     bufs[j] = buf
         if use_momentum:
-            for p, buf in zip(params, bufs):
-                self.state[p]["momentum_buffer"] = buf
+            for p, old, buf in zip(dparams, dbufs, bufs):
+                self.state[p]["momentum_buffer"] = D.like_param(buf, p, old)
 
 
 def sgd_torch_fused(params, grads, bufs, *, l2_lams, decay, lr, momentum, dampening,

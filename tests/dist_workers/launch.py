@@ -1,0 +1,75 @@
+"""Run a worker script as a small gloo job on this machine, safely enough for CI.
+
+Each rank is its own ``python`` process (no fork of the pytest process). Rendezvous is a
+TCP store on 127.0.0.1 at a port the OS picked free just before; gloo is held to the
+loopback interface. A deadline bounds the whole job: on timeout or on any rank failing,
+every rank still running is killed, so no process outlives the test.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+WORKERS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_env(rank: int, world: int, port: int) -> dict:
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+               WORLD_SIZE=str(world), LOCAL_RANK=str(rank), GLOO_SOCKET_IFNAME="lo",
+               OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(WORKERS)]
+                                        + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def run_job(script: str, args: Sequence[str], tmp_path: Path, world: int = 2,
+            timeout: float = 150.0) -> List[str]:
+    """Run ``dist_workers/<script>`` on ``world`` ranks; returns each rank's output.
+
+    Raises AssertionError with the ranks' output tails if any rank fails or the deadline
+    passes (all ranks are killed then).
+    """
+    port = free_port()
+    logs = [tmp_path / f"{Path(script).stem}.rank{r}.log" for r in range(world)]
+    procs = []
+    for rank in range(world):
+        with open(logs[rank], "w") as log:
+            procs.append(subprocess.Popen(
+                [sys.executable, str(WORKERS / script), *args], cwd=str(tmp_path),
+                env=worker_env(rank, world, port), stdout=log, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + timeout
+    failed = None
+    try:
+        while any(p.poll() is None for p in procs):
+            if time.monotonic() > deadline:
+                failed = f"timed out after {timeout:.0f}s"
+                break
+            if any(p.poll() not in (None, 0) for p in procs):
+                failed = "a rank failed"
+                break
+            time.sleep(0.05)
+    finally:
+        for p in procs:  # only our own children, by handle
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    out = [log.read_text() for log in logs]
+    if failed is None and any(p.returncode != 0 for p in procs):
+        failed = "a rank failed"
+    if failed:
+        tails = "\n".join(f"--- rank {r} (rc {p.returncode}) ---\n{o[-3000:]}"
+                          for r, (p, o) in enumerate(zip(procs, out)))
+        raise AssertionError(f"{script} {' '.join(args)}: {failed}\n{tails}")
+    return out

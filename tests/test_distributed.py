@@ -1,0 +1,84 @@
+"""FSDP2, DDP and ZeroRedundancyOptimizer on 2 gloo ranks (CPU) vs the single-process run.
+
+Each test launches one 2-process job (tests/dist_workers/parity.py) that runs every case
+in turn and writes results.json; the assertions here read it. The workers feed every rank
+the same batch, so the data-parallel gradient equals the single-process one bit for bit and
+the parameters after 20 steps (with an LR schedule, so the modes differ) must be *equal*:
+a rule that used a local shard's shape or a rank's share of N would show up here.
+"""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "dist_workers"))
+from launch import run_job  # noqa: E402
+
+dist = pytest.importorskip("torch.distributed")
+pytestmark = [
+    pytest.mark.distributed,
+    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                       reason="needs torch.distributed with gloo"),
+]
+
+
+def _results(tmp_path, wrap):
+    run_job("parity.py", [wrap], tmp_path, timeout=150)
+    return json.loads((tmp_path / "results.json").read_text())
+
+
+def _failures(results, check):
+    return {name: r for name, r in results.items() if isinstance(r, dict) and not check(r)}
+
+
+def test_fsdp2_matches_single_process_for_every_rule_and_mode(tmp_path):
+    results = _results(tmp_path, "fsdp")
+    assert len(results) >= 27  # 4 modes x (5 AdamW rules + SGD) + Adam amsgrad + loop cases
+    assert not _failures(results, lambda r: r["max_diff"] == 0.0)
+    # decay_report rows (shape, fan_in, scale, lam, factor) equal the unsharded ones ...
+    assert not _failures(results, lambda r: r["report_equal"])
+    # ... and show the global shapes (Embedding 16x8, fc1 12x8, fc2 5x12 split 3/2 per rank)
+    shapes = results["AdamW/decoupled/fan_in/param_groups"]["report_shapes"]
+    assert shapes[:3] == [[16, 8], [12, 8], [5, 12]]
+    # the update ran on plain local shards, the state stayed sharded DTensors (for DCP),
+    # and "auto" never hands DTensors to torch's fused kernels
+    assert not _failures(results, lambda r: r["math_saw"] == ["Tensor"])
+    assert not _failures(results, lambda r: r["state_is_dtensor"])
+    assert not _failures(results, lambda r: r["auto_backend"] == "foreach")
+
+
+def test_ddp_matches_single_process_for_every_rule_and_mode(tmp_path):
+    results = _results(tmp_path, "ddp")
+    assert len(results) >= 27
+    assert not _failures(results, lambda r: r["max_diff"] == 0.0)
+    assert not _failures(results, lambda r: r["report_equal"])
+
+
+def test_zero_redundancy_optimizer_with_global_param_count(tmp_path):
+    results = _results(tmp_path, "zero")
+    control = results.pop("control: AdamW/decoupled/param_count(local N)")
+    error = results.pop("zero_param_groups_error")
+    assert len(results) == 5
+    # ZeRO did partition: each rank's local optimizer holds fewer than the model's 7 tensors
+    assert not _failures(results, lambda r: r["local_params"] < 7)
+    assert not _failures(results, lambda r: r["max_diff"] == 0.0)
+    # without total_count each rank counts only its share: the trajectories part (why the
+    # option exists, and proof that this comparison can fail)
+    assert control["max_diff"] > 1e-3
+    # sd.param_groups' per-parameter lists cannot follow ZeRO's partition: a clear error
+    assert "fan_ins" in error and "one entry per parameter" in error
+
+
+def test_param_count_total_count_sets_n_and_round_trips():
+    import scaled_decay as sd
+    from scaled_decay.rules import TensorInfo, as_rules, rules_to_plain
+
+    info = TensorInfo(shape=(3, 4), fan_in=4, total_count=12)
+    assert sd.ParamCount(reference=10).scale(info) == pytest.approx(10 / 12)
+    assert sd.ParamCount(reference=10, total_count=40).scale(info) == pytest.approx(10 / 40)
+    rule = sd.ParamCount(2.0, 0.5, total_count=40)
+    assert as_rules(rules_to_plain([rule])) == (rule,)  # state dicts keep it, as plain data
+    for bad in (0, -3, 2.5, True, "40"):
+        with pytest.raises(ValueError, match="total_count"):
+            sd.ParamCount(total_count=bad)
