@@ -1,0 +1,33 @@
+"""The width-transfer study: how does the best weight decay move as a model widens?
+
+``scaled-decay transfer`` (or ``python -m scaled_decay transfer``) trains MLPs
+d->n->n->10 of several widths on MNIST-1D (or scikit-learn's digits), sweeps lambda for each
+optimizer x parametrization x decay mode x scaling rule, fits lambda* per width and reports
+its drift log2(lambda*(widest) / lambda*(narrowest)); a data arm does the same along the
+training-set size for the steps-per-epoch rules.
+
+>>> from scaled_decay.transfer import quick_settings, run_study, write_outputs
+>>> study = run_study(quick_settings(), ".study_cache/runs", workers=2)
+>>> write_outputs(study, "transfer_out")  # transfer.png, transfer_data.png, drift.md, runs.json
+
+(Worker processes are spawned: call ``run_study`` under ``if __name__ == "__main__":`` in a
+script.) The names load lazily, so ``scaled-decay --help`` works without the study's extras.
+"""
+import importlib
+
+__all__ = ["StudySettings", "quick_settings", "full_settings", "run_study", "build_chains",
+           "write_outputs", "drift_table"]
+
+_WHERE = {"StudySettings": "settings", "quick_settings": "settings", "full_settings": "settings",
+          "run_study": "runner", "build_chains": "runner", "write_outputs": "report",
+          "drift_table": "report"}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

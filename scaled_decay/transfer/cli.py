@@ -1,0 +1,175 @@
+"""``scaled-decay transfer``: the command-line face of the width-transfer study.
+
+``add_transfer_arguments`` fills an argparse parser (the package CLI's ``transfer``
+subcommand uses it), ``run_transfer`` runs the parsed study, and ``main`` does both for
+``python -m scaled_decay.transfer``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .names import AXES, DATASETS, MODES, OPTIMIZERS, PARAMETRIZATIONS, RULES, STUDY_PACKAGES
+
+__all__ = ["add_transfer_arguments", "run_transfer", "main", "settings_from_args"]
+
+DEFAULT_CACHE = ".study_cache/runs"
+
+
+def _ints(text: str):
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _choices(allowed):
+    def parse(text: str):
+        values = tuple(v.strip() for v in text.split(",") if v.strip())
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(bad) or repr(text)} not in {', '.join(allowed)}")
+        return values
+    return parse
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return v
+    return parse
+
+
+def add_transfer_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--quick", action="store_true",
+                   help="3 widths, 1 seed, short runs: a preview in about 3 minutes")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist1d")
+    p.add_argument("--out", default=None,
+                   help="where the figure, table and JSON go "
+                        "(default .study_cache/transfer-quick or -full)")
+    p.add_argument("--cache", default=DEFAULT_CACHE,
+                   help=f"per-run cache; rerun to resume (default {DEFAULT_CACHE})")
+    p.add_argument("--workers", type=_positive(int), default=2,
+                   help="worker processes, one core each (default 2)")
+    p.add_argument("--axes", type=_choices(AXES), help="width,data (default both)")
+    p.add_argument("--widths", type=_ints, help="e.g. 64,256,1024; the first is the base")
+    p.add_argument("--data-sizes", type=_ints, help="training-set sizes of the data arm")
+    p.add_argument("--data-width", type=_positive(int), help="the data arm's width")
+    p.add_argument("--n-train", type=_positive(int), help="the width arm's training-set size")
+    p.add_argument("--optimizers", type=_choices(OPTIMIZERS))
+    p.add_argument("--parametrizations", type=_choices(PARAMETRIZATIONS))
+    p.add_argument("--rules", type=_choices(RULES))
+    p.add_argument("--modes", type=_choices(MODES))
+    p.add_argument("--seeds", type=_positive(int))
+    p.add_argument("--epochs", type=_positive(int))
+    p.add_argument("--batch-size", type=_positive(int))
+    p.add_argument("--grid-points", type=_positive(int),
+                   help="initial lambdas per sweep, half a decade apart (>= 3)")
+    p.add_argument("--lr-sgd", type=_positive(float), help="SGD lr at the base width")
+    p.add_argument("--lr-adamw", type=_positive(float), help="AdamW lr at the base width")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The preset (--quick or full) with the flags given on top; ValueError if invalid."""
+    from .settings import full_settings, quick_settings
+
+    s = quick_settings(args.dataset) if args.quick else full_settings(args.dataset)
+    changes = {name: getattr(args, name) for name in (
+        "axes", "widths", "data_sizes", "data_width", "n_train", "optimizers",
+        "parametrizations", "rules", "modes", "seeds", "epochs", "batch_size", "grid_points")
+        if getattr(args, name) is not None}
+    lr = dict(s.lr)
+    if args.lr_sgd is not None:
+        lr["sgd"] = args.lr_sgd
+    if args.lr_adamw is not None:
+        lr["adamw"] = args.lr_adamw
+    return s.replace(lr=lr, **changes)
+
+
+class _Bar:
+    """tqdm in cost units (so the ETA weighs a 1024-wide run above a 64-wide one)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = enabled, None
+
+    def plan(self, total: float) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="", unit_scale=False, dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| [{elapsed}<{remaining}] {postfix}")
+
+    def grow(self, cost: float) -> None:
+        if self.bar is not None:
+            self.bar.total += cost
+            self.bar.refresh()
+
+    def done(self, cost, trained, cached, queued) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"runs trained {trained}, cached {cached}, "
+                                     f"queued {queued}", refresh=False)
+            self.bar.update(cost)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _missing_packages():
+    import importlib.util
+    return [dist for mod, dist in STUDY_PACKAGES.items() if importlib.util.find_spec(mod) is None]
+
+
+def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser = None) -> int:
+    missing = _missing_packages()
+    if missing:
+        raise SystemExit(f"scaled-decay transfer needs {', '.join(missing)}: "
+                         f"pip install 'scaled_decay[study]'")
+    from .report import drift_table, write_outputs
+    from .runner import run_study
+
+    try:
+        settings = settings_from_args(args)
+    except ValueError as e:
+        if parser is not None:
+            parser.error(str(e))  # exits with status 2 and the usage line
+        raise
+    out = args.out or f".study_cache/transfer-{'quick' if args.quick else 'full'}"
+    bar = _Bar(not args.no_progress)
+    start = time.perf_counter()
+    try:
+        study = run_study(settings, args.cache, workers=args.workers, progress=bar)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: finished runs are cached in {args.cache}; rerun the same "
+              f"command to resume", file=sys.stderr)
+        return 130
+    bar.close()
+    study["wall_seconds"] = time.perf_counter() - start
+    paths = write_outputs(study, out)
+    print(drift_table(study))
+    print(f"{study['trained']} runs trained, {study['cached']} from the cache, "
+          f"{study['wall_seconds']:.0f} s")
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = add_transfer_arguments(argparse.ArgumentParser(
+        prog="scaled-decay transfer",
+        description="How does the best weight decay move as an MLP widens? "
+                    "Measures lambda* per width and scaling rule, and its drift."))
+    args = parser.parse_args(argv)
+    return run_transfer(args, parser)

@@ -1,0 +1,157 @@
+"""The study's outputs: the drift table (markdown), the figures (PNG) and every run (JSON)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, List
+
+from .names import RULE_LABELS
+
+__all__ = ["drift_table", "write_outputs", "write_figures", "to_strict_json"]
+
+
+def _lam(v) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def _signed(v: float) -> str:
+    return f"{v:+.2f}"
+
+
+def _chains(study: dict, axis: str) -> List[dict]:
+    return [c for c in study["chains"].values() if c["axis"] == axis]
+
+
+def drift_table(study: dict) -> str:
+    """Markdown: one row per arm, lambda* at both ends of the axis and its drift."""
+    s = study["settings"]
+    lines = [f"Dataset: {s['dataset']}; {s['seeds']} seed(s), {s['epochs']} epochs, batch "
+             f"{s['batch_size']}, lr {s['lr']} (base width), held-out NLL at the end of "
+             f"training. drift = log2(lambda*(last) / lambda*(first)) from the seed-mean "
+             f"curves, [min, max] over seeds; within 2x: |drift| <= 1 for the point and the "
+             f"whole seed range (yes), for neither (no), else unclear."]
+    if study.get("wall_seconds") is not None:
+        lines.append(f"Wall time {study['wall_seconds'] / 60:.1f} min: {study['trained']} "
+                     f"runs trained, {study['cached']} taken from the cache.")
+    lines.append("")
+    for axis, title in (("width", "Width arm"), ("data", "Data arm")):
+        chains = _chains(study, axis)
+        if not chains:
+            continue
+        first, last = chains[0]["values"][0], chains[0]["values"][-1]
+        sym = "n" if axis == "width" else "n_train"
+        fixed = (f"n_train = {s['n_train']}" if axis == "width"
+                 else f"width = {s['data_width']}, standard parametrization")
+        lines += [f"### {title}: {sym} = {first} -> {last} ({fixed})", "",
+                  f"| optimizer | param. | mode | rule | lambda*({sym}={first}) | "
+                  f"lambda*({sym}={last}) | drift [seed range] | within 2x | "
+                  f"NLL at {sym}={last}: lambda=0 -> best |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in chains:
+            end = c["points"][-1]
+            zero = _mean(end["zero_loss"])
+            for label, row in c["summary"].items():
+                best = min((v for v in end["arms"][label]["mean_loss"] if v is not None),
+                           default=None)
+                if row["identifiable"]:
+                    d = (f"{_signed(row['drift'])} [{_signed(row['drift_low'])}, "
+                         f"{_signed(row['drift_high'])}]")
+                    ok = row["within_2x"]
+                else:
+                    d, ok = f"not identifiable: {row['reason']}", "-"
+                lines.append(
+                    f"| {c['optimizer']} | {c['parametrization']} | {row['mode']} | "
+                    f"{RULE_LABELS[row['rule']]} | {_lam(row['lam_first'])} | "
+                    f"{_lam(row['lam_last'])} | {d} | {ok} | "
+                    f"{_loss(zero)} -> {_loss(best)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _mean(values) -> float:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if len(vals) == len(values) and vals else math.inf
+
+
+def _loss(v) -> str:
+    return "diverged" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+
+def write_figures(study: dict, out_dir: str) -> Dict[str, str]:
+    """One panel per rule (columns) and optimizer/parametrization/mode (rows): held-out
+    loss against lambda, one line per width (or data size), lambda* marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    for axis, name in (("width", "transfer.png"), ("data", "transfer_data.png")):
+        chains = _chains(study, axis)
+        if not chains:
+            continue
+        rules = list(dict.fromkeys(r["rule"] for r in chains[0]["summary"].values()))
+        rows = [(c, mode) for c in chains
+                for mode in dict.fromkeys(r["mode"] for r in c["summary"].values())]
+        fig, axes = plt.subplots(len(rows), len(rules), squeeze=False,
+                                 figsize=(3.3 * len(rules), 2.5 * len(rows)))
+        cmap = plt.get_cmap("viridis")
+        for (c, mode), ax_row in zip(rows, axes):
+            for rule, ax in zip(rules, ax_row):
+                label = next(k for k, r in c["summary"].items()
+                             if r["rule"] == rule and r["mode"] == mode)
+                _panel(ax, c, label, cmap, axis)
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="upper center", ncol=len(names), frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / len(rows)))
+        path = os.path.join(out_dir, name)
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths[f"{axis}_figure"] = path
+    return paths
+
+
+def _panel(ax, chain: dict, label: str, cmap, axis: str) -> None:
+    points = chain["points"]
+    sym = "n" if axis == "width" else "n_train"
+    for i, p in enumerate(points):
+        a = p["arms"][label]
+        color = cmap(i / max(len(points) - 1, 1))
+        xs = [x for x, y in zip(a["lams"], a["mean_loss"]) if y is not None]
+        ys = [y for y in a["mean_loss"] if y is not None]
+        ax.plot(xs, ys, "o-", ms=2.5, lw=1, color=color, label=f"{sym}={p['value']}")
+        if a["lam_star"] is not None and a["decay_helps"]:
+            ax.plot([a["lam_star"]], [min(ys)], "*", ms=9, color=color, mec="k", mew=0.5)
+    row = chain["summary"][label]
+    verdict = (f"drift {_signed(row['drift'])}" if row["identifiable"]
+               else "not identifiable")
+    ax.set_xscale("log")
+    ax.set_title(f"{chain['optimizer']}/{chain['parametrization']}/{row['mode']}\n"
+                 f"{RULE_LABELS[row['rule']]}: {verdict}", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("lambda (the rule's weight_decay)", fontsize=7)
+    ax.set_ylabel("held-out NLL", fontsize=7)
+
+
+def to_strict_json(obj):
+    """The study as strict JSON data: non-finite floats become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): to_strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_strict_json(v) for v in obj]
+    return obj
+
+
+def write_outputs(study: dict, out_dir: str) -> Dict[str, str]:
+    """Write drift.md, runs.json and the figure(s) into ``out_dir``; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"table": os.path.join(out_dir, "drift.md"),
+             "json": os.path.join(out_dir, "runs.json")}
+    with open(paths["table"], "w") as f:
+        f.write(drift_table(study))
+    with open(paths["json"], "w") as f:
+        json.dump(to_strict_json(study), f, indent=1, allow_nan=False)
+    paths.update(write_figures(study, out_dir))
+    return paths

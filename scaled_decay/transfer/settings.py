@@ -1,0 +1,130 @@
+"""What a study measures: one frozen, validated object, with the --quick and full presets."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Dict, Tuple
+
+from .data import max_train_size
+from .names import AXES, DATA_RULES, DATASETS, MODES, OPTIMIZERS, PARAMETRIZATIONS, RULES
+
+__all__ = ["StudySettings", "quick_settings", "full_settings", "AXES"]
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """All knobs of a study. ``widths[0]`` is the base width (muP and rule references).
+
+    ``lr``: per optimizer, the base-width lr (muP scales it per tensor from there).
+    ``default_lam``: where the first sweep of a chain is centred, as a decoupled lambda;
+    later axis points are centred on the lambda* the rule would have there if its drift so
+    far continued. ``grid_points``: initial points per sweep, half a decade apart; a sweep
+    whose best point is at an edge grows by one point on that side, up to
+    ``max_extensions`` times per side.
+    """
+
+    dataset: str = "mnist1d"
+    axes: Tuple[str, ...] = AXES
+    widths: Tuple[int, ...] = (64, 256, 1024)
+    n_train: int = 4000
+    data_sizes: Tuple[int, ...] = (1000, 4000, 16000)
+    data_width: int = 256
+    optimizers: Tuple[str, ...] = OPTIMIZERS
+    parametrizations: Tuple[str, ...] = PARAMETRIZATIONS
+    rules: Tuple[str, ...] = RULES
+    data_rules: Tuple[str, ...] = DATA_RULES
+    modes: Tuple[str, ...] = MODES
+    seeds: int = 3
+    epochs: int = 30
+    batch_size: int = 128
+    lr: Dict[str, float] = field(default_factory=lambda: {"sgd": 0.1, "adamw": 3e-3})
+    default_lam: Dict[str, float] = field(default_factory=lambda: {"sgd": 0.03, "adamw": 0.3})
+    grid_points: int = 5
+    max_extensions: int = 6
+    data_seed: int = 0
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        _subset("axes", self.axes, AXES)
+        _subset("optimizers", self.optimizers, OPTIMIZERS)
+        _subset("parametrizations", self.parametrizations, PARAMETRIZATIONS)
+        _subset("rules", self.rules, RULES)
+        _subset("data_rules", self.data_rules, DATA_RULES)
+        _subset("modes", self.modes, MODES)
+        _increasing("widths", self.widths)
+        if "data" in self.axes:
+            _increasing("data_sizes", self.data_sizes)
+        for name in ("n_train", "data_width", "seeds", "epochs", "batch_size"):
+            _positive_int(name, getattr(self, name))
+        if self.grid_points < 3 or not isinstance(self.grid_points, int):
+            raise ValueError(f"grid_points must be an integer >= 3 (a parabola needs three "
+                             f"points), got {self.grid_points!r}")
+        if not isinstance(self.max_extensions, int) or self.max_extensions < 0:
+            raise ValueError(f"max_extensions must be a non-negative integer, got "
+                             f"{self.max_extensions!r}")
+        for name in ("lr", "default_lam"):
+            value = getattr(self, name)
+            for opt in self.optimizers:
+                v = value.get(opt) if isinstance(value, dict) else None
+                if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                    raise ValueError(f"{name}[{opt!r}] must be a positive number, got {v!r}")
+        pool = max_train_size(self.dataset, self.needed_pool())
+        largest = max((self.n_train,) + (self.data_sizes if "data" in self.axes else ()))
+        if largest > pool:
+            raise ValueError(f"n_train / data_sizes: {self.dataset} has {pool} training "
+                             f"samples, asked for {largest}")
+
+    def needed_pool(self) -> int:
+        return max((self.n_train,) + tuple(self.data_sizes))
+
+    @property
+    def base_width(self) -> int:
+        return self.widths[0]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **changes) -> "StudySettings":
+        return replace(self, **changes)
+
+
+def _subset(name, values, allowed):
+    if isinstance(values, str) or not values or not set(values) <= set(allowed) \
+            or len(set(values)) != len(values):
+        raise ValueError(f"{name} must be a non-empty list of distinct values from "
+                         f"{list(allowed)}, got {values!r}")
+
+
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _increasing(name, values):
+    if isinstance(values, (str, bytes)) or len(values) < 2 \
+            or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values) \
+            or list(values) != sorted(set(values)):
+        raise ValueError(f"{name} must be at least two increasing positive integers, "
+                         f"got {values!r}")
+
+
+def quick_settings(dataset: str = "mnist1d") -> StudySettings:
+    """--quick: 3 widths over the full 16x, one seed, a 3-point starting grid, short runs."""
+    data_sizes = (1000, 4000, 16000) if dataset == "mnist1d" else (80, 320, 1280)
+    return StudySettings(dataset=dataset, widths=(64, 256, 1024), data_sizes=data_sizes,
+                         n_train=_n_train(dataset), seeds=1, epochs=10, grid_points=3,
+                         max_extensions=3)
+
+
+def full_settings(dataset: str = "mnist1d") -> StudySettings:
+    data_sizes = (1000, 2000, 4000, 8000, 16000) if dataset == "mnist1d" \
+        else (80, 160, 320, 640, 1280)
+    return StudySettings(dataset=dataset, widths=(64, 128, 256, 512, 1024),
+                         data_sizes=data_sizes, n_train=_n_train(dataset), seeds=3, epochs=30,
+                         grid_points=5)
+
+
+def _n_train(dataset: str) -> int:
+    """The issue's 4000 MNIST-1D training samples; all 1,297 of digits' training pool."""
+    return 4000 if dataset == "mnist1d" else max_train_size(dataset)
