@@ -27,10 +27,20 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_transfer(sub) -> None:
+    # transfer.cli imports nothing heavy: the study's extras load only when it runs
+    from .transfer.cli import add_transfer_arguments, run_transfer
+    p = sub.add_parser("transfer", help="the width-transfer study: how the best weight decay "
+                                        "moves with width (and data) under each rule")
+    add_transfer_arguments(p)
+    p.set_defaults(func=lambda args: run_transfer(args, p))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaled-decay", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
+    _add_transfer(sub)
     return parser
 
 

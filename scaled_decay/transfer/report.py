@@ -11,8 +11,9 @@ from .names import RULE_LABELS
 __all__ = ["drift_table", "write_outputs", "write_figures", "to_strict_json"]
 
 
-def _lam(v) -> str:
-    return "-" if v is None else f"{v:.3g}"
+def _lam(v, arm: dict) -> str:
+    """lambda* where decay helps there; "-" where it does not (the value would be noise)."""
+    return "-" if v is None or not arm["decay_helps"] else f"{v:.3g}"
 
 
 def _signed(v: float) -> str:
@@ -52,6 +53,7 @@ def drift_table(study: dict) -> str:
             end = c["points"][-1]
             zero = _mean(end["zero_loss"])
             for label, row in c["summary"].items():
+                a0, a1 = c["points"][0]["arms"][label], end["arms"][label]
                 best = min((v for v in end["arms"][label]["mean_loss"] if v is not None),
                            default=None)
                 if row["identifiable"]:
@@ -62,8 +64,8 @@ def drift_table(study: dict) -> str:
                     d, ok = f"not identifiable: {row['reason']}", "-"
                 lines.append(
                     f"| {c['optimizer']} | {c['parametrization']} | {row['mode']} | "
-                    f"{RULE_LABELS[row['rule']]} | {_lam(row['lam_first'])} | "
-                    f"{_lam(row['lam_last'])} | {d} | {ok} | "
+                    f"{RULE_LABELS[row['rule']]} | {_lam(row['lam_first'], a0)} | "
+                    f"{_lam(row['lam_last'], a1)} | {d} | {ok} | "
                     f"{_loss(zero)} -> {_loss(best)} |")
         lines.append("")
     return "\n".join(lines)

@@ -110,8 +110,12 @@ class _Study:
                 value = chain.values[self.position[chain]]
                 zero = [self.results.get(self.zero_spec(chain, value, k).key())
                         for k in range(self.s.seeds)]
+                # Decide on a sweep only once the point's lambda = 0 runs are in too, so the
+                # decisions depend on the results alone, never on the order runs finish in
+                # (a resumed study then grows exactly the grids a fresh one would).
                 for sw in sweeps:
-                    if not sw.done and sw.complete(self.results):
+                    if not sw.done and all(z is not None for z in zero) \
+                            and sw.complete(self.results):
                         new = sw.evaluate(self.results, zero)
                         for lam in new:
                             for k in range(self.s.seeds):
@@ -133,9 +137,10 @@ class _Study:
     def open_point(self, chain: Chain) -> List[SweepState]:
         value = chain.values[self.position[chain]]
         sweeps = []
+        points = self.s.grid_points if self.outcomes[chain] else self.s.first_grid_points
         for plan in self.plan(chain, value):
             center = self.center(chain, value, plan.rep)
-            sw = SweepState(plan, lattice_grid(center, self.s.grid_points),
+            sw = SweepState(plan, lattice_grid(center, points),
                             self.s.max_extensions,
                             lambda arm, lam, k, c=chain, v=value: self.spec(c, v, arm, lam, k),
                             self.s.seeds)
@@ -180,10 +185,11 @@ class _Study:
         """Cost of every run the initial grids need (extensions add to it as they appear)."""
         total = 0.0
         for chain in self.chains:
-            for value in chain.values:
+            for i, value in enumerate(chain.values):
                 n_sweeps = len(self.plan(chain, value))
+                points = self.s.grid_points if i else self.s.first_grid_points
                 probe = self.spec(chain, value, chain.arms[0], 1.0, 0)
-                total += probe.cost() * self.s.seeds * (n_sweeps * self.s.grid_points + 1)
+                total += probe.cost() * self.s.seeds * (n_sweeps * points + 1)
         return total
 
     def finished(self) -> bool:
