@@ -12,7 +12,7 @@ from typing import Optional
 
 from .train import RunSpec
 
-__all__ = ["RunCache"]
+__all__ = ["RunCache", "encode_result", "decode_result"]
 
 
 class RunCache:
@@ -60,5 +60,3 @@ def decode_result(result: dict) -> dict:
         out["holdout_nll"] = math.inf
     return out
 
-
-__all__ += ["encode_result", "decode_result"]

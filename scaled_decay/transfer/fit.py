@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -131,10 +131,3 @@ def verdict(point: float, low: float, high: float, factor_log2: float = 1.0) -> 
         return "no"
     return "unclear"
 
-
-def seed_optima(lams: Sequence[float], loss_matrix) -> List[Optimum]:
-    """:func:`fit_optimum` on each seed's own curve."""
-    return [fit_optimum(lams, row) for row in np.asarray(loss_matrix, dtype=float)]
-
-
-__all__.append("seed_optima")

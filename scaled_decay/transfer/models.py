@@ -7,8 +7,9 @@ Two parametrizations, both defined relative to a base width ``b`` so that they c
 - ``"mup"``: muP (Yang et al. 2022, "Tensor Programs V", Table 3, the form without output
   multipliers): the output layer is initialized sqrt(r) times smaller than in SP and the
   lr is set per tensor. AdamW: hidden and output weights get ``lr * r`` (what the ``mup``
-  package's MuAdam does), the input layer and biases ``lr``. SGD: input weights and the
-  hidden layers' biases get ``lr / r``, hidden weights ``lr``, output weights ``lr * r``.
+  package's MuAdam does), the input layer and biases ``lr``. SGD: the input layer (weight
+  and bias) and the hidden layer's bias get ``lr / r``, hidden weights ``lr``, output
+  weights ``lr * r``, the output bias ``lr``.
 
 The optimizer always comes from ``sd.param_groups`` (biases undecayed, module-aware fan-ins,
 per-tensor fan-in references from the base-width model), split into one group per tensor so

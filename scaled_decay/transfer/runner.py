@@ -18,7 +18,7 @@ from .data import input_dim, load_pool
 from .models import Arm, decay_signature
 from .outcomes import SweepState, point_outcome, summarize_chain
 from .settings import StudySettings
-from .sweeps import Chain, lattice_grid, lattice_index, lattice_value, plan_sweeps
+from .sweeps import Chain, lattice_grid, plan_sweeps
 from .train import RunSpec, steps_per_epoch, train_run
 
 __all__ = ["run_study", "build_chains"]

@@ -19,7 +19,7 @@ from .models import Arm, decay_signature
 from .train import steps_per_epoch
 
 __all__ = ["Chain", "SweepPlan", "plan_sweeps", "proportional_factor", "lattice_grid",
-           "GRID_STEP"]
+           "lattice_value", "lattice_index", "GRID_STEP"]
 
 GRID_STEP = 0.5  # log10 lambda between grid points: half a decade
 
@@ -121,5 +121,3 @@ def lattice_value(j: int) -> float:
 def lattice_index(lam: float) -> int:
     return round(math.log10(lam) / GRID_STEP)
 
-
-__all__ += ["lattice_value", "lattice_index"]
