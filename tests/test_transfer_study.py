@@ -18,7 +18,7 @@ TINY = dict(widths=(8, 16), n_train=128, data_sizes=(64, 128), data_width=8, epo
             first_grid_points=3, grid_points=3, max_extensions=1)
 TINY_FLAGS = ["--widths", "8,16", "--n-train", "128", "--data-sizes", "64,128",
               "--data-width", "8", "--epochs", "1", "--batch-size", "32", "--seeds", "1",
-              "--grid-points", "3", "--no-progress"]
+              "--grid-points", "3", "--first-grid-points", "3", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     (["--rules", "fan_in,mean"], "mean not in"),
     (["--seeds", "0"], "expected a positive number"),
     (["--grid-points", "2"], "grid_points must be an integer >= 3"),
+    (["--first-grid-points", "1"], "first_grid_points must be an integer >= 3"),
     (["--dataset", "cifar"], "invalid choice"),
     (["--dataset", "digits", "--n-train", "5000"], "digits has 1297 training samples"),
     (["--lr-adamw", "-1"], "expected a positive number"),
@@ -161,3 +162,12 @@ def test_pools_hold_fixed_held_out_sets(data_cache):
     assert abs(float(digits.x_train.mean())) < 1e-5
     with pytest.raises(ValueError, match="dataset"):
         load_pool("cifar10", 0)
+
+
+def test_digits_is_a_second_dataset(tmp_path):
+    s = StudySettings(**dict(TINY, seeds=1, n_train=1297, data_sizes=(80, 160)),
+                      dataset="digits")
+    study = run_study(s, str(tmp_path), workers=1)
+    widths = [r for r in study["runs"] if r["spec"]["n_train"] == 1297]
+    assert widths and all(r["spec"]["dataset"] == "digits" for r in study["runs"])
+    assert {p["n_train"] for p in study["chains"]["data/sgd/sp"]["points"]} == {80, 160}

@@ -74,7 +74,11 @@ def add_transfer_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--epochs", type=_positive(int))
     p.add_argument("--batch-size", type=_positive(int))
     p.add_argument("--grid-points", type=_positive(int),
-                   help="initial lambdas per sweep, half a decade apart (>= 3)")
+                   help="initial lambdas per sweep, half a decade apart (>= 3), centred on "
+                        "the lambda* predicted from the narrower widths (default 3)")
+    p.add_argument("--first-grid-points", type=_positive(int),
+                   help="the same at each chain's first point, where there is no "
+                        "prediction yet (default 5; 3 with --quick)")
     p.add_argument("--lr-sgd", type=_positive(float), help="SGD lr at the base width")
     p.add_argument("--lr-adamw", type=_positive(float), help="AdamW lr at the base width")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,7 +92,8 @@ def settings_from_args(args: argparse.Namespace):
     s = quick_settings(args.dataset) if args.quick else full_settings(args.dataset)
     changes = {name: getattr(args, name) for name in (
         "axes", "widths", "data_sizes", "data_width", "n_train", "optimizers",
-        "parametrizations", "rules", "modes", "seeds", "epochs", "batch_size", "grid_points")
+        "parametrizations", "rules", "modes", "seeds", "epochs", "batch_size", "grid_points",
+        "first_grid_points")
         if getattr(args, name) is not None}
     lr = dict(s.lr)
     if args.lr_sgd is not None:
