@@ -98,7 +98,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
            "--optimizers", "adamw", "--parametrizations", "mup"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("transfer.png", "transfer_data.png"):
+    for name in ("transfer.png", "transfer_data.png", "drift.png"):
         with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         import matplotlib.pyplot as plt
@@ -116,6 +116,15 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     assert "### Width arm: n = 8 -> 16" in table and "### Data arm: n_train = 64 -> 128" \
         in table
     assert "drift.md" in proc.stdout and "runs trained" in proc.stdout
+    # --replot rewrites the outputs from runs.json alone, training nothing
+    for name in ("drift.md", "transfer.png", "drift.png"):
+        os.remove(out / name)
+    assert main(["--replot", "--out", str(out), "--cache", str(tmp_path / "unused")]) == 0
+    assert (out / "drift.md").read_text() == table
+    assert (out / "drift.png").exists() and (out / "transfer.png").exists()
+    summary = (out / "summary.md").read_text().splitlines()
+    assert sum(l.startswith("| adamw / mup |") for l in summary) == 4  # one row per rule
+    assert not (tmp_path / "unused").exists()
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -130,6 +139,8 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     (["--dataset", "cifar"], "invalid choice"),
     (["--dataset", "digits", "--n-train", "5000"], "digits has 1297 training samples"),
     (["--lr-adamw", "-1"], "expected a positive number"),
+    (["--replot"], "--replot needs --out"),
+    (["--replot", "--out", "/nonexistent/study"], "cannot read a study"),
 ])
 def test_bad_flags_give_a_clear_error(flags, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:

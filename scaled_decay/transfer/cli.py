@@ -82,6 +82,8 @@ def add_transfer_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--lr-sgd", type=_positive(float), help="SGD lr at the base width")
     p.add_argument("--lr-adamw", type=_positive(float), help="AdamW lr at the base width")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--replot", action="store_true",
+                   help="train nothing: rewrite the figures and table from OUT/runs.json")
     return p
 
 
@@ -141,8 +143,21 @@ def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser = Non
     if missing:
         raise SystemExit(f"scaled-decay transfer needs {', '.join(missing)}: "
                          f"pip install 'scaled_decay[study]'")
-    from .report import drift_table, write_outputs
+    from .report import drift_table, load_study, write_outputs
     from .runner import run_study
+
+    if args.replot:
+        if args.out is None:
+            (parser.error if parser else _raise)("--replot needs --out (the study's folder)")
+        try:
+            study = load_study(args.out)
+        except ValueError as e:
+            (parser.error if parser else _raise)(str(e))
+        paths = write_outputs(study, args.out)
+        print(drift_table(study))
+        for kind, path in paths.items():
+            print(f"{kind}: {path}")
+        return 0
 
     try:
         settings = settings_from_args(args)
@@ -169,6 +184,10 @@ def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser = Non
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
+
+
+def _raise(message: str):
+    raise ValueError(message)
 
 
 def main(argv=None) -> int:

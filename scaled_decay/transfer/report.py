@@ -8,7 +8,8 @@ from typing import Dict, List
 
 from .names import RULE_LABELS
 
-__all__ = ["drift_table", "write_outputs", "write_figures", "to_strict_json"]
+__all__ = ["drift_table", "summary_table", "write_outputs", "write_figures", "write_drift_figure",
+           "load_study", "to_strict_json"]
 
 
 def _lam(v, arm: dict) -> str:
@@ -71,6 +72,42 @@ def drift_table(study: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_table(study: dict) -> str:
+    """Markdown, one row per optimizer x parametrization x rule, the two modes side by side:
+    drift [seed range] and whether lambda* stays within 2x ("ok"), for the README."""
+    lines = []
+    for axis in ("width", "data"):
+        chains = _chains(study, axis)
+        if not chains:
+            continue
+        v = chains[0]["values"]
+        sym = "n" if axis == "width" else "n_train"
+        modes = list(dict.fromkeys(r["mode"] for r in chains[0]["summary"].values()))
+        lines += [f"| {axis} arm, {sym} {v[0]} -> {v[-1]} | rule | "
+                  + " | ".join(f"drift, {m}" for m in modes) + " |",
+                  "|---|---|" + "---|" * len(modes)]
+        for c in chains:
+            rules = list(dict.fromkeys(r["rule"] for r in c["summary"].values()))
+            for rule in rules:
+                cells = []
+                for m in modes:
+                    r = next(r for r in c["summary"].values()
+                             if r["rule"] == rule and r["mode"] == m)
+                    cells.append(_drift_cell(r))
+                lines.append(f"| {c['optimizer']} / {c['parametrization']} | "
+                             f"{RULE_LABELS[rule]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _drift_cell(r: dict) -> str:
+    if not r["identifiable"]:
+        return "not identifiable"
+    mark = {"yes": " **ok**", "unclear": " (unclear)"}.get(r["within_2x"], "")
+    return (f"{_signed(r['drift'])} [{_signed(r['drift_low'])}, "
+            f"{_signed(r['drift_high'])}]{mark}")
+
+
 def _mean(values) -> float:
     vals = [v for v in values if v is not None]
     return sum(vals) / len(vals) if len(vals) == len(values) and vals else math.inf
@@ -113,6 +150,42 @@ def write_figures(study: dict, out_dir: str) -> Dict[str, str]:
     return paths
 
 
+def write_drift_figure(study: dict, out_dir: str) -> str:
+    """Summary: every arm's drift with its seed range, and the factor-2 band."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for c in study["chains"].values():
+        for label, r in c["summary"].items():
+            name = (f"{c['axis']}: {c['optimizer']}/{c['parametrization']}/{r['mode']}/"
+                    f"{RULE_LABELS[r['rule']]}")
+            rows.append((name, r))
+    fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(rows) + 1.2))
+    for i, (name, r) in enumerate(rows):
+        if r["identifiable"]:
+            color = {"yes": "tab:green", "no": "tab:red"}.get(r["within_2x"], "tab:orange")
+            ax.plot([r["drift_low"], r["drift_high"]], [i, i], "-", color=color, lw=2)
+            ax.plot([r["drift"]], [i], "o", color=color, ms=4)
+        else:
+            ax.text(0, i, "not identifiable", fontsize=6, va="center", ha="center")
+    ax.axvspan(-1, 1, color="0.9", zorder=0)
+    ax.axvline(0, color="0.5", lw=0.5)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([n for n, _ in rows], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("drift = log2(lambda*(last) / lambda*(first)), bar: seed range; grey band: "
+                  "within 2x\ngreen: stays within 2x, red: does not, orange: unclear",
+                  fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "drift.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _panel(ax, chain: dict, label: str, cmap, axis: str) -> None:
     points = chain["points"]
     sym = "n" if axis == "width" else "n_train"
@@ -153,7 +226,21 @@ def write_outputs(study: dict, out_dir: str) -> Dict[str, str]:
              "json": os.path.join(out_dir, "runs.json")}
     with open(paths["table"], "w") as f:
         f.write(drift_table(study))
+    paths["summary"] = os.path.join(out_dir, "summary.md")
+    with open(paths["summary"], "w") as f:
+        f.write(summary_table(study))
     with open(paths["json"], "w") as f:
         json.dump(to_strict_json(study), f, indent=1, allow_nan=False)
     paths.update(write_figures(study, out_dir))
+    paths["drift_figure"] = write_drift_figure(study, out_dir)
     return paths
+
+
+def load_study(out_dir: str) -> dict:
+    """A study as written by :func:`write_outputs` (its runs.json), to re-plot it."""
+    path = os.path.join(out_dir, "runs.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--replot: cannot read a study from {path}: {e}") from None
