@@ -46,12 +46,15 @@ def adam_math(params: List[torch.Tensor], grads: List[torch.Tensor],
 
 
 def adam_torch_fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *,
-                     l2_lams, decay, lr, beta1, beta2, eps, amsgrad, maximize) -> None:
+                     l2_lams, decay, lr, beta1, beta2, eps, amsgrad, maximize, grad_scale=None,
+                     found_inf=None) -> None:
     """The same step through torch's fused kernels, one call per (device, dtype, decay).
 
     "l2" maps onto ``torch._fused_adam_`` with ``weight_decay=lam``; the multiplicative modes
     onto ``torch._fused_adamw_``, which multiplies by ``1 - lr * weight_decay``, with
-    ``weight_decay = c / lr`` (c = 0 whenever lr = 0).
+    ``weight_decay = c / lr`` (c = 0 whenever lr = 0). GradScaler's ``grad_scale`` and
+    ``found_inf`` go to the fused op, which unscales and skips on the device; the step counts
+    are then taken back where ``found_inf`` is set, as torch's fused Adam does.
     """
     torch._foreach_add_(steps, 1.0)
     if l2_lams is not None:
@@ -62,8 +65,13 @@ def adam_torch_fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step
     for (_, _, wd), idx in B.indices_by(keys).items():
         p, g, m, v, vmax, s = B.take(
             [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps], idx)
+        device = p[0].device
+        amp = {k: t.to(device, non_blocking=True) for k, t in
+               (("grad_scale", grad_scale), ("found_inf", found_inf)) if t is not None}
         fused(p, g, m, v, vmax, s, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd,
-              eps=eps, amsgrad=amsgrad, maximize=maximize)
+              eps=eps, amsgrad=amsgrad, maximize=maximize, **amp)
+        if "found_inf" in amp:
+            torch._foreach_sub_(s, [amp["found_inf"]] * len(s))
 
 
 class _AdamBase(ScaledDecayOptimizer):
@@ -122,11 +130,20 @@ class _AdamBase(ScaledDecayOptimizer):
         hp = dict(lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"],
                   amsgrad=amsgrad, maximize=group["maximize"])
         backend = B.resolve_backend(group["backend"], params[0])
-        if backend == "torch_fused":
+        grad_scale, found_inf = self._amp_tensors()
+        if backend in ("torch_fused", "triton"):  # both skip on found_inf on the device
             self._steps_to_param_device(params, states)
             lists[-1] = [s["step"] for s in states]
-            adam_torch_fused(*lists, l2_lams=l2_lams, decay=decay, **hp)
+            if backend == "triton":
+                from .kernels import adam_triton as fused
+            else:
+                fused = adam_torch_fused
+            fused(*lists, l2_lams=l2_lams, decay=decay, grad_scale=grad_scale,
+                  found_inf=found_inf, **hp)
             return
+        if B.found_inf_set(found_inf):  # GradScaler found inf/NaN: skip the step entirely
+            return
+        B.unscale_grads_(lists[1], grad_scale)
         for batch in B.batch_indices(backend, params):
             lams, c = B.take([l2_lams, decay], batch)
             adam_math(*B.take(lists, batch), l2_lams=lams, decay=c, **hp)

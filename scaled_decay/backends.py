@@ -32,14 +32,26 @@ def torch_fused_supports(p: torch.Tensor) -> bool:
             and p.device.type in _get_fused_kernels_supported_devices())
 
 
+def triton_unavailable_reason(device: torch.device):
+    """Why ``scaled_decay.kernels`` cannot run on ``device`` (None when it can): Triton must
+    import; CUDA devices need CUDA, CPU tensors Triton's interpreter (TRITON_INTERPRET=1)."""
+    try:
+        from scaled_decay import kernels
+    except Exception as e:  # ImportError, or a Triton install that fails to load
+        return f"Triton does not import ({type(e).__name__}: {e})"
+    return kernels.unavailable_reason(device)
+
+
 def triton_available(device: torch.device) -> bool:
-    """Whether the package's Triton kernels can run on ``device`` (none ship yet)."""
-    return False
+    """Whether the package's Triton kernels can run on ``device``."""
+    return triton_unavailable_reason(device) is None
 
 
 def resolve_backend(requested: str, p: torch.Tensor) -> str:
     """The backend that runs for tensors like ``p``; explicit requests never fall back."""
     if requested == "auto":
+        if torch.compiler.is_compiling():
+            return "foreach"  # Inductor fuses the foreach math; fused kernels take no tensor lr
         if p.is_cuda and triton_available(p.device):
             return "triton"
         return "torch_fused" if torch_fused_supports(p) else "foreach"
@@ -47,10 +59,10 @@ def resolve_backend(requested: str, p: torch.Tensor) -> str:
         raise RuntimeError(
             f"backend='torch_fused': torch has no fused optimizer kernel for "
             f"{type(p).__name__} of dtype {p.dtype} on {p.device}; use backend='foreach'")
-    if requested == "triton" and not triton_available(p.device):
+    if requested == "triton" and triton_unavailable_reason(p.device) is not None:
         raise RuntimeError(
-            f"backend='triton': the Triton kernels cannot run on {p.device}; "
-            f"use backend='auto' or 'foreach'")
+            f"backend='triton': the Triton kernels cannot run on {p.device} "
+            f"({triton_unavailable_reason(p.device)}); use backend='auto' or 'foreach'")
     return requested
 
 
@@ -91,8 +103,43 @@ def add_decay_to_grads(grads: List[torch.Tensor], params: List[torch.Tensor],
     return out
 
 
-def apply_decoupled_decay(params: List[torch.Tensor], decay: Sequence[float]) -> None:
-    """``p *= 1 - c`` per tensor (SPEC step 2: multiply first, then the update)."""
+def apply_decoupled_decay(params: List[torch.Tensor], decay: Sequence[float],
+                          found_inf=None) -> None:
+    """``p *= 1 - c`` per tensor (SPEC step 2: multiply first, then the update).
+
+    With GradScaler's ``found_inf`` (a device tensor) the factor is ``1`` where it is set,
+    chosen on the device (no sync); the factor is the same fp32 number as the float path's.
+    """
     keep = [1.0 - c for c in decay]
-    if any(k != 1.0 for k in keep):
+    # (under torch.compile the factors are tensors: no data-dependent skip there)
+    if not torch.compiler.is_compiling() and not any(k != 1.0 for k in keep):
+        return
+    if found_inf is None:
         torch._foreach_mul_(params, keep)
+        return
+    for k, idx in indices_by(keep).items():
+        device = params[idx[0]].device
+        skip = found_inf.to(device, non_blocking=True) != 0
+        factor = torch.where(skip, torch.ones((), device=device),
+                             torch.tensor(k, dtype=torch.float32, device=device))
+        torch._foreach_mul_([params[i] for i in idx], factor)
+
+
+# ---- GradScaler (torch.amp) support for the backends that do not fuse it ---------------------
+def found_inf_set(found_inf) -> bool:
+    """Whether GradScaler found an inf/NaN (read on the host: one sync, as GradScaler's own
+    ``step`` does for optimizers that cannot skip on the device)."""
+    return found_inf is not None and bool(found_inf.item() != 0)
+
+
+def unscale_grads_(grads: List[torch.Tensor], grad_scale) -> None:
+    """``g *= float32(1 / scale)`` in place: GradScaler.unscale_'s own op and arithmetic
+    (``torch._amp_foreach_non_finite_check_and_unscale_``), one call per (device, dtype)."""
+    if grad_scale is None or not grads:
+        return
+    inv_scale = grad_scale.double().reciprocal().float()
+    for idx in batch_indices("foreach", grads):
+        sub = [grads[i] for i in idx]
+        device = sub[0].device
+        torch._amp_foreach_non_finite_check_and_unscale_(
+            sub, torch.zeros((), device=device), inv_scale.to(device))

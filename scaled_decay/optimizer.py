@@ -170,6 +170,15 @@ class ScaledDecayOptimizer(Optimizer):
     def _step_group(self, group: dict, l2_lams, decay) -> None:
         raise NotImplementedError
 
+    # GradScaler.step(opt) sees this, sets ``opt.grad_scale`` and ``opt.found_inf`` (device
+    # tensors) and calls step() without unscaling first, as for torch's fused optimizers:
+    # every backend then unscales the grads and skips the step when found_inf is set.
+    _step_supports_amp_scaling = True
+
+    def _amp_tensors(self):
+        """(grad_scale, found_inf) set by GradScaler for this step, else None."""
+        return getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+
     def _with_grads(self, group: dict) -> List[int]:
         """Positions of the group's params that have a gradient; sparse ones are refused."""
         idx = []

@@ -88,9 +88,16 @@ class SGD(ScaledDecayOptimizer):
         hp = dict(lr=float(group["lr"]), momentum=group["momentum"],
                   dampening=group["dampening"], nesterov=group["nesterov"],
                   maximize=group["maximize"])
-        if backend == "torch_fused":
-            sgd_torch_fused(params, grads, bufs, l2_lams=l2_lams, decay=decay, **hp)
-        else:
+        grad_scale, found_inf = self._amp_tensors()
+        if backend in ("torch_fused", "triton"):  # both skip on found_inf on the device
+            if backend == "triton":
+                from .kernels import sgd_triton as fused
+            else:
+                fused = sgd_torch_fused
+            fused(params, grads, bufs, l2_lams=l2_lams, decay=decay, grad_scale=grad_scale,
+                  found_inf=found_inf, **hp)
+        elif not B.found_inf_set(found_inf):  # else GradScaler found inf/NaN: skip the step
+            B.unscale_grads_(grads, grad_scale)
             for idx in B.batch_indices(backend, params):
                 p, g, b, lams, c = B.take([params, grads, bufs, l2_lams, decay], idx)
                 sgd_math(p, g, b, l2_lams=lams, decay=c, **hp)
@@ -98,17 +105,25 @@ class SGD(ScaledDecayOptimizer):
                     bufs[j] = buf
         if use_momentum:
             for p, old, buf in zip(dparams, dbufs, bufs):
-                self.state[p]["momentum_buffer"] = D.like_param(buf, p, old)
+                if buf is not None:  # None: a first step GradScaler skipped
+                    self.state[p]["momentum_buffer"] = D.like_param(buf, p, old)
 
 
 def sgd_torch_fused(params, grads, bufs, *, l2_lams, decay, lr, momentum, dampening,
-                    nesterov, maximize) -> None:
+                    nesterov, maximize, grad_scale=None, found_inf=None) -> None:
     """The same step through ``torch._fused_sgd_``: one call per (device, dtype, lam, first
     step or not). Its weight decay is coupled, so "l2" passes ``lam`` through and the other
-    modes apply ``p *= 1 - c`` first (one extra pass over p) and call it with no decay."""
+    modes apply ``p *= 1 - c`` first (one extra pass over p) and call it with no decay.
+    GradScaler's tensors go to the fused op; the decay outside it multiplies by 1 where
+    ``found_inf`` is set. A new momentum buffer must start from a real gradient, so with new
+    buffers ``found_inf`` is read on the host (once in a parameter's life)."""
+    if found_inf is not None and momentum != 0 and any(b is None for b in bufs):
+        if B.found_inf_set(found_inf):
+            return
+        found_inf = None  # just read: zero
     if decay is not None:
         for idx in B.batch_indices("foreach", params):
-            B.apply_decoupled_decay(*B.take([params, decay], idx))
+            B.apply_decoupled_decay(*B.take([params, decay], idx), found_inf=found_inf)
     lams = l2_lams if l2_lams is not None else [0.0] * len(params)
     first = [b is None for b in bufs]
     if momentum != 0:
@@ -118,6 +133,9 @@ def sgd_torch_fused(params, grads, bufs, *, l2_lams, decay, lr, momentum, dampen
     keys = [(p.device, p.dtype, lam, f) for p, lam, f in zip(params, lams, first)]
     for (_, _, lam, is_first), idx in B.indices_by(keys).items():
         p, g, b = B.take([params, grads, bufs], idx)
+        device = p[0].device
+        amp = {k: t.to(device, non_blocking=True) for k, t in
+               (("grad_scale", grad_scale), ("found_inf", found_inf)) if t is not None}
         torch._fused_sgd_(p, g, b if momentum != 0 else [], weight_decay=lam,
                           momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov,
-                          maximize=maximize, is_first_step=is_first and momentum != 0)
+                          maximize=maximize, is_first_step=is_first and momentum != 0, **amp)

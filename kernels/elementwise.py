@@ -1,0 +1,131 @@
+"""Triton helpers shared by the update kernels: typed loads/stores and scalar math.
+
+Values are loaded into fp32 right away and stored with one round-to-nearest-even. bf16 goes
+through its bit pattern (int16): the shift up is exact, and the rounding on store is done by
+hand, because the Triton interpreter (``TRITON_INTERPRET=1``) has no bf16 arithmetic and its
+fp32->bf16 ``.to()`` truncates; done this way the kernels give the same bits compiled or
+interpreted. Only Triton builtins are used (no ``tl.math``/standard-library jit functions), so
+the interpreted copy of this package never calls into a compiled function.
+"""
+import triton
+import triton.language as tl
+
+# Element codes (constexpr): what a table address points to.
+FP32, BF16, FP16 = 0, 1, 2
+
+
+@triton.jit
+def _typed(addr, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
+    """A pointer to DTYPE from an integer address; ``ALIGNED`` tells the compiler it is a
+    multiple of 16 bytes (the hint must sit on the pointer, not the integer, to give 16-byte
+    vector loads: checked in the PTX by tests/test_triton_compile.py)."""
+    ptr = addr.to(tl.pointer_type(DTYPE))
+    if ALIGNED:
+        ptr = tl.multiple_of(ptr, 16)
+    return ptr
+
+
+@triton.jit
+def ld(addr, offs, mask, ELEM: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr):
+    """Elements ``offs`` of the tensor at integer address ``addr``, as fp32.
+
+    ``EVEN``: the whole block is in bounds (no mask, so loads can be vectorized);
+    ``ALIGNED``: the address is a multiple of 16 bytes (the host checked).
+    """
+    if ELEM == 1:
+        ptr = _typed(addr, tl.int16, ALIGNED) + offs
+        if EVEN:
+            bits = tl.load(ptr)
+        else:
+            bits = tl.load(ptr, mask=mask, other=0)
+        x = (bits.to(tl.int32) << 16).to(tl.float32, bitcast=True)
+    elif ELEM == 2:
+        ptr = _typed(addr, tl.float16, ALIGNED) + offs
+        if EVEN:
+            x = tl.load(ptr).to(tl.float32)
+        else:
+            x = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    else:
+        ptr = _typed(addr, tl.float32, ALIGNED) + offs
+        if EVEN:
+            x = tl.load(ptr)
+        else:
+            x = tl.load(ptr, mask=mask, other=0.0)
+    return x
+
+
+@triton.jit
+def st(addr, offs, x, mask, ELEM: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr):
+    """Store fp32 ``x`` into the tensor at ``addr``, rounded to nearest even."""
+    if ELEM == 1:
+        bits = x.to(tl.int32, bitcast=True)
+        # add 0x7FFF plus the lowest kept bit, then drop 16 bits: round half to even
+        # (signed arithmetic is fine: the sign bit just rides along); NaN stays a quiet NaN
+        rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
+        rounded = tl.where(x != x, 0x7FC0, rounded)
+        ptr = _typed(addr, tl.int16, ALIGNED) + offs
+        if EVEN:
+            tl.store(ptr, rounded.to(tl.int16))
+        else:
+            tl.store(ptr, rounded.to(tl.int16), mask=mask)
+    elif ELEM == 2:
+        ptr = _typed(addr, tl.float16, ALIGNED) + offs
+        if EVEN:
+            tl.store(ptr, x.to(tl.float16))
+        else:
+            tl.store(ptr, x.to(tl.float16), mask=mask)
+    else:
+        ptr = _typed(addr, tl.float32, ALIGNED) + offs
+        if EVEN:
+            tl.store(ptr, x)
+        else:
+            tl.store(ptr, x, mask=mask)
+
+
+@triton.jit
+def powi(base, t):
+    """``base ** t`` for a scalar fp64 ``base`` and a whole-number step count ``t``, by
+    repeated squaring in fp64: a few fp64 roundings, far below the fp32 it is cast to, and
+    no transcendental function (which the interpreter and the compiler would do apart)."""
+    e = t.to(tl.int64)
+    result = base * 0.0 + 1.0
+    while e > 0:
+        result = tl.where((e & 1) == 1, result * base, result)
+        base = base * base
+        e = e >> 1
+    return result
+
+
+@triton.jit
+def f32(x):
+    """A float kernel argument as an fp32 scalar: compiled kernels receive Python floats as
+    fp32; the interpreter passes them through as Python floats, so cast to match."""
+    return tl.cast(x, tl.float32)
+
+
+@triton.jit
+def inv_scale(grad_scale_ptr):
+    """GradScaler's unscale factor, ``float32(1 / float64(scale))``, as it computes it."""
+    return (1.0 / tl.load(grad_scale_ptr).to(tl.float64)).to(tl.float32)
+
+
+@triton.jit
+def read_lr(lr, lr_lo, LR_IS_PTR: tl.constexpr):
+    """The learning rate in fp64: from a 0-d device tensor, or from two fp32 runtime scalars
+    ``lr + lr_lo`` (a float argument reaches a compiled kernel as fp32; the split carries the
+    double the reference computes with, so no recompile and no rounding of lr)."""
+    if LR_IS_PTR:
+        value = tl.load(lr).to(tl.float64)
+    else:
+        value = f32(lr).to(tl.float64) + f32(lr_lo).to(tl.float64)
+    return value
+
+
+@triton.jit
+def not_skipped(found_inf_ptr, HAS_INF: tl.constexpr):
+    """1 unless GradScaler's ``found_inf`` is set (then the whole step is skipped)."""
+    if HAS_INF:
+        ok = (tl.load(found_inf_ptr) == 0).to(tl.int32)
+    else:
+        ok = tl.full([], 1, tl.int32)
+    return ok

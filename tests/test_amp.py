@@ -1,0 +1,89 @@
+"""torch.amp.GradScaler with every backend: GradScaler.step(opt) calls our step directly
+(``_step_supports_amp_scaling``), and each backend unscales and skips on inf/NaN itself.
+
+With a power-of-two scale, scaling and unscaling are exact, so a scaled run must equal the
+unscaled run bit for bit; a step with an inf gradient must leave params and state (``step``
+included) exactly as they were.
+"""
+import copy
+
+import pytest
+import torch
+
+from problems import QuadraticLoss, clone_params, make_params
+from triton_interpret import interpret  # noqa: F401  (fixture)
+
+import scaled_decay as sd
+
+BACKENDS = ["loop", "foreach", "torch_fused", "triton"]
+MAKERS = {
+    "adamw": lambda ps, b: sd.AdamW(ps, lr=1e-2, weight_decay=0.1, backend=b),
+    "adam_l2_amsgrad": lambda ps, b: sd.Adam(ps, lr=1e-2, weight_decay=0.1, amsgrad=True,
+                                             decay_scaling="fan_in", backend=b),
+    "sgd_momentum": lambda ps, b: sd.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.1,
+                                         backend=b),
+    "sgd_l2": lambda ps, b: sd.SGD(ps, lr=0.05, weight_decay=0.1, decay_mode="l2",
+                                   backend=b),
+}
+
+
+def _run(name, backend, scaler, steps=4, overflow_at=None):
+    params = clone_params(make_params(7, [(6, 5), (5,), (0,), (3, 1, 2)]))
+    opt = MAKERS[name](params, backend)
+    loss_fn = QuadraticLoss(7, params)
+    snapshots = []
+    for k in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(params)
+        (scaler.scale(loss) if scaler else loss).backward()
+        if k == overflow_at:
+            params[0].grad[0, 0] = float("inf")
+            snapshots.append((clone_params(params), copy.deepcopy(opt.state_dict())))
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        if k == overflow_at:
+            snapshots.append((clone_params(params), copy.deepcopy(opt.state_dict())))
+    return params, opt, snapshots
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    if request.param == "triton":
+        request.getfixturevalue("interpret")
+    return request.param
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_gradscaler_run_equals_unscaled_run(name, backend):
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 14, growth_interval=2)
+    ours, opt, _ = _run(name, backend, scaler)
+    ref, opt_ref, _ = _run(name, backend, None)
+    for a, b in zip(ours, ref):
+        assert torch.equal(a, b), (a - b).abs().max()
+    for a, b in zip(ours, ref):
+        for key, value in opt.state[a].items():
+            assert torch.equal(value.cpu(), opt_ref.state[b][key].cpu()), key
+    assert scaler.get_scale() > 2.0 ** 14  # the scale grew: no step was seen as overflowing
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+@pytest.mark.parametrize("at", [0, 2])
+def test_overflow_step_changes_nothing(name, backend, at):
+    """At step 0 (state just created) or later: params and state stay as before the step."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    _, _, snaps = _run(name, backend, scaler, steps=at + 1, overflow_at=at)
+    (p_before, sd_before), (p_after, sd_after) = snaps
+    for a, b in zip(p_before, p_after):
+        assert torch.equal(a, b)
+    assert scaler.get_scale() == 2.0 ** 9  # GradScaler saw the inf and backed off
+    if at == 0:  # nothing to compare before the first step, except that no step counted
+        steps = [s["step"].item() for s in sd_after["state"].values() if "step" in s]
+        assert all(t == 0 for t in steps)
+        assert not any("momentum_buffer" in s for s in sd_after["state"].values())
+        return
+    for key, state in sd_before["state"].items():
+        for name_, value in state.items():
+            assert torch.equal(value.cpu(), sd_after["state"][key][name_].cpu()), name_

@@ -1,0 +1,111 @@
+"""The compiled kernels on a GPU (skipped without CUDA): reference parity per dtype, an lr
+held in a 0-d CUDA tensor, CUDA-graph capture and replay, and a tensor over 2**31 elements."""
+import pytest
+import torch
+
+from triton_interpret import assert_close_ulps, triton  # noqa: F401  (importorskip)
+
+import scaled_decay as sd
+from scaled_decay import kernels as K
+from scaled_decay.adam import adam_math
+from scaled_decay.sgd import sgd_math
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+SIZES = [1, 7, 1023, 1025, 0, 65537, 1 << 20]
+
+
+def _rand(seed, dtype, scale=1.0, positive=False):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    out = [torch.randn(n, generator=g, device="cuda") * scale for n in SIZES]
+    return [(t.abs() if positive else t).to(dtype) for t in out]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_kernel_matches_reference_on_gpu(dtype, amsgrad):
+    p, g = _rand(1, dtype), _rand(2, dtype)
+    m, v = _rand(3, dtype, 0.1), _rand(4, dtype, 0.01, True)
+    vmax = [x * 1.5 for x in v] if amsgrad else []
+    steps = [torch.tensor(7.0, device="cuda") for _ in SIZES]
+    hp = dict(l2_lams=None, decay=[1e-3 * (i + 1) for i in range(len(SIZES))], lr=3e-3,
+              beta1=0.9, beta2=0.999, eps=1e-8, amsgrad=amsgrad, maximize=False)
+    before = [[t.float().clone() for t in x] for x in (p, m, v, vmax)]
+    ref = [[t.float().clone() for t in x] for x in (p, g, m, v, vmax)]
+    adam_math(*ref, [s.clone() for s in steps], **hp)
+    K.adam_triton(p, g, m, v, vmax, steps, **hp)
+    for out, r, b in zip((p, m, v, vmax), (ref[0], ref[2], ref[3], ref[4]), before):
+        for o, rr, bb in zip(out, r, b):
+            assert_close_ulps(o, rr, bb, "adam")
+
+
+def test_lr_tensor_and_graph_capture():
+    """Capture one SGD-momentum and one AdamW step per launch; replays with a changed lr
+    tensor equal eager steps with that lr."""
+    torch.manual_seed(0)
+    p = [torch.randn(n, device="cuda") for n in (4097, 33, 1)]
+    g = [torch.randn_like(x) for x in p]
+    m, v = [torch.zeros_like(x) for x in p], [torch.zeros_like(x) for x in p]
+    steps = [torch.zeros((), device="cuda") for _ in p]
+    lr = torch.tensor(1e-2, device="cuda")
+    hp = dict(l2_lams=None, decay=[1e-3] * 3, beta1=0.9, beta2=0.999, eps=1e-8,
+              amsgrad=False, maximize=False)
+    ref = [[t.clone() for t in x] for x in (p, g, m, v, steps)]
+    K.adam_triton(p, g, m, v, [], steps, lr=lr, **hp)          # warm-up: builds the tables
+    K.adam_triton(*ref[:4], [], ref[4], lr=1e-2, **hp)
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.cuda.graph(graph):
+        K.adam_triton(p, g, m, v, [], steps, lr=lr, **hp)
+    torch.cuda.current_stream().wait_stream(stream)
+    for new_lr in (5e-3, 2e-3):
+        lr.fill_(new_lr)
+        graph.replay()
+        K.adam_triton(*ref[:4], [], ref[4], lr=new_lr, **hp)
+    torch.cuda.synchronize()
+    for a, b in zip(p, ref[0]):
+        torch.testing.assert_close(a, b, rtol=2e-6, atol=1e-7)
+    assert [s.item() for s in steps] == [3.0] * 3
+
+
+def test_capture_refuses_to_rebuild_tables():
+    p = [torch.randn(100, device="cuda")]
+    g = [torch.randn(100, device="cuda")]
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="capture"):
+        with torch.cuda.graph(graph):
+            K.sgd_triton(p, g, [None], l2_lams=None, decay=None, lr=0.1, momentum=0.0,
+                         dampening=0.0, nesterov=False, maximize=False)
+
+
+def test_more_than_2_31_elements():
+    n = (1 << 31) + 4099
+    free, _ = torch.cuda.mem_get_info()
+    if free < 3 * n * 2:
+        pytest.skip("not enough GPU memory")
+    p = torch.zeros(n, dtype=torch.bfloat16, device="cuda")
+    g = torch.ones(n, dtype=torch.bfloat16, device="cuda")
+    K.sgd_triton([p], [g], [None], l2_lams=None, decay=None, lr=0.5, momentum=0.0,
+                 dampening=0.0, nesterov=False, maximize=False)
+    assert p[-4099:].eq(-0.5).all() and p[:7].eq(-0.5).all()
+    assert p.eq(-0.5).all()  # every element moved, the last ones past 2**31 included
+
+
+def test_optimizer_auto_picks_triton_and_matches_torch_fused():
+    torch.manual_seed(0)
+    params = [torch.randn(64, 33, device="cuda", requires_grad=True) for _ in range(3)]
+    ref = [p.detach().clone().requires_grad_() for p in params]
+    opt = sd.AdamW(params, lr=1e-3)
+    opt_ref = torch.optim.AdamW(ref, lr=1e-3, fused=True)
+    for _ in range(5):
+        for a, b in zip(params, ref):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        opt.step()
+        opt_ref.step()
+    for a, b in zip(params, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    from scaled_decay import backends as B
+    assert B.resolve_backend("auto", params[0]) == "triton"

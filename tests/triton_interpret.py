@@ -1,0 +1,55 @@
+"""Helpers for tests that run the Triton kernels on CPU tensors, under Triton's interpreter.
+
+``scaled_decay.kernels`` runs CPU tensors through a copy of itself imported with the
+interpreter on, so the environment only has to say ``TRITON_INTERPRET=1`` while a test runs
+(the package's policy: Triton on CPU only under the interpreter). The ``interpret`` fixture
+sets it for one test and restores it after, so other test files (and the compiled kernels
+used by the CUDA tests in the same process) are not affected.
+"""
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+
+@pytest.fixture
+def interpret(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    yield
+
+
+def ulp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The spacing of ``dtype`` at |x| (x in fp32): one unit in the last place."""
+    a = x.abs().to(dtype)
+    return (torch.nextafter(a, torch.full_like(a, float("inf"))) - a).float()
+
+
+# Per-dtype tolerance of a kernel result against the reference (tests and README):
+# fp32: the foreach reference on the same tensors, within ULPS[fp32] ulps (the kernel rounds
+#       once per formula where foreach rounds per op, and FMA contraction differs);
+# bf16/fp16: the same math on fp32 copies, rounded once to the dtype: the kernel must be
+#       within ULPS[dtype] ulp of it, and bit-equal for at least EXACT_FRACTION of elements
+#       (a truncating store, or a per-op rounding like foreach's, fails that).
+ULPS = {torch.float32: 4, torch.bfloat16: 1, torch.float16: 1}
+EXACT_FRACTION = 0.99
+
+
+def assert_close_ulps(out: torch.Tensor, ref32: torch.Tensor, before: torch.Tensor, what: str):
+    """``out`` (any dtype) against the fp32 reference ``ref32``, per the table above. The
+    spacing is taken at max(|before|, |ref|, |ref - before|): a result that cancels to near 0
+    is judged at the size of the numbers it came from (the old value and the update)."""
+    dtype = out.dtype
+    if out.numel() == 0:
+        return
+    ref = ref32 if dtype == torch.float32 else ref32.to(dtype)
+    scale = torch.maximum(torch.maximum(before.float().abs(), ref32.abs()),
+                          (ref32 - before.float()).abs())
+    err = (out.float() - ref.float()).abs()
+    bound = ULPS[dtype] * ulp(scale, dtype)
+    bad = ~(err <= bound) & ~(out.float().isnan() & ref.float().isnan())
+    assert not bad.any(), (f"{what} ({dtype}): {int(bad.sum())} of {out.numel()} elements off by "
+                           f"more than {ULPS[dtype]} ulp; worst {float(err[bad].max())}")
+    if dtype != torch.float32:
+        exact = (out.float() == ref.float()) | (out.float().isnan() & ref.float().isnan())
+        frac = float(exact.float().mean())
+        assert frac >= EXACT_FRACTION, f"{what} ({dtype}): only {frac:.4f} bit-equal"
