@@ -6,6 +6,7 @@ from typing import List
 import torch
 
 from . import backends as B
+from . import compiling as C
 from . import distributed as D
 from .optimizer import ScaledDecayOptimizer, check_non_negative
 
@@ -32,7 +33,7 @@ def adam_math(params: List[torch.Tensor], grads: List[torch.Tensor],
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)           # m = b1*m + (1-b1)*g
     torch._foreach_mul_(exp_avg_sqs, beta2)                    # v = b2*v + (1-b2)*g*g
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-    t = [s.item() for s in steps]
+    t = [C.scalar(s) for s in steps]  # floats; 0-d tensors under torch.compile
     step_size = [-lr / (1 - beta1 ** ti) for ti in t]          # -eta / bc1
     bc2_sqrt = [(1 - beta2 ** ti) ** 0.5 for ti in t]
     if amsgrad:
@@ -42,7 +43,11 @@ def adam_math(params: List[torch.Tensor], grads: List[torch.Tensor],
         denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_div_(denom, bc2_sqrt)                       # sqrt(v) / sqrt(bc2) + eps
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)
+    if C.is_compiling():  # tensor step sizes: fold them into denom (torch's capturable form)
+        torch._foreach_div_(denom, step_size)
+        torch._foreach_addcdiv_(params, exp_avgs, denom)
+    else:
+        torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)
 
 
 def adam_torch_fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *,
@@ -127,7 +132,7 @@ class _AdamBase(ScaledDecayOptimizer):
         lists = D.local_lists(lists)  # DTensor (FSDP2): update the local shards in place
         l2_lams, decay = B.take([l2_lams, decay], idx)
         beta1, beta2 = (float(b) for b in group["betas"])
-        hp = dict(lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"],
+        hp = dict(lr=C.scalar(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"],
                   amsgrad=amsgrad, maximize=group["maximize"])
         backend = B.resolve_backend(group["backend"], params[0])
         grad_scale, found_inf = self._amp_tensors()

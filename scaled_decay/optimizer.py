@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch.optim import Optimizer
 
+from . import compiling as C
 from .backends import check_backend
 from .modes import check_decay_mode, decay_lr_factor
 from .report import DecayReport, DecayRow
@@ -52,7 +53,9 @@ class ScaledDecayOptimizer(Optimizer):
         check_backend(group["backend"])
         if not isinstance(group["maximize"], bool):
             raise ValueError(f"maximize must be a bool, got {group['maximize']!r}")
-        group.setdefault("initial_lr", group["lr"])
+        # a tensor lr is changed in place by LR schedulers: initial_lr must not alias it
+        lr = group["lr"]
+        group.setdefault("initial_lr", lr.clone() if isinstance(lr, torch.Tensor) else lr)
         if group["decay_mode"] in ("independent", "corrected") \
                 and not float(group["initial_lr"]) > 0:
             raise ValueError(
@@ -151,7 +154,9 @@ class ScaledDecayOptimizer(Optimizer):
         lams = [wd * s for s in scales]
         if group["decay_mode"] == "l2":
             return lams, None
-        f = decay_lr_factor(group["decay_mode"], group["lr"], group["initial_lr"])
+        # floats in eager (a tensor lr gives a float lr's numbers); tensors under torch.compile
+        f = decay_lr_factor(group["decay_mode"], C.scalar(group["lr"]),
+                            C.scalar(group["initial_lr"]))
         return None, [f * lam for lam in lams]
 
     # ---- the step ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import List, Optional
 import torch
 
 from . import backends as B
+from . import compiling as C
 from . import distributed as D
 from .optimizer import ScaledDecayOptimizer, check_non_negative
 
@@ -36,7 +37,10 @@ def sgd_math(params: List[torch.Tensor], grads: List[torch.Tensor],
             if buf is None:  # first step: buf = d
                 bufs[i] = torch.clone(grads[i]).detach()
         grads = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
-    torch._foreach_add_(params, grads, alpha=-lr)
+    if isinstance(lr, torch.Tensor):  # only under torch.compile: alpha must be a number
+        torch._foreach_add_(params, torch._foreach_mul(grads, -lr))
+    else:
+        torch._foreach_add_(params, grads, alpha=-lr)
 
 
 class SGD(ScaledDecayOptimizer):
@@ -85,7 +89,7 @@ class SGD(ScaledDecayOptimizer):
         # DTensor (FSDP2): update the local shards in place; ``dparams`` keeps the state keys
         dparams, dbufs = params, bufs
         params, grads, bufs = D.local_lists([params, grads, bufs])
-        hp = dict(lr=float(group["lr"]), momentum=group["momentum"],
+        hp = dict(lr=C.scalar(group["lr"]), momentum=group["momentum"],
                   dampening=group["dampening"], nesterov=group["nesterov"],
                   maximize=group["maximize"])
         grad_scale, found_inf = self._amp_tensors()
