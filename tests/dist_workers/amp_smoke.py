@@ -30,7 +30,7 @@ CASES = {
 }
 
 
-def inject_inf(net, rank, wrap):
+def inject_inf(net, rank):
     g = net.fc2.weight.grad
     if hasattr(g, "to_local"):  # FSDP2: global row 0 lives in rank 0's shard
         if rank == 0:
@@ -39,13 +39,13 @@ def inject_inf(net, rank, wrap):
         g[0, 0] = float("inf")
 
 
-def train(net, opt, rank, wrap, forward_net=None):
+def train(net, opt, rank, forward_net=None):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
     before = None
     for step in range(STEPS):
         scaler.scale(loss_fn(forward_net or net, step)).backward()
         if step == OVERFLOW:
-            inject_inf(net, rank, wrap)
+            inject_inf(net, rank)
             before = [p.detach().clone() for p in net.parameters()]
         scaler.step(opt)
         scaler.update()
@@ -61,7 +61,7 @@ def main():
     results = {}
     for name, make in CASES.items():
         ref = make_net()
-        ref_scale, ref_skipped = train(ref, make(list(ref.parameters())), 0, "ref")
+        ref_scale, ref_skipped = train(ref, make(list(ref.parameters())), 0)
         net = make_net()
         forward_net = None
         if wrap == "fsdp":
@@ -69,7 +69,7 @@ def main():
             fully_shard(net)
         else:
             forward_net = DDP(net)
-        scale, skipped = train(net, make(list(net.parameters())), rank, wrap, forward_net)
+        scale, skipped = train(net, make(list(net.parameters())), rank, forward_net)
         skipped_all = torch.tensor([float(skipped)])
         dist.all_reduce(skipped_all, op=dist.ReduceOp.MIN)
         results[name] = {"max_diff": max_diff(net, ref), "scale": scale, "ref_scale": ref_scale,
