@@ -82,3 +82,22 @@ def test_param_count_total_count_sets_n_and_round_trips():
     for bad in (0, -3, 2.5, True, "40"):
         with pytest.raises(ValueError, match="total_count"):
             sd.ParamCount(total_count=bad)
+
+
+@pytest.mark.parametrize("mode", ["hang", "fail"])
+def test_launcher_kills_every_rank_on_timeout_or_failure(tmp_path, mode):
+    """The harness never hangs CI: a stuck job is killed at its deadline, and a failed rank
+    takes the others down at once, none left running."""
+    import os
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(AssertionError, match="timed out" if mode == "hang" else "failed"):
+        run_job("hang.py", [mode], tmp_path, timeout=4)
+    assert time.monotonic() - start < 30
+    pids = [int(line) for log in tmp_path.glob("hang.rank*.log")
+            for line in log.read_text().splitlines() if line.strip().isdigit()]
+    assert pids
+    for pid in pids:  # our children were reaped: the pid no longer exists
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -39,8 +39,18 @@ def run_job(script: str, args: Sequence[str], tmp_path: Path, world: int = 2,
     """Run ``dist_workers/<script>`` on ``world`` ranks; returns each rank's output.
 
     Raises AssertionError with the ranks' output tails if any rank fails or the deadline
-    passes (all ranks are killed then).
+    passes (all ranks are killed then). The free port can be taken by another process
+    between our probe and rank 0's bind: that one failure is retried on a new port.
     """
+    try:
+        return _run_once(script, args, tmp_path, world, timeout)
+    except AssertionError as e:
+        if "Address already in use" not in str(e):
+            raise
+        return _run_once(script, args, tmp_path, world, timeout)
+
+
+def _run_once(script, args, tmp_path, world, timeout) -> List[str]:
     port = free_port()
     logs = [tmp_path / f"{Path(script).stem}.rank{r}.log" for r in range(world)]
     procs = []
