@@ -19,7 +19,8 @@ from typing import NamedTuple, Sequence, Tuple
 
 import torch
 
-_MAX_ENTRIES = 64  # per cache; an entry is a few small device tensors
+_MAX_ENTRIES = 1024  # per cache: room for one entry per (param group, dtype) of large models;
+#                     an entry is a few small tensors (kilobytes)
 
 
 class Layout(NamedTuple):
