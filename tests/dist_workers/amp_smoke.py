@@ -9,7 +9,6 @@ single-process run, the scale after the run and whether the overflow step was sk
 """
 from __future__ import annotations
 
-import json
 import sys
 
 import torch
@@ -17,7 +16,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import scaled_decay as sd
-from common import init, loss_fn, make_net, max_diff, out_dir
+from common import finish, init, loss_fn, make_net, max_diff
 
 STEPS, OVERFLOW = 8, 3
 CASES = {
@@ -75,11 +74,7 @@ def main():
         results[name] = {"max_diff": max_diff(net, ref), "scale": scale, "ref_scale": ref_scale,
                          "skipped_on_every_rank": bool(skipped_all.item()),
                          "ref_skipped": ref_skipped}
-    dist.barrier()
-    if rank == 0:
-        with open(f"{out_dir()}/results.json", "w") as f:
-            json.dump(results, f, indent=1)
-    dist.destroy_process_group()
+    finish(rank, results)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 
 import torch
@@ -67,3 +68,12 @@ def max_diff(a: nn.Module, b: nn.Module) -> float:
 
 def out_dir() -> str:
     return os.getcwd()  # the launcher runs workers in the test's tmp_path
+
+
+def finish(rank: int, results: dict) -> None:
+    """Wait for every rank, have rank 0 write ``results.json`` for the test, and shut down."""
+    dist.barrier()
+    if rank == 0:
+        with open(f"{out_dir()}/results.json", "w") as f:
+            json.dump(results, f, indent=1)
+    dist.destroy_process_group()

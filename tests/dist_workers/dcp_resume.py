@@ -9,11 +9,9 @@ hold A's keys (decay_mode, decay_scaling, fan_ins, initial_lr, ...), restored fr
 """
 from __future__ import annotations
 
-import json
 import sys
 
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_model_state_dict,
@@ -21,7 +19,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import fully_shard
 
 import scaled_decay as sd
-from common import init, loss_fn, make_net, max_diff, out_dir
+from common import finish, init, loss_fn, make_net, max_diff, out_dir
 
 K = 8
 
@@ -100,11 +98,7 @@ def main():
                              for k, v in st.items() if k != "step"),
         "steps": sorted({float(st["step"]) for st in opt_b.state.values()}),
     }
-    dist.barrier()
-    if rank == 0:
-        with open(f"{out_dir()}/results.json", "w") as f:
-            json.dump(results, f, indent=1)
-    dist.destroy_process_group()
+    finish(rank, results)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,14 @@ scales, lams) equal the single-process ones.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import scaled_decay as sd
 from scaled_decay.backends import resolve_backend
-from common import init, loss_fn, make_net, max_diff, out_dir
+from common import finish, init, loss_fn, make_net, max_diff
 
 STEPS = 20
 MODES = ("decoupled", "independent", "corrected", "l2")
@@ -170,11 +168,7 @@ def main():
     results = {name: run_case(wrap, cls, kw, kind) for name, cls, kw, kind in cases(wrap)}
     if wrap == "zero":
         results["zero_param_groups_error"] = zero_rejects_per_tensor_keys()
-    dist.barrier()
-    if rank == 0:
-        with open(f"{out_dir()}/results.json", "w") as f:
-            json.dump(results, f, indent=1)
-    dist.destroy_process_group()
+    finish(rank, results)
 
 
 if __name__ == "__main__":
