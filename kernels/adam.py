@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from . import tables
-from .elementwise import f32, inv_scale, ld, not_skipped, powi, read_lr, st
+from .elementwise import f32, inv_scale, ld, not_skipped, powi, read_lr, st, tensor_block
 from .launch import BLOCK, NUM_WARPS, decay_kind, elem_code, lr_args, split_flat
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
@@ -83,18 +83,9 @@ def _adam_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, consts, 
     beta2 = f32(beta2)
     one_minus_beta2 = f32(one_minus_beta2)
     eps = f32(eps)
-    pid = tl.program_id(0)
-    ti = tl.load(work + pid)
-    chunk = tl.load(work + n_programs + pid)
     if not_skipped(found_inf_ptr, HAS_INF) != 0:
-        numel = tl.load(table + NUMEL * n_tensors + ti)
-        start = chunk.to(tl.int64) * BLOCK  # int64: tensors over 2**31 elements
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < numel
-        # per-tensor scalars, in fp64 where torch computes them in Python floats
-        decay = tl.load(values + ti).to(tl.float64, bitcast=True)
-        lam = decay.to(tl.float32)
-        keep = (1.0 - decay).to(tl.float32)
+        ti, offs, mask, full, lam, keep = tensor_block(table, values, work, n_tensors,
+                                                       n_programs, NUMEL, BLOCK)
         t = tl.load(tl.load(table + STEP * n_tensors + ti).to(tl.pointer_type(tl.float32)))
         beta1_64 = tl.load(consts)
         beta2_64 = tl.load(consts + 1)
@@ -104,7 +95,7 @@ def _adam_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, consts, 
         scale = 1.0
         if HAS_SCALE:
             scale = inv_scale(grad_scale_ptr)
-        if start + BLOCK <= numel:
+        if full:
             _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt, scale,
                         one_minus_beta1, beta2, one_minus_beta2, eps, ELEM, DECAY_KIND, AMSGRAD,
                         MAXIMIZE, HAS_SCALE, True, ALIGNED)

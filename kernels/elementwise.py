@@ -129,3 +129,25 @@ def not_skipped(found_inf_ptr, HAS_INF: tl.constexpr):
     else:
         ok = tl.full([], 1, tl.int32)
     return ok
+
+
+@triton.jit
+def tensor_block(table, values, work, n_tensors, n_programs, NUMEL_ROW: tl.constexpr,
+                 BLOCK: tl.constexpr):
+    """This program's work item (shared by the Adam and SGD kernels).
+
+    Returns the tensor's index ``ti``; the block's element offsets (int64: tensors over 2**31
+    elements) and mask; whether the block is full (no mask needed); and the tensor's decay as
+    (lam, keep): its fp64 per-tensor value (torch computes these in Python floats) and
+    ``1 - value``, each rounded once to fp32.
+    """
+    pid = tl.program_id(0)
+    ti = tl.load(work + pid)
+    chunk = tl.load(work + n_programs + pid)
+    numel = tl.load(table + NUMEL_ROW * n_tensors + ti)
+    start = chunk.to(tl.int64) * BLOCK
+    offs = start + tl.arange(0, BLOCK)
+    mask = offs < numel
+    decay = tl.load(values + ti).to(tl.float64, bitcast=True)
+    return ti, offs, mask, start + BLOCK <= numel, decay.to(tl.float32), \
+        (1.0 - decay).to(tl.float32)

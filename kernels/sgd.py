@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from . import tables
-from .elementwise import f32, inv_scale, ld, not_skipped, read_lr, st
+from .elementwise import f32, inv_scale, ld, not_skipped, read_lr, st, tensor_block
 from .launch import BLOCK, NUM_WARPS, decay_kind, elem_code, lr_args, split_flat
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
@@ -63,23 +63,15 @@ def _sgd_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, momentum,
                 HAS_INF: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
     momentum = f32(momentum)
     one_minus_dampening = f32(one_minus_dampening)
-    pid = tl.program_id(0)
-    ti = tl.load(work + pid)
-    chunk = tl.load(work + n_programs + pid)
     if not_skipped(found_inf_ptr, HAS_INF) != 0:
-        numel = tl.load(table + NUMEL * n_tensors + ti)
-        start = chunk.to(tl.int64) * BLOCK  # int64: tensors over 2**31 elements
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < numel
-        decay = tl.load(values + ti).to(tl.float64, bitcast=True)
-        lam = decay.to(tl.float32)
-        keep = (1.0 - decay).to(tl.float32)
+        ti, offs, mask, full, lam, keep = tensor_block(table, values, work, n_tensors,
+                                                       n_programs, NUMEL, BLOCK)
         first = tl.load(values + n_tensors + ti)
         neg_lr = -(read_lr(lr, lr_lo, LR_IS_PTR).to(tl.float32))
         scale = 1.0
         if HAS_SCALE:
             scale = inv_scale(grad_scale_ptr)
-        if start + BLOCK <= numel:
+        if full:
             _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momentum,
                        one_minus_dampening, scale, ELEM, DECAY_KIND, MOMENTUM, NESTEROV,
                        MAXIMIZE, HAS_SCALE, True, ALIGNED)
