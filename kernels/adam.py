@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from . import tables
-from .elementwise import f32, inv_scale, ld, not_skipped, powi, read_lr, st, tensor_block
+from .elementwise import (f32, grad_and_decayed_param, inv_scale, ld, not_skipped, powi, read_lr,
+                          st, tensor_block)
 from .launch import BLOCK, NUM_WARPS, decay_kind, elem_code, lr_args, split_flat
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
@@ -41,17 +42,8 @@ def _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt
     g_addr = tl.load(table + G * n_tensors + ti)
     m_addr = tl.load(table + M * n_tensors + ti)
     v_addr = tl.load(table + V * n_tensors + ti)
-    g = ld(g_addr, offs, mask, ELEM, EVEN, ALIGNED)
-    if HAS_SCALE:  # unscale in place, as GradScaler.unscale_ would have
-        g = g * scale
-        st(g_addr, offs, g, mask, ELEM, EVEN, ALIGNED)
-    if MAXIMIZE:
-        g = -g
-    p = ld(p_addr, offs, mask, ELEM, EVEN, ALIGNED)
-    if DECAY_KIND == 1:    # "l2": g = g + lam * p, one fused multiply-add (torch's add-with-alpha)
-        g = tl.fma(lam, p, g)
-    elif DECAY_KIND == 2:  # multiplicative modes: p = p * (1 - c), before the update
-        p = p * keep
+    p, g = grad_and_decayed_param(p_addr, g_addr, offs, mask, lam, keep, scale, ELEM,
+                                  DECAY_KIND, MAXIMIZE, HAS_SCALE, EVEN, ALIGNED)
     m = ld(m_addr, offs, mask, ELEM, EVEN, ALIGNED)
     # torch.lerp(m, g, w): the form it uses depends on |w| < 0.5, each one fused multiply-add
     # (as torch's CPU and CUDA lerp kernels compute it)

@@ -151,3 +151,25 @@ def tensor_block(table, values, work, n_tensors, n_programs, NUMEL_ROW: tl.const
     decay = tl.load(values + ti).to(tl.float64, bitcast=True)
     return ti, offs, mask, start + BLOCK <= numel, decay.to(tl.float32), \
         (1.0 - decay).to(tl.float32)
+
+
+@triton.jit
+def grad_and_decayed_param(p_addr, g_addr, offs, mask, lam, keep, scale, ELEM: tl.constexpr,
+                           DECAY_KIND: tl.constexpr, MAXIMIZE: tl.constexpr,
+                           HAS_SCALE: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr):
+    """SPEC steps 1-2, shared by the Adam and SGD kernels: load g (unscaled in place, as
+    GradScaler.unscale_ would leave it; negated for maximize) and p, then apply the decay:
+    "l2" (DECAY_KIND 1) ``g = g + lam * p`` as one fused multiply-add (torch's add-with-alpha),
+    multiplicative modes (2) ``p = p * (1 - c)`` before the update. Returns (p, g) in fp32."""
+    g = ld(g_addr, offs, mask, ELEM, EVEN, ALIGNED)
+    if HAS_SCALE:
+        g = g * scale
+        st(g_addr, offs, g, mask, ELEM, EVEN, ALIGNED)
+    if MAXIMIZE:
+        g = -g
+    p = ld(p_addr, offs, mask, ELEM, EVEN, ALIGNED)
+    if DECAY_KIND == 1:
+        g = tl.fma(lam, p, g)
+    elif DECAY_KIND == 2:
+        p = p * keep
+    return p, g

@@ -11,7 +11,8 @@ import triton
 import triton.language as tl
 
 from . import tables
-from .elementwise import f32, inv_scale, ld, not_skipped, read_lr, st, tensor_block
+from .elementwise import (f32, grad_and_decayed_param, inv_scale, ld, not_skipped, read_lr,
+                          st, tensor_block)
 from .launch import BLOCK, NUM_WARPS, decay_kind, elem_code, lr_args, split_flat
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
@@ -25,18 +26,8 @@ def _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momen
                HAS_SCALE: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr):
     p_addr = tl.load(table + P * n_tensors + ti)
     g_addr = tl.load(table + G * n_tensors + ti)
-    g = ld(g_addr, offs, mask, ELEM, EVEN, ALIGNED)
-    if HAS_SCALE:  # unscale in place, as GradScaler.unscale_ would have
-        g = g * scale
-        st(g_addr, offs, g, mask, ELEM, EVEN, ALIGNED)
-    if MAXIMIZE:
-        g = -g
-    p = ld(p_addr, offs, mask, ELEM, EVEN, ALIGNED)
-    # "x + alpha * y" is one fused multiply-add, as in torch's add-with-alpha kernels
-    if DECAY_KIND == 1:    # "l2": g = g + lam * p
-        g = tl.fma(lam, p, g)
-    elif DECAY_KIND == 2:  # multiplicative modes: p = p * (1 - c), before the update
-        p = p * keep
+    p, g = grad_and_decayed_param(p_addr, g_addr, offs, mask, lam, keep, scale, ELEM,
+                                  DECAY_KIND, MAXIMIZE, HAS_SCALE, EVEN, ALIGNED)
     d = g
     if MOMENTUM:
         buf_addr = tl.load(table + BUF * n_tensors + ti)
