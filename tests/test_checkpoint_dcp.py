@@ -6,20 +6,12 @@ another init and an optimizer built with other lr / weight_decay / decay_mode / 
 parameters loads the checkpoint (``set_optimizer_state_dict``) and trains the same 8 steps.
 """
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "dist_workers"))
-from launch import run_job  # noqa: E402
+from dist_support import DIST_MARKS, run_job
 
-dist = pytest.importorskip("torch.distributed")
-pytestmark = [
-    pytest.mark.distributed,
-    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                       reason="needs torch.distributed with gloo"),
-]
+pytestmark = DIST_MARKS
 
 
 @pytest.mark.parametrize("layout", ["nested", "flat"])  # flatten_optimizer_state_dict

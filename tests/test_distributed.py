@@ -7,20 +7,12 @@ the parameters after 20 steps (with an LR schedule, so the modes differ) must be
 a rule that used a local shard's shape or a rank's share of N would show up here.
 """
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "dist_workers"))
-from launch import run_job  # noqa: E402
+from dist_support import DIST_MARKS, run_job
 
-dist = pytest.importorskip("torch.distributed")
-pytestmark = [
-    pytest.mark.distributed,
-    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                       reason="needs torch.distributed with gloo"),
-]
+pytestmark = DIST_MARKS
 
 
 def _results(tmp_path, wrap):

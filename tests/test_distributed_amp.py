@@ -5,20 +5,12 @@ no inf (DTensor's unscale op reduces found_inf over the mesh). Per-backend AMP b
 tested in test_amp.py.
 """
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "dist_workers"))
-from launch import run_job  # noqa: E402
+from dist_support import DIST_MARKS, run_job
 
-dist = pytest.importorskip("torch.distributed")
-pytestmark = [
-    pytest.mark.distributed,
-    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                       reason="needs torch.distributed with gloo"),
-]
+pytestmark = DIST_MARKS
 
 
 @pytest.mark.parametrize("wrap", ["ddp", "fsdp"])
