@@ -8,7 +8,8 @@ import torch
 from . import backends as B
 from . import compiling as C
 from . import distributed as D
-from .optimizer import ScaledDecayOptimizer, check_non_negative
+from .optimizer import ScaledDecayOptimizer
+from .plan import check_non_negative
 
 
 def adam_math(params: List[torch.Tensor], grads: List[torch.Tensor],

@@ -1,73 +1,48 @@
 """The shared base of sd.SGD, sd.Adam and sd.AdamW: validation, group keys, decay per tensor.
 
 Subclasses add their own hyperparameter checks (``_check_hparams``), their lazy state and
-their update (``_step_group``). Everything about *how much* decay a tensor gets lives here
-and in ``rules``/``modes``: ``_group_decay`` returns, per tensor, either the coupled
+their update (``_step_group``). Everything about *how much* decay a tensor gets lives in
+``plan`` (shared with every optimizer the package decays): per tensor, either the coupled
 ``lam`` (mode ``"l2"``) or the multiplicative amount ``c`` (other modes).
 """
 from __future__ import annotations
 
-import math
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 from torch.optim import Optimizer
 
-from . import compiling as C
 from .backends import check_backend
-from .modes import check_decay_mode, decay_lr_factor
-from .report import DecayReport, DecayRow
-from .rules import TensorInfo, as_rules, fan_in_from_shape, rules_to_plain, tensor_scale
-
-
-def _number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, torch.Tensor))
-
-
-def check_non_negative(name: str, value) -> None:
-    if not _number(value) or (isinstance(value, torch.Tensor) and value.numel() != 1) \
-            or not float(value) >= 0 or math.isinf(float(value)):
-        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+from .plan import DecayPlan, check_decay_group
+from .report import DecayReport
+from .rules import rules_to_plain
 
 
 class ScaledDecayOptimizer(Optimizer):
     """Base class: a ``torch.optim.Optimizer`` whose weight decay is scaled per tensor."""
 
-    # Per-tensor metadata keys a group may carry (from sd.param_groups), aligned with params.
-    _PER_TENSOR_KEYS = ("param_names", "fan_ins", "fan_in_references")
-
     def __init__(self, params, defaults: dict):
-        self._scale_cache: Optional[Tuple] = None
         self._check_group(dict(defaults, initial_lr=defaults["lr"]))
         super().__init__(params, defaults)
+
+    @property
+    def _plan(self) -> DecayPlan:
+        # created on first use: torch's Optimizer pickles only defaults, state and groups,
+        # so a copy or an unpickled optimizer builds its own (the plan is only a cache)
+        plan = self.__dict__.get("_decay_plan")
+        if plan is None:
+            plan = self.__dict__["_decay_plan"] = DecayPlan()
+        return plan
 
     # ---- validation -------------------------------------------------------------------
     def _check_hparams(self, group: dict) -> None:
         """Optimizer-specific checks; raise ValueError naming the argument."""
 
     def _check_group(self, group: dict) -> None:
-        check_non_negative("lr", group["lr"])
-        check_non_negative("weight_decay", group["weight_decay"])
-        check_decay_mode(group["decay_mode"])
-        group["decay_scaling"] = as_rules(group["decay_scaling"])
+        check_decay_group(group)
         check_backend(group["backend"])
         if not isinstance(group["maximize"], bool):
             raise ValueError(f"maximize must be a bool, got {group['maximize']!r}")
-        # a tensor lr is changed in place by LR schedulers: initial_lr must not alias it
-        lr = group["lr"]
-        group.setdefault("initial_lr", lr.clone() if isinstance(lr, torch.Tensor) else lr)
-        if group["decay_mode"] in ("independent", "corrected") \
-                and not float(group["initial_lr"]) > 0:
-            raise ValueError(
-                f"decay_mode={group['decay_mode']!r} divides by the initial lr, which must be "
-                f"positive: got lr (initial_lr) = {group['initial_lr']!r}")
-        for key in self._PER_TENSOR_KEYS[1:]:
-            if key in group and len(group[key]) != len(group.get("params", group[key])):
-                raise ValueError(f"param group key {key!r} must have one entry per parameter: "
-                                 f"{len(group[key])} entries for {len(group['params'])} params")
-        for f in group.get("fan_ins", ()):
-            if not f > 0:
-                raise ValueError(f"fan_ins must be positive, got {f!r}")
         self._check_hparams(group)
 
     def add_param_group(self, param_group: dict) -> None:
@@ -101,12 +76,12 @@ class ScaledDecayOptimizer(Optimizer):
             state_dict = dict(state_dict, param_groups=[
                 {**{k: v for k, v in cur.items() if k != "params"}, **old}
                 for cur, old in zip(self.param_groups, saved)])
-        before = (self.state, self.param_groups, self._scale_cache)
+        before = (self.state, self.param_groups)
         try:
             super().load_state_dict(state_dict)
             self._check_state_shapes()
         except Exception:
-            self.state, self.param_groups, self._scale_cache = before
+            self.state, self.param_groups = before
             raise
 
     def _check_state_shapes(self) -> None:
@@ -119,46 +94,6 @@ class ScaledDecayOptimizer(Optimizer):
                             f"state_dict: state {key!r} has shape {tuple(value.shape)}, "
                             f"its parameter has shape {tuple(p.shape)}")
 
-    # ---- decay per tensor -----------------------------------------------------------------
-    def _total_param_count(self) -> int:
-        """N for ParamCount: all elements of all parameters held (global shapes)."""
-        return sum(p.numel() for g in self.param_groups for p in g["params"])
-
-    def _tensor_infos(self, group: dict, total: int) -> List[TensorInfo]:
-        names = group.get("param_names")
-        fan_ins = group.get("fan_ins")
-        refs = group.get("fan_in_references")
-        return [TensorInfo(shape=tuple(p.shape),
-                           fan_in=fan_ins[i] if fan_ins else fan_in_from_shape(p.shape),
-                           total_count=total,
-                           fan_in_reference=refs[i] if refs else None,
-                           name=names[i] if names else None)
-                for i, p in enumerate(group["params"])]
-
-    def _scales(self) -> List[List[float]]:
-        """s(p) of every tensor, per group; recomputed only when groups or rules change."""
-        key = tuple((id(g["params"]), len(g["params"]), g["decay_scaling"],
-                     id(g.get("fan_ins")), id(g.get("fan_in_references")))
-                    for g in self.param_groups)
-        if self._scale_cache is None or self._scale_cache[0] != key:
-            total = self._total_param_count()
-            scales = [[tensor_scale(g["decay_scaling"], info)
-                       for info in self._tensor_infos(g, total)] for g in self.param_groups]
-            self._scale_cache = (key, scales)
-        return self._scale_cache[1]
-
-    @staticmethod
-    def _group_decay(group: dict, scales: List[float]) -> Tuple[Optional[list], Optional[list]]:
-        """(l2_lams, decay) for a group: per-tensor ``lam`` for "l2", else per-tensor ``c``."""
-        wd = group["weight_decay"]
-        lams = [wd * s for s in scales]
-        if group["decay_mode"] == "l2":
-            return lams, None
-        # floats in eager (a tensor lr gives a float lr's numbers); tensors under torch.compile
-        f = decay_lr_factor(group["decay_mode"], C.scalar(group["lr"]),
-                            C.scalar(group["initial_lr"]))
-        return None, [f * lam for lam in lams]
-
     # ---- the step ---------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure=None):
@@ -167,8 +102,7 @@ class ScaledDecayOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group, scales in zip(self.param_groups, self._scales()):
-            l2_lams, decay = self._group_decay(group, scales)
+        for group, l2_lams, decay in self._plan.amounts(self.param_groups):
             self._step_group(group, l2_lams, decay)
         return loss
 
@@ -204,16 +138,4 @@ class ScaledDecayOptimizer(Optimizer):
 
     def decay_report(self) -> DecayReport:
         """One row per parameter: name, shape, fan-in, s(p), effective lam, per-step factor."""
-        rows = DecayReport()
-        total = self._total_param_count()
-        for gi, (group, scales) in enumerate(zip(self.param_groups, self._scales())):
-            _, decay = self._group_decay(group, scales)
-            for i, (info, s) in enumerate(zip(self._tensor_infos(group, total), scales)):
-                lam = group["weight_decay"] * s
-                factor = (1.0 - decay[i]) if decay is not None else self._l2_decay_factor(group, lam)
-                rows.append(DecayRow(group=gi, index=i, name=info.name, shape=info.shape,
-                                     fan_in=info.fan_in, scale=s,
-                                     weight_decay=float(group["weight_decay"]), lam=float(lam),
-                                     decay_mode=group["decay_mode"], lr=float(group["lr"]),
-                                     decay_factor=None if factor is None else float(factor)))
-        return rows
+        return self._plan.report(self.param_groups, self._l2_decay_factor)
