@@ -89,7 +89,7 @@ def test_sgd_kernel_matches_reference(seed, sizes, dtype, kind, mom, first, maxi
     p_before = _f32(p)
     ref_p, ref_b = _f32(p), [None if b is None else b.float().clone() for b in bufs]
     sgd_math(ref_p, _f32(g), ref_b, **hp)
-    bufs_before = [torch.zeros(n) if b is None else b.float() for n, b in zip(sizes, bufs)]
+    bufs_before = [torch.zeros(n) if b is None else b.float().clone() for n, b in zip(sizes, bufs)]
     K.sgd_triton(p, g, bufs, **hp)
     for o, r, b in zip(p, ref_p, p_before):
         assert_close_ulps(o, r, b, "p")
