@@ -26,9 +26,9 @@ log = logging.getLogger("scaled_decay")
 
 # Where wrappers keep the optimizer they wrap: accelerate's AcceleratedOptimizer, HF and
 # DeepSpeed wrappers and transformers' Trainer (.optimizer), Lightning's LightningOptimizer
-# (._optimizer), timm's Lookahead (.base_optimizer), ZeroRedundancyOptimizer (.optim, this
+# (._optimizer), timm's Lookahead (._base_optimizer), ZeroRedundancyOptimizer (.optim, this
 # rank's local optimizer).
-_WRAPPED_AT = ("optimizer", "_optimizer", "base_optimizer", "optim")
+_WRAPPED_AT = ("optimizer", "_optimizer", "_base_optimizer", "base_optimizer", "optim")
 
 
 def _wrapped(obj):
