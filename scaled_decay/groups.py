@@ -109,8 +109,9 @@ class DecaySplit:
     def __str__(self) -> str:
         lines = [f"decay {len(self.decayed)} tensors; no decay for {len(self.not_decayed)}:"]
         for reason, names in self.by_reason().items():
-            shown = ", ".join(names[:4]) + (f", ... (+{len(names) - 4})" if len(names) > 4 else "")
-            lines.append(f"  {len(names):4d} {NO_DECAY_REASONS[reason]}: {shown}")
+            more = f", ... (+{len(names) - 3})" if len(names) > 3 else ""
+            lines += [f"  {len(names):4d}  {NO_DECAY_REASONS[reason]}",
+                      f"        {', '.join(names[:3])}{more}"]
         return "\n".join(lines)
 
     __repr__ = __str__
