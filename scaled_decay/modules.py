@@ -82,7 +82,8 @@ def register_module(module_type: Union[type, str], fan_in: Optional[Mapping] = N
         ok_value = callable(fn) or (isinstance(fn, int) and not isinstance(fn, bool) and fn > 0)
         if not isinstance(name, str) or not ok_value:
             raise ValueError(f"fan_in of {short} must map parameter names to functions "
-                             f"(module, param_name) -> int or to positive ints, got {name!r}: {fn!r}")
+                             f"(module, param_name) -> int or to positive ints, "
+                             f"got {name!r}: {fn!r}")
     if isinstance(no_decay, str):
         no_decay = (no_decay,)
     no_decay = tuple(no_decay)

@@ -98,7 +98,8 @@ def test_trainer_optimizer_cls_route_uses_the_trainers_groups(tmp_path, fresh_ac
     trainer, _ = _train(tmp_path, model, optimizer_cls_and_kwargs=(
         sd.AdamW, {"lr": LR, "decay_scaling": "fan_in"}))
     report = sd.decay_report(trainer)
-    decayed = {id(p) for g in trainer.optimizer.param_groups if g["weight_decay"] for p in g["params"]}
+    decayed = {id(p) for g in trainer.optimizer.param_groups if g["weight_decay"]
+               for p in g["params"]}
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[i] for i in decayed} == set(Trainer.get_decay_parameter_names(None, model)) & set(
         names.values())

@@ -122,7 +122,8 @@ def test_add_param_group_of_plain_tensors_to_a_param_groups_optimizer():
     opt.add_param_group({"params": model[2].parameters(), "weight_decay": 0.2})
     assert opt.param_groups[-1]["param_names"] == ["param_groups[2][0]", "param_groups[2][1]"]
     rows = {r.name: r for r in opt.decay_report()}
-    assert rows["param_groups[2][0]"].fan_in == 8 and rows["param_groups[2][0]"].fan_in_source == "shape"
+    row = rows["param_groups[2][0]"]
+    assert (row.fan_in, row.fan_in_source) == (8, "shape")
     _decays(opt, model)
     opt.add_param_group({"params": nn.Parameter(torch.ones(2, 2))})   # one tensor
     assert opt.param_groups[-1]["param_names"] == ["param_groups[3][0]"]

@@ -225,6 +225,6 @@ def test_fan_in_scaling_uses_registry_values_in_the_step():
         p.grad = torch.zeros_like(p)
     opt.step()
     params = dict(model.named_parameters())
-    torch.testing.assert_close(params["0.weight_hh_l0"], before["0.weight_hh_l0"] * (1 - 0.1 * 0.5 / 5))
-    torch.testing.assert_close(params["0.weight_ih_l0"], before["0.weight_ih_l0"] * (1 - 0.1 * 0.5 / 3))
+    for name, fan_in in (("0.weight_hh_l0", 5), ("0.weight_ih_l0", 3)):
+        torch.testing.assert_close(params[name], before[name] * (1 - 0.1 * 0.5 / fan_in))
     torch.testing.assert_close(params["0.bias_ih_l0"], before["0.bias_ih_l0"])  # not decayed

@@ -53,6 +53,8 @@ def test_gpt2_conv1d_fan_in_is_its_input_size():
     sources = {n: s for g in groups for n, s in zip(g["param_names"], g["fan_in_sources"])}
     assert sources["transformer.h.0.mlp.c_fc.weight"] == "Conv1D"
     assert set(groups[0]["param_names"]) == _hf_decayed(model)
+    text = repr(sd.AdamW(groups, decay_scaling="fan_in"))  # was 589-character lines
+    assert max(map(len, text.splitlines())) < 80 and "<18 per-tensor values>" in text
 
 
 def test_llama_rmsnorm_weights_are_not_decayed():
