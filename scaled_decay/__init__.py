@@ -5,9 +5,11 @@
 >>> print(opt.decay_report())
 """
 from .adam import Adam, AdamW
-from .groups import param_groups
+from .frameworks import decay_report, register_timm_optimizers, trainer_factory
+from .groups import DecaySplit, ParamGroups, param_groups
 from .modes import DECAY_MODES
-from .report import DecayReport, DecayRow
+from .modules import register_module
+from .report import DecayReport, DecayRow, GroupSummary
 from .rules import FanIn, ParamCount, StepsPerEpoch
 from .sgd import SGD
 
@@ -15,5 +17,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SGD", "Adam", "AdamW", "FanIn", "ParamCount", "StepsPerEpoch", "param_groups",
-    "DecayReport", "DecayRow", "DECAY_MODES",
+    "DecayReport", "DecayRow", "DECAY_MODES", "GroupSummary", "DecaySplit", "ParamGroups",
+    "register_module", "decay_report", "trainer_factory", "register_timm_optimizers",
 ]

@@ -1,39 +1,32 @@
-"""Build optimizer param groups from a model: names, module-aware fan-ins, no-decay split."""
+"""Build optimizer param groups from a model: names, module-aware fan-ins, no-decay split.
+
+What a module type's parameters are (fan-in, biases and gains) comes from the registry in
+:mod:`scaled_decay.modules`; this file only walks the model and sorts its tensors.
+"""
 from __future__ import annotations
 
 import fnmatch
-import math
-from typing import Dict, Iterable, Tuple
+import logging
+import warnings
+from typing import Dict, Iterable, List, Tuple
 
-import torch
 from torch import nn
 
-from .rules import fan_in_from_shape
+from .modules import param_facts
 
-__all__ = ["param_groups", "module_fan_ins"]
+__all__ = ["param_groups", "module_fan_ins", "DecaySplit", "ParamGroups", "NO_DECAY_REASONS"]
 
-_NORMS = (
-    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
-) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
-_CONVS = (nn.modules.conv._ConvNd,)  # Conv1d/2d/3d and ConvTranspose1d/2d/3d
+log = logging.getLogger("scaled_decay")
 
-
-def _is_bias_or_norm(module: nn.Module, pname: str) -> bool:
-    return pname == "bias" or isinstance(module, _NORMS)
-
-
-def _module_fan_in(module: nn.Module, pname: str, p: torch.Tensor) -> int:
-    """What ``module`` sees as the input size of its parameter ``pname`` (SPEC: fan_in(p))."""
-    if _is_bias_or_norm(module, pname):
-        return 1
-    if isinstance(module, nn.Linear) and pname == "weight":
-        return module.in_features
-    if isinstance(module, _CONVS) and pname == "weight":
-        # weight.shape[1] is in_channels/groups (Conv) or out_channels/groups (ConvTranspose)
-        return int(p.shape[1] * math.prod(module.kernel_size))
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and pname == "weight":
-        return module.num_embeddings  # a one-hot input of that size
-    return fan_in_from_shape(p.shape)  # p.shape is global for DTensor parameters
+# Why a tensor is in the weight_decay=0 group, in the order they are tested.
+NO_DECAY_REASONS = {
+    "no_decay": "named by no_decay=",
+    "model": "declared by the model's no_weight_decay()/no_weight_decay_keywords()",
+    "1-d": "tensor of <= 1 dim (bias, gain, layer scale, PReLU slope)",
+    "bias": "named 'bias'",
+    "module": "a bias or gain of its module type (registry)",
+}
+_SHAPE_RULES = ("1-d", "bias", "module")  # what decay_1d=True switches off
 
 
 def _named_params_with_modules(model: nn.Module):
@@ -49,11 +42,34 @@ def _named_params_with_modules(model: nn.Module):
 
 def module_fan_ins(model: nn.Module) -> Dict[str, int]:
     """Module-aware fan-in of every parameter of ``model``, by parameter name."""
-    return {name: _module_fan_in(m, pn, p) for name, m, pn, p in _named_params_with_modules(model)}
+    return {name: param_facts(m, pn, p).fan_in
+            for name, m, pn, p in _named_params_with_modules(model)}
 
 
-def _matches(name: str, module: nn.Module, no_decay: Tuple) -> bool:
-    for item in no_decay:
+def _declared(model: nn.Module) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """Patterns from every submodule's ``no_weight_decay()`` (prefixed with the submodule's
+    name: timm matches them with fnmatch against full names) and (prefix, keyword) pairs
+    from ``no_weight_decay_keywords()`` (a substring of the local name, as Swin/timm)."""
+    patterns, keywords = [], []
+    for mname, module in model.named_modules():
+        prefix = f"{mname}." if mname else ""
+        for attr in ("no_weight_decay", "no_weight_decay_keywords"):
+            fn = getattr(module, attr, None)
+            if not callable(fn):
+                continue
+            names = fn()
+            if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"{type(module).__name__}.{attr}() must return a collection "
+                                 f"of parameter names, got {names!r}")
+            if attr == "no_weight_decay":
+                patterns += [prefix + n for n in names]
+            else:
+                keywords += [(prefix, k) for k in names]
+    return patterns, keywords
+
+
+def _matches(name: str, module: nn.Module, items: Tuple) -> bool:
+    for item in items:
         if isinstance(item, type) and isinstance(module, item):
             return True
         if isinstance(item, str) and (name == item or fnmatch.fnmatchcase(name, item)):
@@ -76,24 +92,92 @@ def _check_no_decay(no_decay) -> Tuple:
     return items
 
 
+class DecaySplit:
+    """Which tensors ``param_groups`` decays and, for the others, why not."""
+
+    def __init__(self, decayed: List[str], not_decayed: Dict[str, str], shape_fan_in: List[str]):
+        self.decayed = decayed
+        self.not_decayed = not_decayed      # name -> reason (a key of NO_DECAY_REASONS)
+        self.shape_fan_in = shape_fan_in    # decayed tensors of >= 2 dims, fan-in from shape
+
+    def by_reason(self) -> Dict[str, List[str]]:
+        out: Dict[str, List[str]] = {}
+        for name, reason in self.not_decayed.items():
+            out.setdefault(reason, []).append(name)
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"decay {len(self.decayed)} tensors; no decay for {len(self.not_decayed)}:"]
+        for reason, names in self.by_reason().items():
+            more = f", ... (+{len(names) - 3})" if len(names) > 3 else ""
+            lines += [f"  {len(names):4d}  {NO_DECAY_REASONS[reason]}",
+                      f"        {', '.join(names[:3])}{more}"]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+class ParamGroups(list):
+    """The list of group dicts ``param_groups`` returns, with ``.split`` (a DecaySplit)."""
+
+    split: DecaySplit
+
+
+def _no_decay_reason(name, module, pname, p, facts, no_decay, declared, decay_1d):
+    patterns, keywords = declared
+    if _matches(name, module, no_decay):
+        return "no_decay"
+    if any(fnmatch.fnmatchcase(name, pat) for pat in patterns) or any(
+            name.startswith(prefix) and kw in name[len(prefix):] for prefix, kw in keywords):
+        return "model"
+    if decay_1d:
+        return None
+    if p.dim() <= 1:
+        return "1-d"
+    if pname == "bias":
+        return "bias"
+    return "module" if facts.bias_or_gain else None
+
+
 def param_groups(model: nn.Module, weight_decay: float, *, no_decay: Iterable = (),
-                 base_model: nn.Module = None, **group_options) -> list:
+                 decay_1d: bool = False, base_model: nn.Module = None,
+                 **group_options) -> ParamGroups:
     """Param groups for an sd optimizer: decayed weights, and a ``weight_decay=0`` group.
 
-    Biases and the weights of norm layers always go to the no-decay group; ``no_decay`` adds
-    more, as parameter names, fnmatch patterns (``"*.pos_emb"``) or module types
-    (``nn.Embedding``). Each group records ``param_names`` and module-aware ``fan_ins``
-    (Linear ``in_features``, Conv ``weight.shape[1] * prod(kernel_size)``, Embedding
-    ``num_embeddings``, biases and norms 1). With ``base_model`` (the same architecture at
-    its base width), each decayed tensor also gets ``fan_in_references``: the fan-in of the
-    same-named tensor of the base model, which :class:`~scaled_decay.FanIn` uses as its
-    reference, so ``lam == weight_decay`` exactly at the base width (muP-style transfer).
-    ``group_options`` (lr, decay_mode, decay_scaling, ...) go into both groups.
+    No decay, by default, for (the reason recorded in ``no_decay_reasons``):
+
+    - ``"no_decay"``: what ``no_decay`` names: parameter names, fnmatch patterns
+      (``"*.pos_emb"``) or module types (``nn.Embedding``);
+    - ``"model"``: names the model (or any submodule, names taken relative to it) declares
+      in ``no_weight_decay()`` (fnmatch patterns) or ``no_weight_decay_keywords()``
+      (substrings): timm's convention, e.g. ViT's ``pos_embed``, ``cls_token``;
+    - ``"1-d"``: every tensor of at most one dim: biases of any name, gains of any norm
+      class, layer scales, PReLU slopes;
+    - ``"bias"``: a tensor whose own name is ``bias``, whatever its shape;
+    - ``"module"``: a bias or gain its module type declares in the registry
+      (``MultiheadAttention.bias_k``, the weights of torch.nn norm layers of any shape).
+
+    ``decay_1d=True`` decays the last three kinds too (timm's ``weight_decay_exclude_1d=
+    False``). Frozen parameters (``requires_grad=False``) are left out.
+
+    Each group records per tensor ``param_names``, module-aware ``fan_ins`` and where each
+    came from, ``fan_in_sources`` (the registered module class, ``"1-d"``, or ``"shape"``:
+    ``shape[1] * prod(shape[2:])``, the fallback for module types the registry does not
+    know; a UserWarning names the decayed tensors of >= 2 dims that got it). With
+    ``base_model`` (the same architecture at its base width), each decayed tensor also gets
+    ``fan_in_references``: the fan-in of the same-named tensor of the base model, which
+    :class:`~scaled_decay.FanIn` uses as its reference, so ``lam == weight_decay`` exactly
+    at the base width (muP-style transfer). ``group_options`` (lr, decay_mode,
+    decay_scaling, ...) go into both groups. The split is in the result's ``.split``
+    (printable) and logged at INFO level on the ``"scaled_decay"`` logger.
     """
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
             or not weight_decay >= 0:
         raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
+    if not isinstance(decay_1d, bool):
+        raise ValueError(f"decay_1d must be a bool, got {decay_1d!r}")
     no_decay = _check_no_decay(no_decay)
+    declared = _declared(model)
     base_fan_ins = None
     if base_model is not None:
         base_fan_ins = module_fan_ins(base_model)
@@ -105,18 +189,36 @@ def param_groups(model: nn.Module, weight_decay: float, *, no_decay: Iterable = 
                 f"base_model's parameter names do not match the model's: missing from "
                 f"base_model {missing[:5]}, only in base_model {extra[:5]}")
 
-    decay = {"params": [], "param_names": [], "fan_ins": [], "weight_decay": weight_decay}
+    keys = ("params", "param_names", "fan_ins", "fan_in_sources")
+    decay = dict({k: [] for k in keys}, weight_decay=weight_decay)
     if base_fan_ins is not None:
         decay["fan_in_references"] = []
-    plain = {"params": [], "param_names": [], "fan_ins": [], "weight_decay": 0.0}
+    plain = dict({k: [] for k in keys}, no_decay_reasons=[], weight_decay=0.0)
+    split = DecaySplit([], {}, [])
     for name, module, pname, p in _named_params_with_modules(model):
         if not p.requires_grad:
             continue
-        group = plain if (_is_bias_or_norm(module, pname) or _matches(name, module, no_decay)) \
-            else decay
-        group["params"].append(p)
-        group["param_names"].append(name)
-        group["fan_ins"].append(_module_fan_in(module, pname, p))
-        if group is decay and base_fan_ins is not None:
-            group["fan_in_references"].append(float(base_fan_ins[name]))
-    return [dict(g, **group_options) for g in (decay, plain) if g["params"]]
+        facts = param_facts(module, pname, p)
+        reason = _no_decay_reason(name, module, pname, p, facts, no_decay, declared, decay_1d)
+        group = decay if reason is None else plain
+        for key, value in zip(keys, (p, name, facts.fan_in, facts.source)):
+            group[key].append(value)
+        if reason is None:
+            split.decayed.append(name)
+            if facts.source == "shape":
+                split.shape_fan_in.append(name)
+            if base_fan_ins is not None:
+                decay["fan_in_references"].append(float(base_fan_ins[name]))
+        else:
+            split.not_decayed[name] = reason
+            plain["no_decay_reasons"].append(reason)
+    if split.shape_fan_in:
+        warnings.warn(
+            f"sd.param_groups: {len(split.shape_fan_in)} decayed tensor(s) of >= 2 dims belong "
+            f"to module types the fan-in registry does not know, so their fan-in is "
+            f"shape[1] * prod(shape[2:]): {', '.join(split.shape_fan_in)}. If that is not the "
+            f"input size, describe the module type with sd.register_module().", stacklevel=2)
+    log.info("sd.param_groups: %s", split)
+    out = ParamGroups(dict(g, **group_options) for g in (decay, plain) if g["params"])
+    out.split = split
+    return out

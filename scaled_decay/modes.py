@@ -3,16 +3,22 @@
 - ``"l2"``: coupled, ``g = g + lam * p`` (torch SGD/Adam ``weight_decay``).
 - ``"decoupled"``: ``p = p * (1 - lr * lam)`` before the update (torch AdamW; SGDW,
   Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization").
-- ``"independent"``: ``p = p * (1 - (lr / initial_lr) * lam)``: the schedule multiplier of
-  Loshchilov & Hutter, so ``lam`` is the fraction removed per step at the initial lr,
+- ``"independent"``: ``p = p * (1 - (lr / eta0) * lam)``: the schedule multiplier of
+  Loshchilov & Hutter, so ``lam`` is the fraction removed per step at the peak lr,
   whatever the lr's magnitude (Wang & Aitchison 2024: the weights are an EMA with
   timescale ``1/lam`` steps).
-- ``"corrected"``: ``p = p * (1 - (lr**2 / initial_lr) * lam)`` (AdamC/SGDC, Defazio et al.
+- ``"corrected"``: ``p = p * (1 - (lr**2 / eta0) * lam)`` (AdamC/SGDC, Defazio et al.
   2025, "Why gradients rapidly increase near the end of training").
+
+``eta0`` is the peak lr of the schedule (``plan.peak_lr``): the group's ``max_lr`` where a
+scheduler keeps one (OneCycleLR), else its ``peak_lr`` (the lr at construction). It is
+not ``initial_lr``: OneCycleLR overwrites that with ``max_lr / div_factor``, and warmups
+start below the peak.
 """
 from __future__ import annotations
 
 DECAY_MODES = ("decoupled", "independent", "corrected", "l2")
+PEAK_LR_MODES = ("independent", "corrected")  # the modes that divide by eta0
 
 
 def check_decay_mode(mode) -> str:
@@ -21,7 +27,7 @@ def check_decay_mode(mode) -> str:
     return mode
 
 
-def decay_lr_factor(mode: str, lr: float, initial_lr: float) -> float:
+def decay_lr_factor(mode: str, lr: float, eta0: float) -> float:
     """The factor ``f`` with ``c = f * lam`` for a multiplicative mode (``p *= 1 - c``).
 
     ``"l2"`` has no multiplicative decay and returns 0.
@@ -29,7 +35,7 @@ def decay_lr_factor(mode: str, lr: float, initial_lr: float) -> float:
     if mode == "decoupled":
         return lr
     if mode == "independent":
-        return lr / initial_lr
+        return lr / eta0
     if mode == "corrected":
-        return lr * lr / initial_lr
+        return lr * lr / eta0
     return 0.0

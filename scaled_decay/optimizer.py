@@ -13,7 +13,7 @@ import torch
 from torch.optim import Optimizer
 
 from .backends import check_backend
-from .plan import DecayPlan, check_decay_group
+from .plan import RESET_ON_LOAD, DecayPlan, align_param_names, check_decay_group, optimizer_repr
 from .report import DecayReport
 from .rules import rules_to_plain
 
@@ -46,6 +46,7 @@ class ScaledDecayOptimizer(Optimizer):
         self._check_hparams(group)
 
     def add_param_group(self, param_group: dict) -> None:
+        align_param_names(self.param_groups, param_group)  # named and unnamed groups may mix
         super().add_param_group(param_group)  # fills the defaults (torch's setdefault)
         try:
             self._check_group(self.param_groups[-1])
@@ -69,12 +70,13 @@ class ScaledDecayOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """As torch.optim's, plus: keys a saved group lacks (a torch.optim state dict has no
-        ``decay_mode``, ``decay_scaling`` or ``fan_ins``) keep their current values; state
+        ``decay_mode``, ``decay_scaling`` or ``fan_ins``) keep their current values, except
+        ``initial_lr`` and ``peak_lr``, which then follow the saved ``lr``; state
         tensors must match their parameters' shapes; on any error nothing changes."""
         saved = state_dict.get("param_groups", [])
         if len(saved) == len(self.param_groups):
             state_dict = dict(state_dict, param_groups=[
-                {**{k: v for k, v in cur.items() if k != "params"}, **old}
+                {**{k: v for k, v in cur.items() if k not in RESET_ON_LOAD}, **old}
                 for cur, old in zip(self.param_groups, saved)])
         before = (self.state, self.param_groups)
         try:
@@ -135,6 +137,9 @@ class ScaledDecayOptimizer(Optimizer):
 
     def _l2_decay_factor(self, group: dict, lam: float) -> Optional[float]:
         return None
+
+    def __repr__(self) -> str:
+        return optimizer_repr(self)
 
     def decay_report(self) -> DecayReport:
         """One row per parameter: name, shape, fan-in, s(p), effective lam, per-step factor."""

@@ -1,18 +1,22 @@
-"""``optimizer.decay_report()``: what the scaling rules did to each parameter."""
+"""``optimizer.decay_report()``: what the scaling rules did to each parameter and group."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 
 @dataclass(frozen=True)
 class DecayRow:
     """One parameter's effective decay.
 
-    ``scale`` is s(p), ``lam`` = weight_decay * s(p); ``decay_factor`` is what one step at the
-    current lr multiplies the weights by (``1 - c``) for the multiplicative modes; for
-    ``"l2"`` it is ``1 - lr * lam`` for SGD (exact without momentum) and None for Adam, whose
-    coupled decay is rescaled by the second-moment estimate.
+    ``scale`` is s(p), ``lam`` = weight_decay * s(p); ``fan_in_source`` says where
+    ``fan_in`` came from (the module class the registry knew, ``"1-d"``, ``"shape"``, or
+    ``"given"``); ``peak_lr`` is eta0 for the modes that use it (else None);
+    ``decay_factor`` is what one step at the current lr multiplies the weights by
+    (``1 - c``) for the multiplicative modes; for ``"l2"`` it is ``1 - lr * lam`` for SGD
+    (exact without momentum) and None for Adam, whose coupled decay is rescaled by the
+    second-moment estimate. ``no_decay_reason``: why ``sd.param_groups`` put the tensor in
+    its ``weight_decay=0`` group (None for decayed tensors and groups built otherwise).
     """
 
     group: int
@@ -20,37 +24,82 @@ class DecayRow:
     name: Optional[str]
     shape: Tuple[int, ...]
     fan_in: int
+    fan_in_source: str
     scale: float
     weight_decay: float
     lam: float
     decay_mode: str
     lr: float
+    peak_lr: Optional[float]
     decay_factor: Optional[float]
+    no_decay_reason: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One param group: its settings and the range of ``lam`` over its tensors."""
+
+    group: int
+    tensors: int
+    elements: int
+    weight_decay: float
+    decay_mode: str
+    decay_scaling: str
+    lr: float
+    peak_lr: Optional[float]
+    lam_min: float
+    lam_max: float
+
+
+def _table(header: Sequence[str], lines: List[List[str]]) -> List[str]:
+    table = [list(header)] + lines
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return out
+
+
+def _number(v) -> str:
+    return "-" if v is None else f"{v:.6g}"
 
 
 class DecayReport(list):
-    """A list of :class:`DecayRow`; ``str()`` gives a table, ``to_dicts()`` plain data."""
+    """A list of :class:`DecayRow` with ``groups``, one :class:`GroupSummary` per param
+    group; ``str()`` gives both tables, ``to_dicts()`` the rows as plain data."""
 
-    _COLUMNS = ("group", "name", "shape", "fan_in", "scale", "lam", "decay_mode", "decay_factor")
+    _COLUMNS = ("group", "name", "shape", "fan_in", "fan_in_from", "scale", "lam", "lr",
+                "decay_factor", "no_decay")
+    _GROUP_COLUMNS = ("group", "tensors", "elements", "weight_decay", "decay_mode",
+                      "decay_scaling", "lr", "peak_lr", "lam")
+
+    def __init__(self, rows=()):
+        super().__init__(rows)
+        self.groups: List[GroupSummary] = []
 
     def to_dicts(self) -> List[dict]:
         return [asdict(row) for row in self]
 
-    def __str__(self) -> str:
-        def cell(row, col):
-            v = getattr(row, col)
-            if col == "name" and v is None:
-                return f"[{row.group}][{row.index}]"
-            if col == "shape":
-                return "x".join(map(str, v)) or "scalar"
-            if isinstance(v, float):
-                return f"{v:.6g}" if col != "decay_factor" else f"{v:.8f}"
-            return "-" if v is None else str(v)
+    @staticmethod
+    def _cells(row: DecayRow) -> List[str]:
+        return [str(row.group),
+                row.name if row.name is not None else f"[{row.group}][{row.index}]",
+                "x".join(map(str, row.shape)) or "scalar", str(row.fan_in), row.fan_in_source,
+                _number(row.scale), _number(row.lam), _number(row.lr),
+                "-" if row.decay_factor is None else f"{row.decay_factor:.8f}",
+                row.no_decay_reason or ""]
 
-        table = [list(self._COLUMNS)] + [[cell(r, c) for c in self._COLUMNS] for r in self]
-        widths = [max(len(line[i]) for line in table) for i in range(len(self._COLUMNS))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+    @staticmethod
+    def _group_cells(g: GroupSummary) -> List[str]:
+        lam = _number(g.lam_min) if g.lam_min == g.lam_max \
+            else f"{_number(g.lam_min)} .. {_number(g.lam_max)}"
+        return [str(g.group), str(g.tensors), str(g.elements), _number(g.weight_decay),
+                g.decay_mode, g.decay_scaling, _number(g.lr), _number(g.peak_lr), lam]
+
+    def __str__(self) -> str:
+        lines = _table(self._COLUMNS, [self._cells(r) for r in self])
+        if self.groups:
+            lines += [""] + _table(self._GROUP_COLUMNS, [self._group_cells(g) for g in self.groups])
         return "\n".join(lines)
 
     __repr__ = list.__repr__
+

@@ -32,6 +32,9 @@ class TensorInfo:
     ``fan_in``: the input size the owning module sees (see :func:`fan_in_from_shape`).
     ``fan_in_reference``: per-tensor reference fan-in from a base model, or None.
     ``total_count``: number of elements of all parameters the optimizer holds.
+    ``fan_in_source``: where ``fan_in`` came from: the module class that the registry of
+    ``sd.param_groups`` knew (``"Linear"``, ``"Conv1D"``), ``"1-d"`` (<= 1 dim: 1),
+    ``"shape"`` (``shape[1] * prod(shape[2:])``) or ``"given"`` (a group's own ``fan_ins``).
     """
 
     shape: Tuple[int, ...]
@@ -39,6 +42,7 @@ class TensorInfo:
     total_count: int
     fan_in_reference: Optional[float] = None
     name: Optional[str] = None
+    fan_in_source: str = "shape"
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,8 @@ class StepsPerEpoch:
 
 
 Rule = Union[FanIn, ParamCount, StepsPerEpoch]
-_RULE_TYPES = {"FanIn": FanIn, "ParamCount": ParamCount, "StepsPerEpoch": StepsPerEpoch}
+RULE_TYPES = (FanIn, ParamCount, StepsPerEpoch)
+_RULE_TYPES = {cls.__name__: cls for cls in RULE_TYPES}
 _STRING_FORMS = {"none": (), "fan_in": (FanIn(),), "param_count": (ParamCount(),)}
 
 

@@ -34,7 +34,7 @@ def _p():
     (lambda: sd.ParamCount(reference=0.0), ["reference", "0.0"]),
     (lambda: sd.StepsPerEpoch(0), ["steps_per_epoch", "0"]),
     (lambda: sd.StepsPerEpoch(10, epochs=-1), ["epochs", "-1"]),
-    (lambda: sd.AdamW(_p(), lr=0.0, decay_mode="independent"), ["initial_lr", "0.0"]),
+    (lambda: sd.AdamW(_p(), lr=0.0, decay_mode="independent"), ["peak_lr", "0.0"]),
     (lambda: sd.param_groups(nn.Linear(2, 2), -1.0), ["weight_decay", "-1.0"]),
     (lambda: sd.param_groups(nn.Linear(2, 2), 0.1, no_decay=[3]), ["no_decay", "3"]),
     (lambda: sd.param_groups(nn.Linear(2, 2), 0.1, base_model=nn.Sequential(nn.Linear(2, 2))),

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 import scaled_decay as sd
+from scaled_decay.plan import PER_TENSOR_KEYS
 
 from .names import DATA_RULES, MODES, OPTIMIZERS, PARAMETRIZATIONS, RULE_LABELS, RULES
 
@@ -110,10 +111,9 @@ def build_optimizer(model: nn.Sequential, arm: Arm, *, lr: float, weight_decay: 
     for group in sd.param_groups(model, weight_decay, base_model=base,
                                  decay_mode=arm.mode, decay_scaling=scaling):
         for i, p in enumerate(group["params"]):
-            one = {k: v for k, v in group.items() if k not in
-                   ("params", "param_names", "fan_ins", "fan_in_references")}
+            one = {k: v for k, v in group.items() if k not in ("params",) + PER_TENSOR_KEYS}
             one["params"] = [p]
-            for key in ("param_names", "fan_ins", "fan_in_references"):
+            for key in PER_TENSOR_KEYS:
                 if key in group:
                     one[key] = [group[key][i]]
             one["lr"] = lr * _lr_multiplier(group["param_names"][i], arm.optimizer,
