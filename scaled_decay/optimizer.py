@@ -14,7 +14,8 @@ import torch
 from torch.optim import Optimizer
 
 from . import compiling as C
-from .backends import check_backend
+from .backends import backend_for_torch_kwargs, check_backend
+from .errors import ArgumentTypeError
 from .modes import check_decay_mode, decay_lr_factor
 from .report import DecayReport, DecayRow
 from .rules import TensorInfo, as_rules, fan_in_from_shape, rules_to_plain, tensor_scale
@@ -25,9 +26,37 @@ def _number(value) -> bool:
 
 
 def check_non_negative(name: str, value) -> None:
-    if not _number(value) or (isinstance(value, torch.Tensor) and value.numel() != 1) \
+    """A non-negative finite number (or 1-element tensor); ValueError naming it otherwise
+    (also a TypeError for a non-number, as torch.optim raises there)."""
+    if not _number(value):
+        raise ArgumentTypeError(f"{name} must be a non-negative finite number, got {value!r}")
+    if (isinstance(value, torch.Tensor) and value.numel() != 1) \
             or not float(value) >= 0 or math.isinf(float(value)):
         raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+
+
+# torch.optim's keyword arguments that choose how a step runs; here they choose ``backend``
+# at construction and are not group keys (a torch.optim state dict's copies are dropped).
+TORCH_EXECUTION_KEYS = ("foreach", "fused", "capturable", "differentiable",
+                        "decoupled_weight_decay")
+
+
+def _tensors_in(params: list) -> List[torch.Tensor]:
+    """The tensors of a materialized ``params`` argument (tensors, (name, tensor) pairs or
+    group dicts); one-shot iterables inside group dicts are materialized in place."""
+    out = []
+    for k, item in enumerate(params):
+        if isinstance(item, dict):
+            ps = item.get("params", [])
+            if isinstance(ps, torch.Tensor):
+                ps = [ps]
+            elif not isinstance(ps, (list, tuple, set)):
+                ps = list(ps)
+                params[k] = dict(item, params=ps)
+            out.extend(p[1] if isinstance(p, tuple) else p for p in ps)
+        else:
+            out.append(item[1] if isinstance(item, tuple) else item)
+    return [t for t in out if isinstance(t, torch.Tensor)]
 
 
 class ScaledDecayOptimizer(Optimizer):
@@ -36,8 +65,15 @@ class ScaledDecayOptimizer(Optimizer):
     # Per-tensor metadata keys a group may carry (from sd.param_groups), aligned with params.
     _PER_TENSOR_KEYS = ("param_names", "fan_ins", "fan_in_references")
 
-    def __init__(self, params, defaults: dict):
+    def __init__(self, params, defaults: dict, **torch_kwargs):
+        """``torch_kwargs``: torch.optim's ``foreach``, ``fused``, ``capturable``,
+        ``differentiable``, mapped onto ``defaults["backend"]``
+        (``backends.backend_for_torch_kwargs``)."""
         self._scale_cache: Optional[Tuple] = None
+        if not isinstance(params, torch.Tensor):  # torch.optim raises TypeError for a tensor
+            params = list(params)
+            defaults["backend"] = backend_for_torch_kwargs(
+                check_backend(defaults["backend"]), _tensors_in(params), **torch_kwargs)
         self._check_group(dict(defaults, initial_lr=defaults["lr"]))
         super().__init__(params, defaults)
 
@@ -78,12 +114,27 @@ class ScaledDecayOptimizer(Optimizer):
             self.param_groups.pop()
             raise
 
+    # ---- copies: copy.deepcopy, pickle, torch.save of the whole optimizer -----------------
+    def __getstate__(self) -> dict:
+        """torch.optim's pickled state (defaults, state, param_groups); derived caches such
+        as the per-tensor scales are not saved, they are rebuilt on first use."""
+        return super().__getstate__()
+
     def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
+        """Restores a pickled optimizer, and is what ``load_state_dict`` ends with (as in
+        torch.optim): fills group keys a saved group lacks from the defaults, converts a
+        Python-number ``step`` of an old checkpoint to a tensor, as torch does."""
+        self._scale_cache = None
+        super().__setstate__(state)  # (torch adds "differentiable" to self.defaults here)
         for group in self.param_groups:
             for key, value in self.defaults.items():
-                group.setdefault(key, value)
+                if key not in TORCH_EXECUTION_KEYS:
+                    group.setdefault(key, value)
             self._check_group(group)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state and not isinstance(p_state["step"], torch.Tensor):
+                    p_state["step"] = torch.tensor(float(p_state["step"]), dtype=torch.float32)
 
     # ---- state dicts: plain data both ways, torch.optim-compatible ----------------------
     def state_dict(self) -> dict:
@@ -94,13 +145,18 @@ class ScaledDecayOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """As torch.optim's, plus: keys a saved group lacks (a torch.optim state dict has no
-        ``decay_mode``, ``decay_scaling`` or ``fan_ins``) keep their current values; state
-        tensors must match their parameters' shapes; on any error nothing changes."""
-        saved = state_dict.get("param_groups", [])
+        ``decay_mode``, ``decay_scaling`` or ``fan_ins``) keep their current values; torch's
+        execution keys (``foreach``, ``fused``, ``capturable``, ``differentiable``,
+        ``decoupled_weight_decay``) in a torch.optim state dict are dropped (``backend`` and
+        ``decay_mode`` stay as constructed); state tensors must match their parameters'
+        shapes; on any error nothing changes. ``state_dict()`` after a load gives back the
+        loaded dict (same keys, same values)."""
+        saved = [{k: v for k, v in g.items() if k not in TORCH_EXECUTION_KEYS}
+                 for g in state_dict.get("param_groups", [])]
         if len(saved) == len(self.param_groups):
-            state_dict = dict(state_dict, param_groups=[
-                {**{k: v for k, v in cur.items() if k != "params"}, **old}
-                for cur, old in zip(self.param_groups, saved)])
+            saved = [{**{k: v for k, v in cur.items() if k != "params"}, **old}
+                     for cur, old in zip(self.param_groups, saved)]
+        state_dict = dict(state_dict, param_groups=saved)
         before = (self.state, self.param_groups, self._scale_cache)
         try:
             super().load_state_dict(state_dict)
@@ -184,18 +240,26 @@ class ScaledDecayOptimizer(Optimizer):
         """(grad_scale, found_inf) set by GradScaler for this step, else None."""
         return getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
 
+    # Whether sparse gradients are taken (torch.optim.SGD: yes; Adam/AdamW: no).
+    _sparse_grads_ok = False
+
+    def _param_label(self, group: dict, i: int) -> str:
+        names = group.get("param_names")
+        return names[i] if names else \
+            f"param_groups[{self.param_groups.index(group)}]['params'][{i}]"
+
     def _with_grads(self, group: dict) -> List[int]:
-        """Positions of the group's params that have a gradient; sparse ones are refused."""
+        """Positions of the group's params that have a gradient; sparse gradients raise
+        RuntimeError (torch.optim's type) naming the parameter unless the class takes them."""
         idx = []
         for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
-                names = group.get("param_names")
-                name = names[i] if names else f"param_groups[{self.param_groups.index(group)}]" \
-                                                f"['params'][{i}]"
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients "
-                                   f"(parameter {name})")
+            if p.grad.is_sparse and not self._sparse_grads_ok:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients (parameter "
+                    f"{self._param_label(group, i)}), as torch.optim.{type(self).__name__}; "
+                    f"torch.optim.SparseAdam takes them")
             idx.append(i)
         return idx
 
