@@ -59,6 +59,12 @@ def _tensors_in(params: list) -> List[torch.Tensor]:
     return [t for t in out if isinstance(t, torch.Tensor)]
 
 
+def _plain_rules(optimizer, state_dict: dict) -> None:
+    """State-dict post hook: each group's ``decay_scaling`` as plain data."""
+    for group in state_dict["param_groups"]:  # fresh dicts, safe to change
+        group["decay_scaling"] = rules_to_plain(group["decay_scaling"])
+
+
 class ScaledDecayOptimizer(Optimizer):
     """Base class: a ``torch.optim.Optimizer`` whose weight decay is scaled per tensor."""
 
@@ -76,6 +82,7 @@ class ScaledDecayOptimizer(Optimizer):
                 check_backend(defaults["backend"]), _tensors_in(params), **torch_kwargs)
         self._check_group(dict(defaults, initial_lr=defaults["lr"]))
         super().__init__(params, defaults)
+        self._register_plain_rules_hook()
 
     # ---- validation -------------------------------------------------------------------
     def _check_hparams(self, group: dict) -> None:
@@ -122,41 +129,41 @@ class ScaledDecayOptimizer(Optimizer):
 
     def __setstate__(self, state: dict) -> None:
         """Restores a pickled optimizer, and is what ``load_state_dict`` ends with (as in
-        torch.optim): fills group keys a saved group lacks from the defaults, converts a
-        Python-number ``step`` of an old checkpoint to a tensor, as torch does."""
+        torch.optim, after its hooks): group keys a saved group lacks keep the current
+        group's values when loading (a torch.optim state dict has no ``decay_mode``,
+        ``decay_scaling`` or ``fan_ins``), else come from the defaults; torch's execution
+        keys (``TORCH_EXECUTION_KEYS``) are dropped, ``backend``/``decay_mode`` stay; a
+        Python-number ``step`` of an old checkpoint becomes a tensor, as torch converts it."""
+        current = self.__dict__.get("param_groups")  # None when unpickling
         self._scale_cache = None
         super().__setstate__(state)  # (torch adds "differentiable" to self.defaults here)
-        for group in self.param_groups:
-            for key, value in self.defaults.items():
-                if key not in TORCH_EXECUTION_KEYS:
+        if current is None or len(current) != len(self.param_groups):
+            current = [self.defaults] * len(self.param_groups)
+        for group, source in zip(self.param_groups, current):
+            for key in TORCH_EXECUTION_KEYS:
+                group.pop(key, None)
+            for key, value in {**self.defaults, **source}.items():
+                if key != "params" and key not in TORCH_EXECUTION_KEYS:
                     group.setdefault(key, value)
             self._check_group(group)
             for p in group["params"]:
                 p_state = self.state.get(p, {})
                 if "step" in p_state and not isinstance(p_state["step"], torch.Tensor):
                     p_state["step"] = torch.tensor(float(p_state["step"]), dtype=torch.float32)
+        self._register_plain_rules_hook()
 
     # ---- state dicts: plain data both ways, torch.optim-compatible ----------------------
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        for group in sd["param_groups"]:  # fresh dicts, safe to change
-            group["decay_scaling"] = rules_to_plain(group["decay_scaling"])
-        return sd
+    def _register_plain_rules_hook(self) -> None:
+        """Rules go into state dicts as plain data (``torch.load(weights_only=True)`` reads
+        them): a state-dict post hook, first in line, so user hooks see the final dict."""
+        if _plain_rules not in self._optimizer_state_dict_post_hooks.values():
+            self.register_state_dict_post_hook(_plain_rules, prepend=True)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """As torch.optim's, plus: keys a saved group lacks (a torch.optim state dict has no
-        ``decay_mode``, ``decay_scaling`` or ``fan_ins``) keep their current values; torch's
-        execution keys (``foreach``, ``fused``, ``capturable``, ``differentiable``,
-        ``decoupled_weight_decay``) in a torch.optim state dict are dropped (``backend`` and
-        ``decay_mode`` stay as constructed); state tensors must match their parameters'
-        shapes; on any error nothing changes. ``state_dict()`` after a load gives back the
-        loaded dict (same keys, same values)."""
-        saved = [{k: v for k, v in g.items() if k not in TORCH_EXECUTION_KEYS}
-                 for g in state_dict.get("param_groups", [])]
-        if len(saved) == len(self.param_groups):
-            saved = [{**{k: v for k, v in cur.items() if k != "params"}, **old}
-                     for cur, old in zip(self.param_groups, saved)]
-        state_dict = dict(state_dict, param_groups=saved)
+        """As torch.optim's (hooks included), plus: keys a saved group lacks keep their
+        current values and torch's execution keys are dropped (``__setstate__``); state
+        tensors must match their parameters' shapes; on any error nothing changes.
+        ``state_dict()`` after a load gives back the loaded dict (same keys and values)."""
         before = (self.state, self.param_groups, self._scale_cache)
         try:
             super().load_state_dict(state_dict)
