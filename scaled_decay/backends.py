@@ -15,6 +15,8 @@ from typing import Dict, Hashable, List, Sequence
 
 import torch
 
+from .errors import ArgumentRuntimeError
+
 BACKENDS = ("auto", "triton", "torch_fused", "foreach", "loop")
 
 
@@ -46,13 +48,13 @@ def backend_for_torch_kwargs(backend: str, tensors: Sequence[torch.Tensor], *, f
         if value is not None and not isinstance(value, bool):
             raise ValueError(f"{name} must be None, True or False, got {value!r}")
     if fused and foreach:  # torch.optim raises RuntimeError here
-        raise RuntimeError("fused=True and foreach=True cannot be used together "
-                           "(as in torch.optim)")
-    if differentiable:
-        raise ValueError(
-            "differentiable=True cannot be honoured: scaled_decay updates parameters in "
-            "place under torch.no_grad(), so no gradient flows through a step; use "
-            "torch.optim with differentiable=True for that")
+        raise ArgumentRuntimeError("fused=True and foreach=True cannot be used together "
+                                   "(as in torch.optim)")
+    if differentiable:  # (torch.optim raises RuntimeError for it with fused=True)
+        raise (ArgumentRuntimeError if fused else ValueError)(
+            f"differentiable=True cannot be honoured{' (nor with fused=True)' if fused else ''}"
+            f": scaled_decay updates parameters in place under torch.no_grad(), so no "
+            f"gradient flows through a step; use torch.optim with differentiable=True for that")
     all_cuda = bool(tensors) and all(t.is_cuda for t in tensors)
     wanted, choice = None, None
     if fused:

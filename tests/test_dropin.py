@@ -131,7 +131,8 @@ def _scaled_sd_optimizer():
 
 @pytest.mark.parametrize("make", [
     *(lambda make=make: _trained(make) for pair in PAIRS.values() for make in pair),
-    _scaled_sd_optimizer])
+    _scaled_sd_optimizer], ids=[f"{lib}-{name}" for name in PAIRS for lib in ("torch", "sd")]
+    + ["sd-scaled-groups"])
 def test_state_dict_load_state_dict_state_dict_gives_the_same_dict(make):
     opt = make()
     first = opt.state_dict()
