@@ -136,8 +136,9 @@ class SGD(ScaledDecayOptimizer):
         amp = dict(zip(("grad_scale", "found_inf"), self._amp_tensors()))
         if sparse:  # one tensor at a time, torch's own sparse arithmetic
             run_on(sgd_reference, sparse, params, grads, bufs, l2_lams, decay, backend="loop",
-                **amp, **hp)
-        dense = [j for j in range(len(params)) if j not in set(sparse)]
+                   **amp, **hp)
+        dense = [j for j, g in enumerate(grads) if not g.is_sparse] if sparse \
+            else list(range(len(params)))
         if dense:
             backend = B.resolve_backend(group["backend"], params[dense[0]])
             if backend == "triton":  # skips on found_inf on the device
