@@ -251,9 +251,13 @@ class ScaledDecayOptimizer(Optimizer):
     _sparse_grads_ok = False
 
     def _param_label(self, group: dict, i: int) -> str:
+        """The parameter's name where the group has names, else its position."""
         names = group.get("param_names")
-        return names[i] if names else \
-            f"param_groups[{self.param_groups.index(group)}]['params'][{i}]"
+        if names:
+            return names[i]
+        # (by identity: comparing group dicts with == would compare their tensors)
+        g = next(k for k, other in enumerate(self.param_groups) if other is group)
+        return f"param_groups[{g}]['params'][{i}]"
 
     def _with_grads(self, group: dict) -> List[int]:
         """Positions of the group's params that have a gradient; sparse gradients raise

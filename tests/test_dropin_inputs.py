@@ -139,6 +139,15 @@ def test_adam_refuses_sparse_gradients_as_torch_does(name):
         _sparse_run(PAIRS[name][1])
 
 
+def test_an_unnamed_sparse_parameter_is_named_by_its_position():
+    groups = [{"params": [torch.randn(3, requires_grad=True)]},
+              {"params": [torch.randn(3, requires_grad=True)]}]
+    opt = sd.Adam(groups)
+    groups[1]["params"][0].grad = torch.randn(3).to_sparse()
+    with pytest.raises(RuntimeError, match=r"param_groups\[1\]\['params'\]\[0\]"):
+        opt.step()
+
+
 def test_sparse_gradients_under_gradscaler_equal_the_unscaled_run():
     make = lambda ps: sd.SGD(ps, lr=0.1, momentum=0.9)  # noqa: E731
     plain, _ = _sparse_run(make)
