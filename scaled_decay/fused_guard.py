@@ -52,20 +52,19 @@ def _same_strides(a: torch.Tensor, b: torch.Tensor) -> bool:
 def flat_layout_ok(p: torch.Tensor, others: Sequence[torch.Tensor]) -> bool:
     """Whether a kernel may treat ``p`` and its companions (grad, state) as one flat run of
     ``numel`` elements: p is dense (any dim order) and each companion is a dense strided
-    tensor with p's dtype, shape and strides, so element k of one is element k of all.
-    (Written for speed: it runs for every tensor of every fused step. A companion on another
-    device is not checked here: torch's kernels raise for it, they do not mix it up.)"""
-    strided, shape, dtype = torch.strided, p.shape, p.dtype
+    tensor with p's dtype, device, shape and strides, so element k of one is element k of
+    all. (Written for speed: it runs for every tensor of every fused step.)"""
+    strided, shape, dtype, device = torch.strided, p.shape, p.dtype, p.device
     if p.layout is not strided:
         return False
     if p.is_contiguous():  # the common case: contiguous companions of the same shape match
         if all(o.layout is strided and o.dtype is dtype and o.shape == shape
-               and o.is_contiguous() for o in others):
+               and o.is_contiguous() and o.device == device for o in others):
             return True
     elif not _dense(p):
         return False
     return all(o.layout is strided and o.dtype is dtype and o.shape == shape
-               and _same_strides(o, p) for o in others)
+               and o.device == device and _same_strides(o, p) for o in others)
 
 
 def split_layouts(params: Sequence[torch.Tensor], companions: Sequence[Sequence]
