@@ -119,11 +119,9 @@ def adam_triton(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *,
     hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, amsgrad=amsgrad, maximize=maximize)
     if slow:
         lams, c = B.take([l2_lams, decay], slow)
-        if not B.found_inf_set(found_inf):
-            sub = B.take(lists, slow)
-            B.unscale_grads_(sub[1], grad_scale)
-            from scaled_decay.adam import adam_math
-            adam_math(*sub, l2_lams=lams, decay=c, **hp)
+        from scaled_decay.adam import adam_reference
+        adam_reference(*B.take(lists, slow), l2_lams=lams, decay=c, grad_scale=grad_scale,
+                       found_inf=found_inf, **hp)
     if fast:
         lams, c = B.take([l2_lams, decay], fast)
         _launch(*B.take(lists, fast), per_tensor=lams if lams is not None else c,

@@ -9,6 +9,8 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from scaled_decay.fused_guard import split_layouts
+
 from .elementwise import BF16, FP16, FP32
 
 BLOCK = 4096      # elements per program: 16 per thread at 8 warps, 4 vector loads of 16 B (fp32)
@@ -37,39 +39,12 @@ def decay_kind(l2_lams, decay) -> int:
     return 2 if decay is not None else 0
 
 
-def _dense(t: torch.Tensor) -> bool:
-    """Non-overlapping and dense: the elements fill ``[data_ptr, data_ptr + numel)`` exactly,
-    in some order of dims (a transposed or permuted tensor is dense, a slice is not)."""
-    if t.numel() <= 1:
-        return True
-    expected = 1
-    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _flat_ok(p: torch.Tensor, others: Sequence[torch.Tensor]) -> bool:
-    """Whether the kernel may treat p and its companions as one flat run of numel elements:
-    p covers its storage span exactly (dense, no overlap; any permutation of dims is fine)
-    and each companion has p's dtype, device, shape and strides, so element k of one is
-    element k of the others."""
-    if p.dtype not in _ELEM or not _dense(p):
-        return False
-    return all(o.dtype == p.dtype and o.device == p.device and o.shape == p.shape
-               and o.stride() == p.stride() for o in others)
-
-
 def split_flat(params: Sequence[torch.Tensor], checked: Sequence[Sequence]
                ) -> Tuple[List[int], List[int]]:
-    """Positions of the params the kernel takes, and of those left to the reference math.
-
-    ``checked`` holds lists aligned with ``params`` whose tensors must share each param's
-    layout (grads, state); empty lists and None entries (state not created yet) are skipped.
-    """
-    fast, slow = [], []
-    for i, p in enumerate(params):
-        others = [c[i] for c in checked if c and c[i] is not None]
-        (fast if _flat_ok(p, others) else slow).append(i)
-    return fast, slow
+    """Positions of the params the kernel takes, and of those left to the reference math:
+    the kernel takes fp32/bf16/fp16 tensors that, with their companions in ``checked``
+    (grads, state: lists aligned with ``params``), can be walked as one flat run
+    (``scaled_decay.fused_guard.flat_layout_ok``, the same test torch's fused ops get)."""
+    fast, slow = split_layouts(params, checked)
+    ours = [i for i in fast if params[i].dtype in _ELEM]
+    return ours, sorted(slow + [i for i in fast if params[i].dtype not in _ELEM])

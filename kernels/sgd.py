@@ -93,13 +93,10 @@ def sgd_triton(params, grads, bufs, *, l2_lams, decay, lr, momentum, dampening, 
     hp = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
               maximize=maximize)
     fast, slow = split_flat(params, [grads, bufs if use_momentum else []])
-    if slow and not B.found_inf_set(found_inf):
-        p, g, b, lams, c = B.take([params, grads, bufs, l2_lams, decay], slow)
-        B.unscale_grads_(g, grad_scale)
-        from scaled_decay.sgd import sgd_math
-        sgd_math(p, g, b, l2_lams=lams, decay=c, **hp)
-        for i, buf in zip(slow, b):
-            bufs[i] = buf
+    if slow:
+        from scaled_decay.sgd import run_on, sgd_reference
+        run_on(sgd_reference, slow, params, grads, bufs, l2_lams, decay, grad_scale=grad_scale,
+            found_inf=found_inf, **hp)
     if fast:
         first = [0] * len(fast)
         if use_momentum:

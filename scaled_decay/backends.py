@@ -4,6 +4,9 @@ The update math of each optimizer is written once, with ``torch._foreach_*`` ops
 (``sgd.sgd_math``, ``adam.adam_math``). ``"loop"`` calls it one tensor at a time (the
 readable reference), ``"foreach"`` once per (device, dtype) batch; ``"torch_fused"`` hands
 the same lists to torch's own fused kernels; ``"triton"`` to the package's kernels.
+
+Complex parameters reach every backend as their real view (``torch.view_as_real`` of the
+param, its grad and its state), as torch.optim updates them: ``real_views``.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from typing import Dict, Hashable, List, Sequence
 
 import torch
 
+from .errors import ArgumentRuntimeError
+
 BACKENDS = ("auto", "triton", "torch_fused", "foreach", "loop")
 
 
@@ -19,6 +24,87 @@ def check_backend(backend) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return backend
+
+
+FUSED_BACKENDS = ("triton", "torch_fused")
+
+
+def backend_for_torch_kwargs(backend: str, tensors: Sequence[torch.Tensor], *, foreach=None,
+                             fused=None, capturable=False, differentiable=False) -> str:
+    """``backend`` with torch.optim's execution kwargs applied (torch's meaning).
+
+    ``foreach=True`` -> "foreach"; ``foreach=False`` -> "loop" (torch's for-loop);
+    ``fused=True`` -> a fused backend: "triton" when every tensor is on CUDA and the Triton
+    kernels run there, else "torch_fused"; ``fused=False`` -> not fused ("foreach", or
+    "loop" with ``foreach=False``); None -> no preference. They pick the backend only where
+    ``backend="auto"``; an explicit backend that disagrees is a ValueError naming both.
+    ``capturable=True`` (steps without host syncs, for CUDA graphs) is honoured by the
+    Triton kernels on CUDA only; ``differentiable=True`` never (updates run under no_grad):
+    both raise a ValueError where they cannot be honoured. ``tensors``: the parameters the
+    optimizer is constructed with (their devices decide "triton" against "torch_fused").
+    """
+    check_backend(backend)
+    for name, value in (("foreach", foreach), ("fused", fused)):
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{name} must be None, True or False, got {value!r}")
+    if fused and foreach:  # torch.optim raises RuntimeError here
+        raise ArgumentRuntimeError("fused=True and foreach=True cannot be used together "
+                                   "(as in torch.optim)")
+    if differentiable:  # (torch.optim raises RuntimeError for it with fused=True)
+        raise (ArgumentRuntimeError if fused else ValueError)(
+            f"differentiable=True cannot be honoured{' (nor with fused=True)' if fused else ''}"
+            f": scaled_decay updates parameters in place under torch.no_grad(), so no "
+            f"gradient flows through a step; use torch.optim with differentiable=True for that")
+    all_cuda = bool(tensors) and all(t.is_cuda for t in tensors)
+    wanted, choice = None, None
+    if fused:
+        wanted = FUSED_BACKENDS
+        choice = "triton" if all_cuda and triton_available(tensors[0].device) else "torch_fused"
+    elif foreach is not None:
+        wanted = ("foreach",) if foreach else ("loop",)
+        choice = wanted[0]
+    elif fused is False:
+        wanted, choice = ("foreach", "loop"), "foreach"
+    if wanted is not None:
+        given = ", ".join(f"{k}={v!r}" for k, v in (("foreach", foreach), ("fused", fused))
+                          if v is not None)
+        if backend != "auto" and backend not in wanted:
+            raise ValueError(f"backend={backend!r} conflicts with {given} (which means "
+                             f"backend {' or '.join(map(repr, wanted))})")
+        if backend == "auto":
+            backend = choice
+    if backend == "torch_fused" and fused:  # torch checks this at construction too
+        for t in tensors:
+            if not torch_fused_supports(real_view(t)):
+                raise RuntimeError(f"fused=True: torch has no fused optimizer kernel for "
+                                   f"{t.dtype} tensors on {t.device}")
+    if capturable:
+        runs_triton = all_cuda and triton_available(tensors[0].device)
+        if backend == "auto" and runs_triton:
+            backend = "triton"
+        if backend != "triton" or not runs_triton:
+            raise ValueError(
+                f"capturable=True cannot be honoured with backend={backend!r} on "
+                f"{sorted({str(t.device) for t in tensors})}: only backend='triton' on CUDA "
+                f"parameters steps without host syncs (CUDA graph capture)")
+    return backend
+
+
+def real_view(t):
+    """``torch.view_as_real(t)`` for a dense complex tensor; anything else unchanged."""
+    if t is not None and t.is_complex() and t.layout == torch.strided:
+        return torch.view_as_real(t)
+    return t
+
+
+def real_views(lists: Sequence[Sequence]) -> List[list]:
+    """Each list with complex tensors replaced by their real views (None kept)."""
+    return [[real_view(t) for t in lst] for lst in lists]
+
+
+def like_complex(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A state tensor the math made from real views, as the complex tensor ``p`` keeps it."""
+    return torch.view_as_complex(t) if p.is_complex() and not t.is_complex() else t
 
 
 def _is_dtensor(t: torch.Tensor) -> bool:
@@ -138,6 +224,8 @@ def unscale_grads_(grads: List[torch.Tensor], grad_scale) -> None:
     if grad_scale is None or not grads:
         return
     inv_scale = grad_scale.double().reciprocal().float()
+    # a sparse grad is unscaled through its values (GradScaler.unscale_ does the same)
+    grads = [g._values() if g.is_sparse else g for g in grads]
     for idx in batch_indices("foreach", grads):
         sub = [grads[i] for i in idx]
         device = sub[0].device

@@ -12,18 +12,56 @@ from typing import List, Optional
 import torch
 from torch.optim import Optimizer
 
-from .backends import check_backend
+from .backends import backend_for_torch_kwargs, check_backend
 from .plan import RESET_ON_LOAD, DecayPlan, align_param_names, check_decay_group, optimizer_repr
 from .report import DecayReport
 from .rules import rules_to_plain
 
 
+# torch.optim's keyword arguments that choose how a step runs; here they choose ``backend``
+# at construction and are not group keys (a torch.optim state dict's copies are dropped).
+TORCH_EXECUTION_KEYS = ("foreach", "fused", "capturable", "differentiable",
+                        "decoupled_weight_decay")
+
+
+def _tensors_in(params: list) -> List[torch.Tensor]:
+    """The tensors of a materialized ``params`` argument (tensors, (name, tensor) pairs or
+    group dicts); one-shot iterables inside group dicts are materialized in place."""
+    out = []
+    for k, item in enumerate(params):
+        if isinstance(item, dict):
+            ps = item.get("params", [])
+            if isinstance(ps, torch.Tensor):
+                ps = [ps]
+            elif not isinstance(ps, (list, tuple, set)):
+                ps = list(ps)
+                params[k] = dict(item, params=ps)
+            out.extend(p[1] if isinstance(p, tuple) else p for p in ps)
+        else:
+            out.append(item[1] if isinstance(item, tuple) else item)
+    return [t for t in out if isinstance(t, torch.Tensor)]
+
+
+def _plain_rules(optimizer, state_dict: dict) -> None:
+    """State-dict post hook: each group's ``decay_scaling`` as plain data."""
+    for group in state_dict["param_groups"]:  # fresh dicts, safe to change
+        group["decay_scaling"] = rules_to_plain(group["decay_scaling"])
+
+
 class ScaledDecayOptimizer(Optimizer):
     """Base class: a ``torch.optim.Optimizer`` whose weight decay is scaled per tensor."""
 
-    def __init__(self, params, defaults: dict):
+    def __init__(self, params, defaults: dict, **torch_kwargs):
+        """``torch_kwargs``: torch.optim's ``foreach``, ``fused``, ``capturable``,
+        ``differentiable``, mapped onto ``defaults["backend"]``
+        (``backends.backend_for_torch_kwargs``)."""
+        if not isinstance(params, torch.Tensor):  # torch.optim raises TypeError for a tensor
+            params = list(params)
+            defaults["backend"] = backend_for_torch_kwargs(
+                check_backend(defaults["backend"]), _tensors_in(params), **torch_kwargs)
         self._check_group(dict(defaults, initial_lr=defaults["lr"]))
         super().__init__(params, defaults)
+        self._register_plain_rules_hook()
 
     @property
     def _plan(self) -> DecayPlan:
@@ -54,30 +92,50 @@ class ScaledDecayOptimizer(Optimizer):
             self.param_groups.pop()
             raise
 
+    # ---- copies: copy.deepcopy, pickle, torch.save of the whole optimizer -----------------
+    def __getstate__(self) -> dict:
+        """torch.optim's pickled state (defaults, state, param_groups); derived caches such
+        as the per-tensor scales are not saved, they are rebuilt on first use."""
+        return super().__getstate__()
+
     def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
+        """Restores a pickled optimizer, and is what ``load_state_dict`` ends with (as in
+        torch.optim, after its hooks): group keys a saved group lacks keep the current
+        group's values when loading (a torch.optim state dict has no ``decay_mode``,
+        ``decay_scaling`` or ``fan_ins``), else come from the defaults; torch's execution
+        keys (``TORCH_EXECUTION_KEYS``) are dropped, ``backend``/``decay_mode`` stay; a
+        Python-number ``step`` of an old checkpoint becomes a tensor, as torch converts it."""
+        current = self.__dict__.get("param_groups")  # None when unpickling
+        self.__dict__.pop("_decay_plan", None)  # per-tensor scales are rebuilt on first use
+        super().__setstate__(state)  # (torch adds "differentiable" to self.defaults here)
+        if current is None or len(current) != len(self.param_groups):
+            current = [self.defaults] * len(self.param_groups)
+        for group, source in zip(self.param_groups, current):
+            for key in TORCH_EXECUTION_KEYS:
+                group.pop(key, None)
+            for key, value in {**self.defaults, **source}.items():
+                if key not in RESET_ON_LOAD and key not in TORCH_EXECUTION_KEYS:
+                    group.setdefault(key, value)
             self._check_group(group)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state and not isinstance(p_state["step"], torch.Tensor):
+                    p_state["step"] = torch.tensor(float(p_state["step"]), dtype=torch.float32)
+        self._register_plain_rules_hook()
 
     # ---- state dicts: plain data both ways, torch.optim-compatible ----------------------
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        for group in sd["param_groups"]:  # fresh dicts, safe to change
-            group["decay_scaling"] = rules_to_plain(group["decay_scaling"])
-        return sd
+    def _register_plain_rules_hook(self) -> None:
+        """Rules go into state dicts as plain data (``torch.load(weights_only=True)`` reads
+        them): a state-dict post hook, first in line, so user hooks see the final dict."""
+        if _plain_rules not in self._optimizer_state_dict_post_hooks.values():
+            self.register_state_dict_post_hook(_plain_rules, prepend=True)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """As torch.optim's, plus: keys a saved group lacks (a torch.optim state dict has no
-        ``decay_mode``, ``decay_scaling`` or ``fan_ins``) keep their current values, except
-        ``initial_lr`` and ``peak_lr``, which then follow the saved ``lr``; state
-        tensors must match their parameters' shapes; on any error nothing changes."""
-        saved = state_dict.get("param_groups", [])
-        if len(saved) == len(self.param_groups):
-            state_dict = dict(state_dict, param_groups=[
-                {**{k: v for k, v in cur.items() if k not in RESET_ON_LOAD}, **old}
-                for cur, old in zip(self.param_groups, saved)])
+        """As torch.optim's (hooks included), plus: keys a saved group lacks keep their
+        current values, except ``initial_lr`` and ``peak_lr``, which then follow the saved
+        ``lr``, and torch's execution keys are dropped (``__setstate__``); state tensors must
+        match their parameters' shapes; on any error nothing changes. ``state_dict()`` after a
+        load gives back the loaded dict (same keys and values)."""
         before = (self.state, self.param_groups)
         try:
             super().load_state_dict(state_dict)
@@ -120,18 +178,30 @@ class ScaledDecayOptimizer(Optimizer):
         """(grad_scale, found_inf) set by GradScaler for this step, else None."""
         return getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
 
+    # Whether sparse gradients are taken (torch.optim.SGD: yes; Adam/AdamW: no).
+    _sparse_grads_ok = False
+
+    def _param_label(self, group: dict, i: int) -> str:
+        """The parameter's name where the group has names, else its position."""
+        names = group.get("param_names")
+        if names:
+            return names[i]
+        # (by identity: comparing group dicts with == would compare their tensors)
+        g = next(k for k, other in enumerate(self.param_groups) if other is group)
+        return f"param_groups[{g}]['params'][{i}]"
+
     def _with_grads(self, group: dict) -> List[int]:
-        """Positions of the group's params that have a gradient; sparse ones are refused."""
+        """Positions of the group's params that have a gradient; sparse gradients raise
+        RuntimeError (torch.optim's type) naming the parameter unless the class takes them."""
         idx = []
         for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
-                names = group.get("param_names")
-                name = names[i] if names else f"param_groups[{self.param_groups.index(group)}]" \
-                                                f"['params'][{i}]"
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients "
-                                   f"(parameter {name})")
+            if p.grad.is_sparse and not self._sparse_grads_ok:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients (parameter "
+                    f"{self._param_label(group, i)}), as torch.optim.{type(self).__name__}; "
+                    f"torch.optim.SparseAdam takes them")
             idx.append(i)
         return idx
 

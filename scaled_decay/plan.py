@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 from . import compiling as C
+from .errors import ArgumentTypeError
 from .modes import PEAK_LR_MODES, check_decay_mode, decay_lr_factor
 from .report import DecayReport, DecayRow, GroupSummary
 from .rules import RULE_TYPES, TensorInfo, as_rules, fan_in_from_shape, tensor_scale
@@ -43,7 +44,11 @@ def _number(value) -> bool:
 
 
 def check_non_negative(name: str, value) -> None:
-    if not _number(value) or (isinstance(value, torch.Tensor) and value.numel() != 1) \
+    """A non-negative finite number (or 1-element tensor); ValueError naming it otherwise
+    (also a TypeError for a non-number, as torch.optim raises there)."""
+    if not _number(value):
+        raise ArgumentTypeError(f"{name} must be a non-negative finite number, got {value!r}")
+    if (isinstance(value, torch.Tensor) and value.numel() != 1) \
             or not float(value) >= 0 or math.isinf(float(value)):
         raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
 

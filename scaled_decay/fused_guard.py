@@ -1,0 +1,154 @@
+"""Guards around torch's fused optimizer kernels: never hand them tensors they get wrong.
+
+Two kinds of torch bugs are guarded against, so that ``backend="torch_fused"`` (and
+``"auto"`` on CPU) never returns a silently wrong update:
+
+- **Layouts.** torch's fused kernels walk p, g and the state as flat runs of ``numel``
+  elements. A gradient or state tensor whose strides differ from its parameter's (a
+  transposed or channels_last parameter whose ``.grad`` was assigned contiguous), or a
+  parameter that does not cover its storage densely (a strided slice), gets its elements mixed
+  up on CPU (and raises on CUDA). ``flat_layout_ok`` says when a tensor and its companions can
+  be walked flat; the others go to the foreach math. The Triton kernels use the same test.
+- **Versions.** A torch release can ship a fused kernel that is wrong for some dtype (torch
+  2.13's CPU ``_fused_sgd_`` with bf16 and fp16 parameters of 16 elements or more; 2.14.1 is
+  right). Before a fused op is trusted for a (device, dtype, op, flags) combination, it is run
+  once on a small probe (4099 elements, a vector body and a tail) and compared with the
+  package's reference math on fp32 copies, within the README's per-dtype tolerance
+  (``PROBE_ULPS``). The verdict is cached for the process; a failed probe sends those tensors
+  to foreach and warns once per (op, device, dtype), naming the torch version.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+
+__all__ = ["flat_layout_ok", "split_layouts", "trusted", "within_ulps", "PROBE_ULPS"]
+
+
+# ---- layouts ------------------------------------------------------------------------------------
+def _dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense: the elements fill ``[data_ptr, data_ptr + numel)`` exactly,
+    in some order of dims (a transposed or permuted tensor is dense, a slice is not)."""
+    if t.numel() <= 1:
+        return True
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _same_strides(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal strides on every dim that has more than one element (a size-1 dim's stride
+    addresses nothing, and torch sets it freely)."""
+    if a.numel() <= 1:
+        return True
+    return all(sa == sb for sa, sb, n in zip(a.stride(), b.stride(), a.shape) if n != 1)
+
+
+def flat_layout_ok(p: torch.Tensor, others: Sequence[torch.Tensor]) -> bool:
+    """Whether a kernel may treat ``p`` and its companions (grad, state) as one flat run of
+    ``numel`` elements: p is dense (any dim order) and each companion is a dense strided
+    tensor with p's dtype, device, shape and strides, so element k of one is element k of
+    all. (Written for speed: it runs for every tensor of every fused step.)"""
+    strided, shape, dtype, device = torch.strided, p.shape, p.dtype, p.device
+    if p.layout is not strided:
+        return False
+    if p.is_contiguous():  # the common case: contiguous companions of the same shape match
+        if all(o.layout is strided and o.dtype is dtype and o.shape == shape
+               and o.is_contiguous() and o.device == device for o in others):
+            return True
+    elif not _dense(p):
+        return False
+    return all(o.layout is strided and o.dtype is dtype and o.shape == shape
+               and o.device == device and _same_strides(o, p) for o in others)
+
+
+def split_layouts(params: Sequence[torch.Tensor], companions: Sequence[Sequence]
+                  ) -> Tuple[List[int], List[int]]:
+    """(positions whose tensors a flat kernel may take, positions left to the foreach math).
+
+    ``companions`` holds lists aligned with ``params`` (grads, state); empty lists and None
+    entries (state not created yet) are skipped.
+    """
+    flat, other = [], []
+    for i, p in enumerate(params):
+        others = [c[i] for c in companions if c and c[i] is not None]
+        (flat if flat_layout_ok(p, others) else other).append(i)
+    return flat, other
+
+
+# ---- probes ----------------------------------------------------------------------------------
+# Tolerance of a fused kernel against the reference math on fp32 copies, rounded once to the
+# dtype, in units in the last place of the dtype (README "Accuracy"; fp64 is checked as fp32).
+PROBE_ULPS = {torch.float64: 4, torch.float32: 4, torch.bfloat16: 1, torch.float16: 1}
+PROBE_NUMEL = 4099
+
+_verdicts: Dict[tuple, bool] = {}
+_warned: set = set()
+
+
+def _ulp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    a = x.abs().to(dtype)
+    return (torch.nextafter(a, torch.full_like(a, float("inf"))) - a).double()
+
+
+def within_ulps(out: torch.Tensor, ref: torch.Tensor, before: torch.Tensor, ulps: int) -> bool:
+    """Whether ``out`` is within ``ulps`` units in the last place of ``out.dtype`` of the
+    high-precision ``ref``, the spacing taken at max(|before|, |ref|, |ref - before|)."""
+    ref, before = ref.double(), before.double()
+    scale = torch.maximum(torch.maximum(before.abs(), ref.abs()), (ref - before).abs())
+    err = (out.double() - ref.to(out.dtype).double()).abs()
+    return bool((err <= ulps * _ulp(scale, out.dtype)).all())
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def probe_inputs(count: int, dtype: torch.dtype, device: torch.device, *,
+                 positive: Sequence[int] = ()) -> List[torch.Tensor]:
+    """``count`` fixed pseudo-random probe tensors of ``PROBE_NUMEL`` elements (those at
+    ``positive`` in (0.01, 0.11], for second moments), rounded to ``dtype``."""
+    g = torch.Generator().manual_seed(1234)
+    out = []
+    for i in range(count):
+        t = torch.rand(PROBE_NUMEL, generator=g) * 0.1 + 0.01 if i in positive \
+            else torch.randn(PROBE_NUMEL, generator=g)
+        out.append(t.to(dtype).to(device))
+    return out
+
+
+@torch.compiler.disable
+def trusted(op: str, device: torch.device, dtype: torch.dtype, flags: tuple,
+            probe: Callable[[], bool]) -> bool:
+    """Whether torch's fused ``op`` may be used on ``device`` for ``dtype`` with ``flags``
+    (the hyperparameters that select a code path): ``probe()`` runs the op on small inputs
+    and returns whether it matched the reference; run once per key, then cached."""
+    device = torch.device(device)
+    key = (op, str(device), dtype, flags)
+    verdict = _verdicts.get(key)
+    if verdict is None:
+        if _capturing(device):
+            raise RuntimeError(
+                f"scaled_decay: torch's fused {op} has not been checked yet for {dtype} on "
+                f"{device} with these settings, and the check cannot run during CUDA graph "
+                f"capture: run one step with the same settings before capturing")
+        verdict = _verdicts[key] = bool(probe())
+        if not verdict and (op, str(device), dtype) not in _warned:
+            _warned.add((op, str(device), dtype))
+            warnings.warn(
+                f"scaled_decay: torch {torch.__version__}'s fused {op} kernel gives wrong "
+                f"results for {dtype} tensors on {device} (checked against the reference "
+                f"math on a probe; settings {flags}); those tensors are updated by the foreach "
+                f"backend instead (same math, slower)", RuntimeWarning, stacklevel=3)
+    return verdict
+
+
+def forget_verdicts() -> None:
+    """Drop the cached probe verdicts and warnings (tests, or after swapping kernels)."""
+    _verdicts.clear()
+    _warned.clear()

@@ -1,0 +1,99 @@
+"""The probe of scaled_decay.fused_guard: a torch fused op that gives wrong results is found
+once per settings, warned about once (naming the torch version) and not used; a right one is
+used after a single probe. torch 2.13's own bf16/fp16 CPU fused SGD bug is guarded."""
+import warnings
+
+import pytest
+import torch
+
+from test_differential import _check_tensor, _torch_fused_sgd_wrong
+
+import scaled_decay as sd
+from scaled_decay import fused_guard as G
+
+
+@pytest.fixture
+def fresh_verdicts():
+    G.forget_verdicts()
+    yield
+    G.forget_verdicts()
+
+
+def _broken(op, calls):
+    def run(params, *args, **kwargs):
+        calls.append(len(params))
+        op(params, *args, **kwargs)
+        torch._foreach_add_(params, 0.01)  # a kernel that is off by a constant
+    return run
+
+
+@pytest.mark.usefixtures("fresh_verdicts")
+@pytest.mark.parametrize("op_name, make", [
+    ("_fused_adamw_", lambda ps, b: sd.AdamW(ps, lr=0.01, backend=b)),
+    ("_fused_adam_", lambda ps, b: sd.Adam(ps, lr=0.01, weight_decay=0.1, backend=b)),
+    ("_fused_sgd_", lambda ps, b: sd.SGD(ps, lr=0.05, momentum=0.9, backend=b)),
+])
+def test_a_wrong_fused_op_is_probed_once_warned_once_and_not_used(op_name, make, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, op_name, _broken(getattr(torch, op_name), calls))
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(40, 3, generator=g), torch.randn(7, generator=g)]
+    runs = {}
+    with pytest.warns(RuntimeWarning) as record:
+        for backend in ["loop", "torch_fused", "auto"]:
+            ps = [t.clone().requires_grad_() for t in start]
+            opt = make(ps, backend)
+            for k in range(3):
+                for p in ps:
+                    p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(k))
+                opt.step()
+            runs[backend] = ps
+    for backend in ["torch_fused", "auto"]:
+        for a, b in zip(runs[backend], runs["loop"]):
+            assert torch.equal(a, b)
+    ours = [w for w in record if "scaled_decay" in str(w.message)]
+    assert len(ours) == 1, [str(w.message) for w in ours]
+    assert f"torch {torch.__version__}" in str(ours[0].message) and op_name in str(ours[0].message)
+    # the second step's first-or-not SGD flags differ: at most one probe per settings
+    assert len(calls) <= 2 and all(n == 1 for n in calls)
+
+
+@pytest.mark.usefixtures("fresh_verdicts")
+def test_a_right_fused_op_is_used_and_probed_once(monkeypatch):
+    calls = []
+    real = torch._fused_adamw_
+    monkeypatch.setattr(torch, "_fused_adamw_", lambda *a, **k: (calls.append(1), real(*a, **k)))
+    ps = [torch.randn(6, 2).requires_grad_() for _ in range(3)]
+    opt = sd.AdamW(ps, lr=0.01, backend="torch_fused")
+    for _ in range(4):
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert len(calls) == 1 + 4  # one probe, then one fused call per step
+
+
+@pytest.mark.usefixtures("fresh_verdicts")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_torchs_own_low_precision_sgd_bug_is_guarded(dtype):
+    """torch 2.13's CPU fused SGD is wrong for bf16/fp16 (16+ elements): the result is the
+    foreach math's and one warning names the torch version; where torch is right, no warning."""
+    wrong = _torch_fused_sgd_wrong(dtype)
+    G.forget_verdicts()
+    g = torch.Generator().manual_seed(3)
+    start, grad = torch.randn(64, generator=g).to(dtype), torch.randn(64, generator=g).to(dtype)
+    out = {}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for backend in ["loop", "torch_fused"]:
+            p = start.clone().requires_grad_()
+            p.grad = grad.clone()
+            sd.SGD([p], lr=0.05, backend=backend).step()
+            out[backend] = p.detach()
+    ours = [w for w in record if "scaled_decay" in str(w.message)]
+    if wrong:
+        assert torch.equal(out["torch_fused"], out["loop"])
+        assert len(ours) == 1 and torch.__version__ in str(ours[0].message)
+    else:  # torch's kernel is used: within the README's tolerance of the fp32 math
+        assert not ours
+        _check_tensor(out["torch_fused"], out["loop"], start.float() - 0.05 * grad.float(),
+                      start, "torch_fused", exact_only=False)
