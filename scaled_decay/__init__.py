@@ -8,12 +8,13 @@ from .adam import Adam, AdamW
 from .groups import param_groups
 from .modes import DECAY_MODES
 from .report import DecayReport, DecayRow
-from .rules import FanIn, ParamCount, StepsPerEpoch
+from .rules import FanIn, MuonShape, ParamCount, StepsPerEpoch
 from .sgd import SGD
+from .wrap import with_scaled_decay
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SGD", "Adam", "AdamW", "FanIn", "ParamCount", "StepsPerEpoch", "param_groups",
-    "DecayReport", "DecayRow", "DECAY_MODES",
+    "DecayReport", "DecayRow", "DECAY_MODES", "MuonShape", "with_scaled_decay",
 ]
