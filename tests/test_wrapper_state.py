@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import scaled_decay as sd
-from problems import QuadraticLoss, clone_params, make_params, run_steps
+from problems import QuadraticLoss, clone_params, make_params, run_amp_steps, run_steps
 
 HAS_MUON = hasattr(torch.optim, "Muon")
 SHAPES = [(5, 3), (3,), (2, 2, 2)]
@@ -215,23 +215,8 @@ SCALED = {
 def _amp_run(make, mode, scaler, steps, overflow_at=None):
     params = clone_params(make_params(7, [(6, 5), (5,), (3, 1, 2)]))
     opt = make(params, mode)
-    loss_fn = QuadraticLoss(7, params)
-    snaps = []
-    for k in range(steps):
-        opt.zero_grad()
-        loss = loss_fn(params)
-        (scaler.scale(loss) if scaler else loss).backward()
-        if k == overflow_at:
-            params[0].grad[0, 0] = float("inf")
-            snaps.append((clone_params(params), copy.deepcopy(opt.state_dict())))
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        if k == overflow_at:
-            snaps.append((clone_params(params), copy.deepcopy(opt.state_dict())))
-    return params, snaps
+    return params, run_amp_steps(opt, params, QuadraticLoss(7, params), scaler, steps,
+                                 overflow_at)
 
 
 @pytest.mark.parametrize("name", list(SCALED))
