@@ -18,6 +18,7 @@ The wrapped optimizer's own decay is held at 0: its ``weight_decay`` reads 0 whi
 """
 from __future__ import annotations
 
+import copyreg
 import functools
 import inspect
 from typing import List
@@ -187,7 +188,9 @@ class ScaledDecayMixin:
             self._sd_check_group(group)
 
     def __reduce__(self):
-        return _rebuild, (self._sd_wrapped, self._sd_own_decay, self.__getstate__())
+        if type(self) is _make_class(self._sd_wrapped, self._sd_own_decay):  # no module name
+            return _rebuild, (self._sd_wrapped, self._sd_own_decay, self.__getstate__())
+        return copyreg.__newobj__, (type(self),), self.__getstate__()  # a user's subclass
 
     # ---- state dicts: the wrapped optimizer's, plus the package's group keys ----------------
     def state_dict(self) -> dict:

@@ -166,6 +166,17 @@ def test_whole_optimizer_copies_continue_identically(how):
     _assert_equal(params, params2)
 
 
+class MyRAdam(sd.with_scaled_decay(torch.optim.RAdam)):
+    """A user's subclass of a wrapped class: copies keep its type."""
+
+
+def test_copies_of_a_subclass_keep_its_type():
+    params = make_params(0, SHAPES)
+    opt = MyRAdam(params, weight_decay=0.1, decay_scaling="fan_in")
+    for new in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert type(new) is MyRAdam and new.param_groups[0]["decay_scaling"] == (sd.FanIn(),)
+
+
 def test_distributed_checkpoint_round_trip_in_one_process(tmp_path):
     """get/set_optimizer_state_dict + dcp.save/load (no process group): exact resume, group
     keys from the file (DCP loads into a template of the same structure)."""
