@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 import scaled_decay as sd
 from scaled_decay.transfer.data import load_pool
-from scaled_decay.transfer.fit import decay_helps, drift, fit_optimum
+from scaled_decay.transfer.fit import (decay_helps, drift, drift_range, fit_optimum,
+                                       mean_curve, verdict)
 from scaled_decay.transfer.models import build_mlp
 from scaled_decay.transfer.train import steps_per_epoch
 
@@ -100,16 +101,16 @@ def train_run(pool, width: int, arm: str, lam: float, base_width: int, epochs: i
 
 
 def sweep(run, width: int, arm: str, center: float) -> dict:
-    """lambda -> held-out NLL on a half-decade grid around ``center``, extended at an edge."""
+    """lambda -> held-out NLL per seed on a half-decade grid around ``center``, extended at
+    an edge of the seed-mean curve."""
     ks = list(range(-2, 3))
     curve = {}
     for _ in range(2 * MAX_EXTENSIONS + 1):
         for k in ks:
             lam = 10 ** (math.log10(center) + GRID_STEP * k)
             if lam not in curve:
-                curve[lam] = run(width, arm, lam)["holdout_nll"]
-        lams = sorted(curve)
-        best = fit_optimum(lams, [curve[lam] for lam in lams])
+                curve[lam] = run(width, arm, lam)
+        best = fit_curve(curve)
         if best.status == "edge_low" and min(ks) > -2 - MAX_EXTENSIONS:
             ks.insert(0, min(ks) - 1)
         elif best.status == "edge_high" and max(ks) < 2 + MAX_EXTENSIONS:
@@ -119,6 +120,17 @@ def sweep(run, width: int, arm: str, center: float) -> dict:
     return curve
 
 
+def fit_curve(curve: dict, seed: int = None):
+    """lambda* of the seed-mean curve, or of one seed's (by position)."""
+    lams = sorted(curve)
+    if seed is None:
+        n_seeds = len(curve[lams[0]])
+        losses = mean_curve([[curve[lam][i] for lam in lams] for i in range(n_seeds)])
+    else:
+        losses = [curve[lam][seed] for lam in lams]
+    return fit_optimum(lams, losses)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--widths", type=int, nargs="+", default=[32, 128, 512])
@@ -126,7 +138,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--center", type=float, default=0.3, help="first grid's centre lambda")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # one core of a shared machine; also makes runs reproducible
@@ -135,14 +147,18 @@ def main(argv=None):
     runs = []
 
     def run(width, arm, lam):
-        r = train_run(pool, width, "none" if width == base else arm, lam, base, args.epochs,
-                      args.batch_size, args.n_train, args.seed)
-        runs.append(r)
-        print(f"n={width:5d} {arm:9s} lam={lam:9.4g} nll={r['holdout_nll']:.4f} "
-              f"({r['cpu_s']:.1f} cpu-s)", flush=True)
-        return r
+        """Held-out NLL of each seed."""
+        nlls = []
+        for seed in range(args.seeds):
+            r = train_run(pool, width, "none" if width == base else arm, lam, base,
+                          args.epochs, args.batch_size, args.n_train, seed)
+            runs.append(r)
+            nlls.append(r["holdout_nll"])
+            print(f"n={width:5d} {arm:9s} lam={lam:9.4g} seed {seed} "
+                  f"nll={r['holdout_nll']:.4f} ({r['cpu_s']:.1f} cpu-s)", flush=True)
+        return nlls
 
-    zero = run(base, "none", 0.0)["holdout_nll"]
+    zero = run(base, "none", 0.0)
     base_curve = sweep(run, base, "none", args.center)
     curves = {("none", base): base_curve, ("MuonShape", base): base_curve}
     for width in args.widths[1:]:
@@ -157,26 +173,36 @@ def main(argv=None):
     print(markdown(results))
 
 
-def summarize(curves: dict, zero: float, args) -> dict:
+def summarize(curves: dict, zero: list, args) -> dict:
     widths = args.widths
     optima = {}
     for (arm, width), curve in curves.items():
         lams = sorted(curve)
-        opt = fit_optimum(lams, [curve[lam] for lam in lams])
-        optima[f"{arm}/{width}"] = {"lam": opt.lam, "status": opt.status,
-                                    "best_nll": min(curve.values()),
-                                    "curve": [[lam, curve[lam]] for lam in lams]}
-    best_base = min(curves[("none", widths[0])].values())
+        opt = fit_curve(curve)
+        per_seed = [fit_curve(curve, i) for i in range(args.seeds)]
+        optima[f"{arm}/{width}"] = {
+            "lam": opt.lam, "status": opt.status,
+            "seed_lams": [o.lam if o.status == "ok" else None for o in per_seed],
+            "curve": [[lam, sum(curve[lam]) / len(curve[lam])] for lam in lams]}
+    base_curve = curves[("none", widths[0])]
+    best_lam = min(base_curve, key=lambda lam: sum(base_curve[lam]))
+    helps = bool(decay_helps(zero, base_curve[best_lam]))
     arms = {}
     for arm in ("none", "MuonShape"):
         first, last = optima[f"{arm}/{widths[0]}"], optima[f"{arm}/{widths[-1]}"]
-        ok = first["status"] == last["status"] == "ok"
-        arms[arm] = {"drift": drift(first["lam"], last["lam"]) if ok else None}
+        d = drift(first["lam"], last["lam"]) if first["status"] == last["status"] == "ok" \
+            else None
+        seeds_ok = None not in first["seed_lams"] + last["seed_lams"]
+        low, high = drift_range(first["seed_lams"], last["seed_lams"]) if seeds_ok \
+            else (None, None)
+        arms[arm] = {"drift": d, "seed_range": [low, high],
+                     "transfers": verdict(d, low, high) if helps and d is not None
+                     and seeds_ok else "not identifiable"}
     return {"settings": {k: v for k, v in vars(args).items() if k != "out"},
             "optimizer": f"Muon({FN}, lr={LR}) on {list(MUON_TENSORS)}; AdamW(lr={LR}, "
                          f"no decay) on the rest",
-            "gate": {"zero_nll": zero, "best_nll": best_base,
-                     "decay_helps": bool(decay_helps([zero], [best_base]))},
+            "gate": {"zero_nll": zero, "best_lam": best_lam, "best_nll": base_curve[best_lam],
+                     "decay_helps": helps},
             "predicted_drift": {"none": 0.5 * math.log2(widths[-1] / widths[0]),
                                 "MuonShape": 0.0},
             "optima": optima, "arms": arms}
@@ -188,25 +214,29 @@ def markdown(r: dict) -> str:
         "# Muon: does lambda* transfer across width?", "",
         f"`python benchmarks/muon_transfer.py` — MLP 40→n→n→10, n = "
         f"{' → '.join(map(str, widths))}, MNIST-1D ({s['n_train']} train / 1000 held out), "
-        f"{s['epochs']} epochs of batch {s['batch_size']}, cosine schedule, seed {s['seed']}. "
+        f"{s['epochs']} epochs of batch {s['batch_size']}, cosine schedule, {s['seeds']} seeds. "
         f"{r['optimizer']}. λ on half-decade grids (extended at an edge), λ* from a parabola "
-        f"in log λ through the best point of the held-out NLL and its neighbours.", "",
-        f"Sanity gate at n = {widths[0]}: held-out NLL {r['gate']['zero_nll']:.4f} at λ = 0, "
-        f"{r['gate']['best_nll']:.4f} at the best λ: decay "
+        f"in log λ through the best point of the seed-mean held-out NLL and its neighbours; "
+        f"the range is the drift of each seed's own curves; transfers = within a factor 2.",
+        "", f"Sanity gate at n = {widths[0]}: held-out NLL (mean over seeds) "
+        f"{mean(r['gate']['zero_nll']):.4f} at λ = 0, {mean(r['gate']['best_nll']):.4f} at "
+        f"λ = {r['gate']['best_lam']:.3g}: decay "
         f"{'helps' if r['gate']['decay_helps'] else 'does NOT measurably help'}.", "",
         "| arm | " + " | ".join(f"λ* (n={w})" for w in widths) +
-        f" | drift log2 λ*({widths[-1]})/λ*({widths[0]}) | predicted |",
-        "|---|" + "---|" * len(widths) + "---|---|"]
+        f" | drift log2 λ*({widths[-1]})/λ*({widths[0]}) [seed range] | predicted | "
+        f"transfers |", "|---|" + "---|" * len(widths) + "---|---|---|"]
     for arm in ("none", "MuonShape"):
         cells = []
         for w in widths:
             o = r["optima"][f"{arm}/{w}"]
             cells.append(f"{o['lam']:.3g}" + ("" if o["status"] == "ok" else f" ({o['status']})"))
-        d = r["arms"][arm]["drift"]
+        a = r["arms"][arm]
+        d, (low, high) = a["drift"], a["seed_range"]
+        rng = "" if low is None else f" [{low:+.2f}, {high:+.2f}]"
         lines.append(f"| {arm} | " + " | ".join(cells) +
-                     f" | {'n/a' if d is None else f'{d:+.2f}'} | "
-                     f"{r['predicted_drift'][arm]:+.2f} |")
-    lines += ["", "Held-out NLL per λ:", ""]
+                     f" | {'n/a' if d is None else f'{d:+.2f}'}{rng} | "
+                     f"{r['predicted_drift'][arm]:+.2f} | {a['transfers']} |")
+    lines += ["", "Held-out NLL per λ (mean over seeds):", ""]
     for key, o in r["optima"].items():
         if key.startswith("MuonShape/") and key.endswith(f"/{widths[0]}"):
             continue  # the same runs as none/base
@@ -215,6 +245,10 @@ def markdown(r: dict) -> str:
     lines += ["", f"{len(r.get('runs', []))} runs, {cpu / 60:.1f} CPU-minutes "
                   f"(torch {torch.__version__}, 1 thread, {os.cpu_count()}-core machine)."]
     return "\n".join(lines) + "\n"
+
+
+def mean(values) -> float:
+    return sum(values) / len(values)
 
 
 if __name__ == "__main__":
