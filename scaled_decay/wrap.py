@@ -11,6 +11,13 @@ has ``decay_report()``. Each step, for every parameter with a gradient, with
 - mode ``"l2"``: the wrapped optimizer steps on ``g + lam * p`` (``g - lam * p`` for a group
   with ``maximize=True``, which the optimizer negates) - exactly the op torch's optimizers
   use for their own coupled ``weight_decay``; ``p.grad`` is the user's tensor again after.
+  Supported rather than refused: it is the only way to give RAdam, Adagrad... a per-tensor
+  scaled coupled penalty, it needs only that ``step()`` reads ``p.grad``, and without rules
+  it is the wrapped optimizer's own ``weight_decay`` bit for bit (tested).
+
+GradScaler: where it unscales the grads itself, a step with inf/NaN is never called, so it
+never decays; optimizers that unscale themselves (``_step_supports_amp_scaling``, torch's
+fused ones) get ``found_inf`` on the device and the decay multiplies by 1 there.
 
 The wrapped optimizer's own decay is held at 0: its ``weight_decay`` reads 0 while it steps
 (``group["weight_decay"]`` is the package's, so schedulers and state dicts see one value);
