@@ -35,6 +35,7 @@ from torch.optim import Optimizer
 
 from . import backends as B
 from . import distributed as D
+from .optimizer import ScaledDecayOptimizer
 from .plan import DecayPlan, check_decay_group
 from .report import DecayReport
 from .rules import rules_to_plain
@@ -77,7 +78,7 @@ def with_scaled_decay(optimizer_class: type, *, own_decay: str = "weight_decay")
 
 @functools.lru_cache(maxsize=None)
 def _make_class(optimizer_class: type, own_decay):
-    if issubclass(optimizer_class, ScaledDecayMixin):
+    if issubclass(optimizer_class, (ScaledDecayMixin, ScaledDecayOptimizer)):
         raise ValueError(f"{optimizer_class.__name__} already has the package's decay")
     for refused, why in _REFUSED.items():
         if issubclass(optimizer_class, refused):

@@ -18,8 +18,9 @@ def test_not_an_optimizer_class(bad):
 def test_refused_classes_and_arguments():
     with pytest.raises(ValueError, match="LBFGS.*closure"):
         sd.with_scaled_decay(torch.optim.LBFGS)
-    with pytest.raises(ValueError, match="already has the package's decay"):
-        sd.with_scaled_decay(RAdamSD)
+    for has_it in (RAdamSD, sd.AdamW):
+        with pytest.raises(ValueError, match="already has the package's decay"):
+            sd.with_scaled_decay(has_it)
     with pytest.raises(ValueError, match="own_decay"):
         sd.with_scaled_decay(torch.optim.RAdam, own_decay=3)
     assert sd.with_scaled_decay(torch.optim.RAdam) is RAdamSD  # one class per wrapped class
