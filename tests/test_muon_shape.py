@@ -87,12 +87,12 @@ def _equilibrium(shape, fn, rule, lam, steps):
 @needs_muon
 @pytest.mark.parametrize("fn", ["match_rms_adamw", None])
 def test_muon_shape_fixes_the_spectral_radius_across_shapes(fn):
-    lam, ref = 0.8, (16, 16)  # c = 0.5 * lam * s >= 0.28: 60 steps converge to 1e-8
+    lam, ref = 0.8, (16, 16)  # c = 0.5 * lam * s >= 0.28: 30 steps converge to 1e-4
     for shape in [(8, 8), (32, 32), (32, 8)]:
         a = sd.MuonShape(fn).scale(_info(shape))
         for rule, radius in [(None, a / lam),
                              (sd.MuonShape(fn, ref), sd.MuonShape(fn).scale(_info(ref)) / lam)]:
-            w, o = _equilibrium(shape, fn, rule, lam, steps=60)
+            w, o = _equilibrium(shape, fn, rule, lam, steps=30)
             # W* = -R O: direction and size (Muon's bf16 O differs a little from step to
             # step: up to 1.5% on 8 x 8; the two radii differ by 1.4x to 2x where they differ)
             assert torch.nn.functional.cosine_similarity(w.flatten(), -o.flatten(), dim=0) \
