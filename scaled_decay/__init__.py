@@ -10,8 +10,9 @@ from .groups import DecaySplit, ParamGroups, param_groups
 from .modes import DECAY_MODES
 from .modules import register_module
 from .report import DecayReport, DecayRow, GroupSummary
-from .rules import FanIn, ParamCount, StepsPerEpoch
+from .rules import FanIn, MuonShape, ParamCount, StepsPerEpoch
 from .sgd import SGD
+from .wrap import with_scaled_decay
 
 __version__ = "0.1.0"
 
@@ -19,4 +20,5 @@ __all__ = [
     "SGD", "Adam", "AdamW", "FanIn", "ParamCount", "StepsPerEpoch", "param_groups",
     "DecayReport", "DecayRow", "DECAY_MODES", "GroupSummary", "DecaySplit", "ParamGroups",
     "register_module", "decay_report", "trainer_factory", "register_timm_optimizers",
+    "MuonShape", "with_scaled_decay",
 ]

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
 __all__ = [
-    "FanIn", "ParamCount", "StepsPerEpoch", "TensorInfo",
-    "as_rules", "fan_in_from_shape", "rules_to_plain", "tensor_scale",
+    "FanIn", "MuonShape", "ParamCount", "StepsPerEpoch", "TensorInfo",
+    "as_rules", "fan_in_from_shape", "muon_lr_adjustment", "rules_to_plain", "tensor_scale",
 ]
 
 
@@ -131,8 +131,81 @@ class StepsPerEpoch:
         return 1.0 / math.sqrt(self.steps_per_epoch * self.epochs)
 
 
-Rule = Union[FanIn, ParamCount, StepsPerEpoch]
-RULE_TYPES = (FanIn, ParamCount, StepsPerEpoch)
+MUON_ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+
+
+def muon_lr_adjustment(adjust_lr_fn: Optional[str], shape: Sequence[int]) -> float:
+    """``a(A, B)``: the factor ``torch.optim.Muon`` multiplies the lr of an A x B update by:
+    ``sqrt(max(1, A/B))`` ("original", the default) or ``0.2 * sqrt(max(A, B))``
+    ("match_rms_adamw"). 1 for an empty matrix (nothing to update)."""
+    a, b = (int(n) for n in shape[:2])
+    if a == 0 or b == 0:
+        return 1.0
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(a, b))
+    return math.sqrt(max(1.0, a / b))
+
+
+@dataclass(frozen=True)
+class MuonShape:
+    """``s = a(A, B) / a(reference_shape)``: Muon's decay at the lr its update really uses.
+
+    ``torch.optim.Muon`` steps an A x B matrix ``W`` (A = ``shape[0]``) as
+    ``W <- (1 - eta*lam) W - eta*a(A, B) O`` with ``O`` the orthogonalized momentum
+    (singular values ~1, so ``||O||_2 ~ 1``) and ``a`` = :func:`muon_lr_adjustment`. With
+    ``gamma = eta*lam`` that is ``W <- (1 - gamma) W + gamma (-(a/lam) O)``: each step moves
+    ``W`` a fraction ``gamma`` of the way to a matrix of spectral norm ``a/lam``. So the
+    weights are an EMA (rate ``gamma``) of ``-(a/lam) O`` and end inside the spectral-norm
+    ball of radius ``R = a(A, B) / lam``: ``R``, the update's size per unit of decay rate, is
+    the decay-to-update balance. torch decays every shape at the same ``eta*lam``, so ``R``
+    follows ``a``: with "match_rms_adamw" it grows as ``sqrt(max(A, B))`` (x sqrt(k) for a
+    k-times wider hidden layer); with "original" as ``sqrt(A/B)`` for tall matrices (an
+    input layer widened k times: x sqrt(k)) and not at all for square or wide ones.
+
+    This rule decays each tensor at the rate of its own adjusted lr,
+    ``c = eta * a(A, B) * lam / a(reference_shape)``, so ``R = a(reference_shape) / lam``
+    for every shape and width (and at ``reference_shape`` ``lam`` is ``weight_decay``
+    exactly). The price: the EMA rate ``c`` now follows ``a``. ``reference_shape=None``
+    means ``a = 1`` (``R = 1/weight_decay``: weight_decay is the inverse spectral radius).
+    ``adjust_lr_fn`` must be the Muon group's own (checked where the group has the key).
+    2-D tensors only, as Muon.
+    """
+
+    adjust_lr_fn: Optional[str] = None
+    reference_shape: Optional[Tuple[int, int]] = None
+
+    def __post_init__(self):
+        if self.adjust_lr_fn not in MUON_ADJUST_LR_FNS:
+            raise ValueError(f"MuonShape adjust_lr_fn must be one of {MUON_ADJUST_LR_FNS}, "
+                             f"got {self.adjust_lr_fn!r}")
+        ref = self.reference_shape
+        if ref is not None:
+            if isinstance(ref, (str, bytes)) or not isinstance(ref, Sequence) \
+                    or len(ref) != 2 or any(isinstance(n, bool) or not isinstance(n, int)
+                                            or n <= 0 for n in ref):
+                raise ValueError(f"MuonShape reference_shape must be two positive ints "
+                                 f"(A, B), got {ref!r}")
+            object.__setattr__(self, "reference_shape", tuple(ref))  # lists from state dicts
+
+    def scale(self, info: TensorInfo) -> float:
+        if len(info.shape) != 2:
+            where = f" ({info.name})" if info.name else ""
+            raise ValueError(f"MuonShape applies to 2-D tensors (Muon's), got shape "
+                             f"{tuple(info.shape)}{where}")
+        ref = 1.0 if self.reference_shape is None \
+            else muon_lr_adjustment(self.adjust_lr_fn, self.reference_shape)
+        return muon_lr_adjustment(self.adjust_lr_fn, info.shape) / ref
+
+    def check_group(self, group: dict) -> None:
+        """A rule for another adjustment than the group's Muon uses is a silent error."""
+        own = group.get("adjust_lr_fn", self.adjust_lr_fn)
+        if (own or "original") != (self.adjust_lr_fn or "original"):
+            raise ValueError(f"MuonShape(adjust_lr_fn={self.adjust_lr_fn!r}) in a group whose "
+                             f"adjust_lr_fn is {own!r}: they must match")
+
+
+Rule = Union[FanIn, ParamCount, StepsPerEpoch, MuonShape]
+RULE_TYPES = (FanIn, ParamCount, StepsPerEpoch, MuonShape)
 _RULE_TYPES = {cls.__name__: cls for cls in RULE_TYPES}
 _STRING_FORMS = {"none": (), "fan_in": (FanIn(),), "param_count": (ParamCount(),)}
 

@@ -74,3 +74,25 @@ def run_steps(opt, params, loss: QuadraticLoss, steps: int, *, scheduler=None,
             scheduler.step()
 
 
+
+
+def run_amp_steps(opt, params, loss: QuadraticLoss, scaler, steps: int, overflow_at=None):
+    """``steps`` steps through ``scaler`` (a torch.amp.GradScaler, or None: plain steps).
+    At step ``overflow_at`` one gradient entry is set to inf; returns the (params, state
+    dict) copies taken just before and just after that step."""
+    snapshots = []
+    for k in range(steps):
+        opt.zero_grad()
+        value = loss(params)
+        (scaler.scale(value) if scaler else value).backward()
+        if k == overflow_at:
+            params[0].grad[(0,) * params[0].dim()] = float("inf")
+            snapshots.append((clone_params(params), copy.deepcopy(opt.state_dict())))
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        if k == overflow_at:
+            snapshots.append((clone_params(params), copy.deepcopy(opt.state_dict())))
+    return snapshots

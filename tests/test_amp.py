@@ -5,12 +5,11 @@ With a power-of-two scale, scaling and unscaling are exact, so a scaled run must
 unscaled run bit for bit; a step with an inf gradient must leave params and state (``step``
 included) exactly as they were.
 """
-import copy
 
 import pytest
 import torch
 
-from problems import QuadraticLoss, clone_params, make_params
+from problems import QuadraticLoss, clone_params, make_params, run_amp_steps
 from triton_interpret import interpret  # noqa: F401  (fixture)
 
 import scaled_decay as sd
@@ -30,22 +29,7 @@ MAKERS = {
 def _run(name, backend, scaler, steps=4, overflow_at=None):
     params = clone_params(make_params(7, [(6, 5), (5,), (0,), (3, 1, 2)]))
     opt = MAKERS[name](params, backend)
-    loss_fn = QuadraticLoss(7, params)
-    snapshots = []
-    for k in range(steps):
-        opt.zero_grad()
-        loss = loss_fn(params)
-        (scaler.scale(loss) if scaler else loss).backward()
-        if k == overflow_at:
-            params[0].grad[0, 0] = float("inf")
-            snapshots.append((clone_params(params), copy.deepcopy(opt.state_dict())))
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        if k == overflow_at:
-            snapshots.append((clone_params(params), copy.deepcopy(opt.state_dict())))
+    snapshots = run_amp_steps(opt, params, QuadraticLoss(7, params), scaler, steps, overflow_at)
     return params, opt, snapshots
 
 

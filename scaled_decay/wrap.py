@@ -1,0 +1,298 @@
+"""``sd.with_scaled_decay(OptimizerClass)``: this package's decay for any torch optimizer.
+
+The returned class subclasses the given ``torch.optim.Optimizer`` subclass (RAdam, NAdam,
+Adagrad, Muon, a third-party one...). It takes the package's ``weight_decay``,
+``decay_mode`` and ``decay_scaling`` (per group too, with ``sd.param_groups`` metadata) and
+has ``decay_report()``. Each step, for every parameter with a gradient, with
+``lam = weight_decay * s(p)`` from the one decay plan (``scaled_decay.plan``):
+
+- modes ``"decoupled"``, ``"independent"``, ``"corrected"``: ``p *= 1 - c`` first
+  (``backends.apply_decoupled_decay``), then the wrapped optimizer's own update;
+- mode ``"l2"``: the wrapped optimizer steps on ``g + lam * p`` (``g - lam * p`` for a group
+  with ``maximize=True``, which the optimizer negates) - exactly the op torch's optimizers
+  use for their own coupled ``weight_decay``; ``p.grad`` is the user's tensor again after.
+  Supported rather than refused: it is the only way to give RAdam, Adagrad... a per-tensor
+  scaled coupled penalty, it needs only that ``step()`` reads ``p.grad``, and without rules
+  it is the wrapped optimizer's own ``weight_decay`` bit for bit (tested).
+
+GradScaler: where it unscales the grads itself, a step with inf/NaN is never called, so it
+never decays; optimizers that unscale themselves (``_step_supports_amp_scaling``, torch's
+fused ones) get ``found_inf`` on the device and the decay multiplies by 1 there.
+
+The wrapped optimizer's own decay is held at 0: its ``weight_decay`` reads 0 while it steps
+(``group["weight_decay"]`` is the package's, so schedulers and state dicts see one value);
+``decoupled_weight_decay=True`` or a nonzero ``own_decay`` hyperparameter is a ValueError.
+"""
+from __future__ import annotations
+
+import copyreg
+import functools
+import inspect
+from typing import List
+
+import torch
+from torch.optim import Optimizer
+
+from . import backends as B
+from . import distributed as D
+from .optimizer import ScaledDecayOptimizer
+from .plan import RESET_ON_LOAD, DecayPlan, check_decay_group
+from .report import DecayReport
+from .rules import rules_to_plain
+
+__all__ = ["with_scaled_decay"]
+
+_NO_DEFAULT = object()
+# Group flags that only configure the wrapped optimizer's own decay (held off): a true value
+# asks for a second decay, or one whose form decay_mode already chose.
+_OWN_DECAY_FLAGS = ("decoupled_weight_decay",)
+# Flags the package cannot honour: the decay runs under no_grad, and its amount is computed
+# on the host each step (a CUDA graph would freeze it).
+_UNSUPPORTED_FLAGS = {
+    "differentiable": "the package's decay is applied under torch.no_grad()",
+    "capturable": "the decay amount is computed on the host each step (CUDA graphs would "
+                  "freeze it)",
+}
+# Optimizers whose step is not "one update from the current gradient".
+_REFUSED = {
+    torch.optim.LBFGS: "it evaluates the closure many times per step and its line search "
+                       "would not see the decay; add an L2 term to the loss instead",
+}
+
+
+def with_scaled_decay(optimizer_class: type, *, own_decay: str = "weight_decay") -> type:
+    """A subclass of ``optimizer_class`` with this package's per-tensor scaled decay.
+
+    ``own_decay`` names the wrapped optimizer's own weight-decay hyperparameter (held at 0),
+    or None if it has none. The same class comes back for the same arguments, so instances
+    pickle and compare by type. ``TypeError``/``ValueError`` for a class that is not a
+    ``torch.optim.Optimizer`` subclass or that the package cannot decay correctly.
+    """
+    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
+        raise TypeError(f"with_scaled_decay needs a torch.optim.Optimizer subclass, got "
+                        f"{optimizer_class!r}")
+    if own_decay is not None and not isinstance(own_decay, str):
+        raise ValueError(f"own_decay must be a hyperparameter name or None, got {own_decay!r}")
+    return _make_class(optimizer_class, own_decay)
+
+
+@functools.lru_cache(maxsize=None)
+def _make_class(optimizer_class: type, own_decay):
+    if issubclass(optimizer_class, (ScaledDecayMixin, ScaledDecayOptimizer)):
+        raise ValueError(f"{optimizer_class.__name__} already has the package's decay")
+    for refused, why in _REFUSED.items():
+        if issubclass(optimizer_class, refused):
+            raise ValueError(f"with_scaled_decay({optimizer_class.__name__}): {why}")
+    sig = inspect.signature(optimizer_class)
+    holds = own_decay if own_decay in sig.parameters else None
+    name = f"ScaledDecay{optimizer_class.__name__}"
+    cls = type(name, (ScaledDecayMixin, optimizer_class), {
+        "__module__": __name__, "__qualname__": name,
+        "__doc__": f"``{optimizer_class.__module__}.{optimizer_class.__qualname__}`` with the "
+                   f"package's scaled decay (see ``scaled_decay.wrap``).",
+        "_sd_wrapped": optimizer_class, "_sd_own_decay": own_decay, "_sd_holds": holds,
+        "_sd_signature": sig})
+    return cls
+
+
+def _rebuild(optimizer_class: type, own_decay, state: dict):
+    """Unpickling: the class is rebuilt from the wrapped one, then the state set."""
+    cls = with_scaled_decay(optimizer_class, own_decay=own_decay)
+    obj = cls.__new__(cls)
+    obj.__setstate__(state)
+    return obj
+
+
+def _unhooked(step):
+    """``step`` without torch's profiling/hook wrapper (it is on the subclass already: the
+    wrapped class's own wrapper would run every step hook a second time)."""
+    return step.__wrapped__ if getattr(step, "hooked", False) else step
+
+
+class ScaledDecayMixin:
+    """The methods ``with_scaled_decay`` puts in front of the wrapped optimizer's."""
+
+    _sd_wrapped: type
+    _sd_own_decay = None
+    _sd_holds = None          # the wrapped constructor's decay argument we set to 0
+    _sd_signature: inspect.Signature
+
+    def __init__(self, params, *args, weight_decay=_NO_DEFAULT, decay_mode="decoupled",
+                 decay_scaling=None, **kwargs):
+        try:
+            bound = self._sd_signature.bind_partial(params, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{type(self).__name__}: {e}") from None
+        if "weight_decay" in bound.arguments:  # given positionally, in the wrapped position
+            if weight_decay is not _NO_DEFAULT:
+                raise TypeError(f"{type(self).__name__}: got multiple values for weight_decay")
+            weight_decay = bound.arguments.pop("weight_decay")
+        if weight_decay is _NO_DEFAULT:  # the wrapped class's default (Muon: 0.1), else 0
+            p = self._sd_signature.parameters.get(self._sd_holds or "")
+            weight_decay = p.default if self._sd_holds == "weight_decay" \
+                and p.default is not inspect.Parameter.empty else 0.0
+        if self._sd_holds is not None and (self._sd_holds == "weight_decay"
+                                           or self._sd_holds not in bound.arguments):
+            bound.arguments[self._sd_holds] = 0.0  # else a nonzero value is refused below
+        self.__dict__["_sd_defaults"] = dict(
+            weight_decay=weight_decay, decay_mode=decay_mode, decay_scaling=decay_scaling)
+        super().__init__(*bound.args, **bound.kwargs)
+        self.defaults.update(self._sd_defaults)
+        self._plan.scales(self.param_groups)  # rule errors now, not at the first step
+
+    @property
+    def _plan(self) -> DecayPlan:
+        plan = self.__dict__.get("_decay_plan")  # only a cache: copies build their own
+        if plan is None:
+            plan = self.__dict__["_decay_plan"] = DecayPlan()
+        return plan
+
+    # ---- groups ---------------------------------------------------------------------------
+    def _sd_check_group(self, group: dict) -> None:
+        if "lr" not in group:
+            raise ValueError(f"{type(self).__name__}: the package's decay needs an 'lr' "
+                             f"group key, which {self._sd_wrapped.__name__} does not have")
+        check_decay_group(group)
+        own = self._sd_own_decay
+        if own not in (None, "weight_decay") and group.get(own, 0) != 0:
+            raise ValueError(
+                f"{own}={group[own]!r}: {self._sd_wrapped.__name__}'s own weight decay and "
+                f"the package's weight_decay were both given; use weight_decay, decay_mode "
+                f"and decay_scaling only")
+        for flag in _OWN_DECAY_FLAGS:
+            if group.get(flag):
+                raise ValueError(
+                    f"{flag}={group[flag]!r}: {self._sd_wrapped.__name__}'s own decay is off "
+                    f"under with_scaled_decay; choose the form with decay_mode (got "
+                    f"{group['decay_mode']!r})")
+        for flag, why in _UNSUPPORTED_FLAGS.items():
+            if group.get(flag):
+                raise ValueError(f"{flag}=True is not supported by with_scaled_decay: {why}")
+        for rule in group["decay_scaling"]:
+            check = getattr(rule, "check_group", None)
+            if check is not None:
+                check(group)
+
+    def add_param_group(self, param_group: dict) -> None:
+        param_group = dict(param_group)
+        for key, value in self.__dict__["_sd_defaults"].items():
+            param_group.setdefault(key, value)
+        super().add_param_group(param_group)
+        try:
+            self._sd_check_group(self.param_groups[-1])
+            if "_decay_plan" in self.__dict__:  # after construction: rule errors now
+                self._plan.scales(self.param_groups)
+        except ValueError:
+            self.param_groups.pop()
+            raise
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.__dict__["_sd_defaults"] = {k: self.defaults[k] for k in
+                                         ("weight_decay", "decay_mode", "decay_scaling")}
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            self._sd_check_group(group)
+
+    def __reduce__(self):
+        if type(self) is _make_class(self._sd_wrapped, self._sd_own_decay):  # no module name
+            return _rebuild, (self._sd_wrapped, self._sd_own_decay, self.__getstate__())
+        return copyreg.__newobj__, (type(self),), self.__getstate__()  # a user's subclass
+
+    # ---- state dicts: the wrapped optimizer's, plus the package's group keys ----------------
+    def state_dict(self) -> dict:
+        """The wrapped optimizer's state dict; its groups also hold ``decay_mode``,
+        ``decay_scaling`` (plain dicts: loads with ``weights_only=True``), ``initial_lr`` and
+        any ``sd.param_groups`` metadata. ``weight_decay`` is the package's: the plain
+        optimizer that loads this dict applies it as its own decay, in its own form."""
+        state = super().state_dict()
+        for group in state["param_groups"]:  # fresh dicts, safe to change
+            group["decay_scaling"] = rules_to_plain(group["decay_scaling"])
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """As the wrapped optimizer's, plus: group keys a saved group lacks (a plain
+        optimizer's dict has no ``decay_mode``...) keep their current values, and the own-decay
+        flags (``decoupled_weight_decay``) stay off; ``initial_lr``/``peak_lr`` a saved group lacks
+        follow its saved ``lr`` (as in sd's own optimizers); on any error nothing changes."""
+        saved = state_dict.get("param_groups", [])
+        if len(saved) == len(self.param_groups):
+            keep_off = {f: False for f in _OWN_DECAY_FLAGS}
+            state_dict = dict(state_dict, param_groups=[
+                {**{k: v for k, v in cur.items() if k not in RESET_ON_LOAD}, **old,
+                 **{k: v for k, v in keep_off.items() if k in cur}}
+                for cur, old in zip(self.param_groups, saved)])
+        before = (self.state, self.param_groups)
+        try:
+            super().load_state_dict(state_dict)
+            for group in self.param_groups:
+                self._sd_check_group(group)
+        except Exception:
+            self.state, self.param_groups = before
+            raise
+
+    # ---- the step -------------------------------------------------------------------------
+    def step(self, closure=None):
+        """Decay (SPEC step 2), then the wrapped optimizer's step on the same gradients."""
+        loss = None
+        if closure is not None:  # evaluated here: the decay must see this step's gradients
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale = getattr(self, "grad_scale", None)  # set by GradScaler where the
+        found_inf = getattr(self, "found_inf", None)    # optimizer unscales itself (fused)
+        hold = self._sd_holds == "weight_decay"
+        saved_wd = [g["weight_decay"] for g in self.param_groups] if hold else []
+        restore_grads: List[tuple] = []
+        try:
+            self._decay(restore_grads, grad_scale, found_inf)
+            if hold:
+                for group in self.param_groups:
+                    group["weight_decay"] = 0.0
+            _unhooked(self._sd_wrapped.step)(self)
+        finally:
+            for group, wd in zip(self.param_groups, saved_wd):
+                group["weight_decay"] = wd
+            for p, g in restore_grads:
+                p.grad = g
+        return loss
+
+    @torch.no_grad()
+    def _decay(self, restore: List[tuple], grad_scale, found_inf) -> None:
+        """Apply this step's decay; (param, user's grad) pairs to restore go to ``restore``."""
+        amounts = list(self._plan.amounts(self.param_groups))
+        for group, l2_lams, _ in amounts:  # refuse before changing anything
+            for i, p in enumerate(group["params"]):
+                if l2_lams is not None and l2_lams[i] != 0 and p.grad is not None \
+                        and p.grad.is_sparse:
+                    names = group.get("param_names")
+                    raise RuntimeError(
+                        f"decay_mode='l2' does not support sparse gradients (parameter "
+                        f"{names[i] if names else i})")
+        for group, l2_lams, decay in amounts:
+            idx = [i for i, p in enumerate(group["params"]) if p.grad is not None]
+            params = [group["params"][i] for i in idx]
+            if not params:
+                continue
+            if decay is not None:
+                local = D.local_lists([params])[0]
+                for batch in B.batch_indices("foreach", local):
+                    B.apply_decoupled_decay(*B.take([local, [decay[i] for i in idx]], batch),
+                                            found_inf=found_inf)
+                continue
+            # "l2": the wrapped optimizer negates the gradient itself under maximize; with
+            # grads still scaled by GradScaler (it unscales them itself), scale lam alike
+            sign = -1.0 if group.get("maximize", False) else 1.0
+            scale = 1.0 if grad_scale is None else float(grad_scale)
+            lams = [sign * scale * l2_lams[i] for i in idx]
+            grads = [p.grad for p in params]
+            for p, g, new in zip(params, grads, B.add_decay_to_grads(grads, params, lams)):
+                if new is not g:
+                    restore.append((p, g))
+                    p.grad = new
+
+    def decay_report(self) -> DecayReport:
+        """One row per parameter: name, shape, fan-in, s(p), effective lam, and the factor
+        ``1 - c`` one step multiplies the weights by (None for "l2": the wrapped
+        optimizer's preconditioner rescales the coupled term)."""
+        return self._plan.report(self.param_groups, lambda group, lam: None)
