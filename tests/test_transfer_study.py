@@ -182,3 +182,32 @@ def test_digits_is_a_second_dataset(tmp_path):
     widths = [r for r in study["runs"] if r["spec"]["n_train"] == 1297]
     assert widths and all(r["spec"]["dataset"] == "digits" for r in study["runs"])
     assert {p["n_train"] for p in study["chains"]["data/sgd/sp"]["points"]} == {80, 160}
+
+
+def test_default_output_folder_is_visible_named_and_holds_the_cache(tmp_path, monkeypatch,
+                                                                   capsys):
+    from scaled_decay.transfer.cli import default_out
+
+    assert default_out(True, "mnist1d") == "scaled_decay_quick"
+    assert default_out(False, "mnist1d") == "scaled_decay_study"
+    assert default_out(True, "digits") == "scaled_decay_quick_digits"
+    monkeypatch.chdir(tmp_path)
+    flags = [f for f in TINY_FLAGS]
+    flags[flags.index("--data-sizes") + 1] = "64,96"
+    assert main(["--quick", "--dataset", "digits", "--workers", "1", "--optimizers", "sgd",
+                 "--parametrizations", "sp", *flags]) == 0
+    out = tmp_path / "scaled_decay_quick_digits"
+    assert (out / "drift.md").exists() and (out / "runs.json").exists()
+    assert len(os.listdir(out / "cache" / "runs")) > 0  # the cache lives inside the folder
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # nothing hidden
+    assert f"outputs in {out}{os.sep}" in capsys.readouterr().out
+
+
+def test_quick_preset_stays_within_its_budget():
+    """The quick preview's sizes, whose cost was measured (quick_timing.md): a change here
+    must be re-measured and the record and README updated."""
+    from scaled_decay.transfer.settings import quick_settings
+
+    s = quick_settings()
+    assert (s.widths, s.n_train, s.data_sizes, s.data_width, s.seeds, s.epochs) == \
+        ((32, 128, 512), 2000, (500, 2000, 8000), 128, 1, 20)

@@ -7,8 +7,8 @@ its drift log2(lambda*(widest) / lambda*(narrowest)); a data arm does the same a
 training-set size for the steps-per-epoch rules.
 
 >>> from scaled_decay.transfer import quick_settings, run_study, write_outputs
->>> study = run_study(quick_settings(), ".study_cache/runs", workers=2)
->>> write_outputs(study, "transfer_out")  # transfer.png, transfer_data.png, drift.md, runs.json
+>>> study = run_study(quick_settings(), "scaled_decay_quick/cache", workers=2)
+>>> write_outputs(study, "scaled_decay_quick")  # transfer.png, drift.md, runs.json, ...
 
 (Worker processes are spawned: call ``run_study`` under ``if __name__ == "__main__":`` in a
 script.) The names load lazily, so ``scaled-decay --help`` works without the study's extras.

@@ -119,12 +119,21 @@ def _increasing(name, values):
 
 
 def quick_settings(dataset: str = "mnist1d") -> StudySettings:
-    """--quick: one seed, 3 widths spanning the same 16x range at a quarter of the full
-    study's widths (32 -> 512; a 1024-wide run alone costs ~10 s of a core), the data arm
-    at width 128, 3-point starting grids."""
-    data_sizes = (1000, 4000, 16000) if dataset == "mnist1d" else (80, 320, 1280)
+    """--quick: one seed, 3 widths spanning the full study's 16x range at half its widths
+    (32 -> 512), the data arm at width 128, 3-point starting grids, at most 3 extensions.
+
+    On MNIST-1D the preview trains on 2000 samples (the full study: 4000) and its data arm
+    spans 500 -> 8000 (full: 1000 -> 16000), which halves every run: the whole preview then
+    costs under 200 core-seconds (benchmarks/results/transfer/quick_timing.md). Fewer
+    samples at the same 20 epochs overfit more, so decay still measurably helps at every
+    width. Digits keeps its whole 1,297-sample pool (its preview is under a minute anyway).
+    """
+    if dataset == "mnist1d":
+        n_train, data_sizes = 2000, (500, 2000, 8000)
+    else:
+        n_train, data_sizes = _n_train(dataset), (80, 320, 1280)
     return StudySettings(dataset=dataset, widths=(32, 128, 512), data_sizes=data_sizes,
-                         data_width=128, n_train=_n_train(dataset), seeds=1,
+                         data_width=128, n_train=n_train, seeds=1,
                          first_grid_points=3, grid_points=3, max_extensions=3)
 
 
