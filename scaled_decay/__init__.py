@@ -5,6 +5,7 @@
 >>> print(opt.decay_report())
 """
 from .adam import Adam, AdamW
+from .equilibrium import EquilibriumMonitor, EquilibriumReport, EquilibriumRow
 from .groups import param_groups
 from .modes import DECAY_MODES
 from .report import DecayReport, DecayRow
@@ -15,5 +16,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SGD", "Adam", "AdamW", "FanIn", "ParamCount", "StepsPerEpoch", "param_groups",
-    "DecayReport", "DecayRow", "DECAY_MODES",
+    "DecayReport", "DecayRow", "DECAY_MODES", "EquilibriumMonitor", "EquilibriumReport",
+    "EquilibriumRow",
 ]
