@@ -11,18 +11,24 @@ import os
 import sys
 import time
 
-from .names import AXES, DATASETS, MODES, OPTIMIZERS, PARAMETRIZATIONS, RULES, STUDY_PACKAGES
+from .names import (ARCH_DATASETS, ARCHS, AXES, DATASETS, MODES, OPTIMIZERS, PARAMETRIZATIONS,
+                    RULES, STUDY_PACKAGES)
 
 __all__ = ["add_transfer_arguments", "run_transfer", "main", "settings_from_args"]
 
 
 
-def default_out(quick: bool, dataset: str) -> str:
+def default_out(quick: bool, dataset: str = None, arch: str = "mlp") -> str:
     """The visible folder a study writes to when --out is not given, in the current
-    directory: scaled_decay_quick / scaled_decay_study, with _<dataset> for other datasets
-    than MNIST-1D (so a digits preview never overwrites an MNIST-1D one)."""
+    directory: scaled_decay_quick / scaled_decay_study, with _<arch> for the CNN and the
+    transformer and _<dataset> for a dataset other than the arch's default (so a digits
+    preview never overwrites an MNIST-1D one)."""
     name = "scaled_decay_quick" if quick else "scaled_decay_study"
-    return name if dataset == "mnist1d" else f"{name}_{dataset}"
+    if arch != "mlp":
+        name += f"_{arch}"
+    if dataset is not None and dataset != ARCH_DATASETS[arch][0]:
+        name += f"_{dataset}"
+    return name
 
 
 def default_cache(out: str) -> str:
@@ -66,7 +72,12 @@ def _positive(kind):
 def add_transfer_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="3 widths, 1 seed, short runs: a preview in under 2 minutes on 2 cores")
-    p.add_argument("--dataset", choices=DATASETS, default="mnist1d")
+    p.add_argument("--arch", choices=ARCHS, default="mlp",
+                   help="mlp (default), cnn (on mnist5k or digits) or transformer (a byte "
+                        "LM on the standard library's text)")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="default per arch: " + ", ".join(f"{a} {d[0]}"
+                                                         for a, d in ARCH_DATASETS.items()))
     p.add_argument("--out", default=None,
                    help="where the figures, tables and JSON go (default ./scaled_decay_quick "
                         "with --quick, else ./scaled_decay_study; _digits appended for "
@@ -105,7 +116,8 @@ def settings_from_args(args: argparse.Namespace):
     """The preset (--quick or full) with the flags given on top; ValueError if invalid."""
     from .settings import full_settings, quick_settings
 
-    s = quick_settings(args.dataset) if args.quick else full_settings(args.dataset)
+    preset = quick_settings if args.quick else full_settings
+    s = preset(args.dataset, args.arch)
     changes = {name: getattr(args, name) for name in (
         "axes", "widths", "data_sizes", "data_width", "n_train", "optimizers",
         "parametrizations", "rules", "modes", "seeds", "epochs", "batch_size", "grid_points",
@@ -179,7 +191,7 @@ def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser = Non
         if parser is not None:
             parser.error(str(e))  # exits with status 2 and the usage line
         raise
-    out = args.out or default_out(args.quick, args.dataset)
+    out = args.out or default_out(args.quick, args.dataset, args.arch)
     cache = args.cache or default_cache(out)
     bar = _Bar(not args.no_progress)
     start = time.perf_counter()

@@ -158,12 +158,12 @@ def exponent_table(rows: List[dict]) -> str:
 
 def study_exponents(study: dict, n_boot: int = 400) -> List[dict]:
     """:func:`chain_exponents` for every chain of a study (as written to runs.json)."""
-    from .data import input_dim
-    from .models import Arm, decay_signature, param_count
+    from .archs import Net
+    from .models import Arm, decay_signature
     from .train import steps_per_epoch
 
     s = study["settings"]
-    d_in = input_dim(s["dataset"])
+    net = Net(s.get("arch", "mlp"), s["dataset"])  # runs.json from before archs: MLPs
     rows = []
     for c in study["chains"].values():
         def n_train_at(x, c=c):
@@ -175,15 +175,14 @@ def study_exponents(study: dict, n_boot: int = 400) -> List[dict]:
         def shrink(label, x, c=c):
             a = c["points"][0]["arms"][label]
             arm = Arm(c["optimizer"], c["parametrization"], a["rule"], a["mode"])
-            sig = decay_signature(arm, d_in=d_in, width=width_at(x), base_width=s["widths"][0],
-                                  lr=s["lr"][c["optimizer"]],
-                                  steps_per_epoch=steps_per_epoch(n_train_at(x),
-                                                                  s["batch_size"]),
+            m = steps_per_epoch(n_train_at(x), s["batch_size"])
+            sig = decay_signature(arm, net=net, width=width_at(x), base_width=s["widths"][0],
+                                  lr=s["lr"][c["optimizer"]], steps_per_epoch=m,
                                   epochs=s["epochs"])
-            return sig["hidden.weight"]
+            return sig[net.probe]
 
         widths = [width_at(x) for x in c["values"]]
-        p_slope = ols_slope(widths, [param_count(d_in, w) for w in widths]) \
+        p_slope = ols_slope(widths, [net.param_count(w) for w in widths]) \
             if c["axis"] == "width" else 0.0
         rows += chain_exponents(c, shrink, lambda n: steps_per_epoch(n, s["batch_size"]),
                                 p_slope, n_boot)
