@@ -222,7 +222,8 @@ def _raise(message: str):
 def main(argv=None) -> int:
     parser = add_transfer_arguments(argparse.ArgumentParser(
         prog="scaled-decay transfer",
-        description="How does the best weight decay move as an MLP widens? "
-                    "Measures lambda* per width and scaling rule, and its drift."))
+        description="How does the best weight decay move as a model widens (MLP, CNN or "
+                    "transformer)? Measures lambda* per width and scaling rule, its drift "
+                    "and its exponent."))
     args = parser.parse_args(argv)
     return run_transfer(args, parser)
