@@ -98,7 +98,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
            "--optimizers", "adamw", "--parametrizations", "mup"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("transfer.png", "transfer_data.png", "drift.png"):
+    for name in ("transfer.png", "transfer_data.png", "drift.png", "exponents.png"):
         with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         import matplotlib.pyplot as plt

@@ -187,3 +187,45 @@ def study_exponents(study: dict, n_boot: int = 400) -> List[dict]:
         rows += chain_exponents(c, shrink, lambda n: steps_per_epoch(n, s["batch_size"]),
                                 p_slope, n_boot)
     return rows
+
+
+def write_exponent_figure(rows: List[dict], path: str) -> str:
+    """One panel per chain: c* of plain decay (both modes) against the axis on log axes,
+    the fitted line, and each law's predicted slope drawn through the first point."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chains = list(dict.fromkeys(r["chain"] for r in rows))
+    fig, axes = plt.subplots(1, len(chains), squeeze=False, figsize=(3.2 * len(chains), 3.2))
+    styles = dict(zip(LAWS, [":", "--", "-.", (0, (1, 3))]))
+    for chain, ax in zip(chains, axes[0]):
+        plain = [r for r in rows if r["chain"] == chain and r["rule"] == "none"]
+        for r, color in zip(plain, ("tab:blue", "tab:orange")):
+            pts = [(x, c) for x, c in zip(r["values"], r["c_star"]) if c is not None]
+            if not pts:
+                continue
+            xs, cs = zip(*pts)
+            ax.plot(xs, cs, "o", color=color, ms=4,
+                    label=f"{r['mode']}: {_g(r['c_slope'], '+.2f')}")
+            if r["c_slope"] is not None:
+                gm = math.exp(np.mean(np.log(cs)) - r["c_slope"] * np.mean(np.log(xs)))
+                ax.plot(xs, [gm * x ** r["c_slope"] for x in xs], "-", color=color, lw=1)
+        first = next((r for r in plain if r["c_star"][0] is not None), None)
+        if first is not None:
+            x0, c0, x1 = first["values"][0], first["c_star"][0], first["values"][-1]
+            for law, k in first["predicted"].items():
+                if k is not None:
+                    ax.plot([x0, x1], [c0, c0 * (x1 / x0) ** k], linestyle=styles[law],
+                            color="0.4", lw=1, label=f"{law} {k:+.2f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(chain, fontsize=8)
+        ax.set_xlabel("width" if chain.startswith("width") else "training samples", fontsize=7)
+        ax.set_ylabel("c* = per-step shrink at λ*", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=5, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
