@@ -224,7 +224,8 @@ def write_exponent_figure(rows: List[dict], path: str) -> str:
         ax.set_xlabel("width" if chain.startswith("width") else "training samples", fontsize=7)
         ax.set_ylabel("c* = per-step shrink at λ*", fontsize=7)
         ax.tick_params(labelsize=6)
-        ax.legend(fontsize=5, frameon=False)
+        if ax.get_legend_handles_labels()[0]:  # nothing identified: no legend
+            ax.legend(fontsize=5, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
