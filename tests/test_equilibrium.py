@@ -10,13 +10,7 @@ import scaled_decay as sd
 from scaled_decay.equilibrium import predict_angular_update, predict_rms
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only spin-waits (seconds on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _train_scale_invariant(make_opt, steps, *, seed=0, d=32, batch=16, reset_at=None):

@@ -17,12 +17,7 @@ from scaled_decay.transfer.settings import StudySettings, full_settings, quick_s
 from scaled_decay.transfer.train import TRAIN_CODE_VERSION, RunSpec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_text_pool_is_fixed_byte_windows_of_the_standard_library():

@@ -19,20 +19,23 @@ TEXT_HEADS = 4  # fixed: the head size grows with the width (width / 4)
 
 def build_cnn(d_in: int, width: int, n_classes: int = 10) -> nn.Sequential:
     """A flat square image (``d_in`` pixels) -> conv 3x3 (1 -> width) -> max-pool ->
-    conv 3x3 (width -> width) -> global average -> linear readout. Images wider than 16
-    pixels (MNIST's 28) are average-pooled 2x first, to keep the hidden conv cheap."""
+    conv 3x3 (width -> width) -> max-pool -> linear readout of the flattened map. Images
+    wider than 16 pixels (MNIST's 28) are average-pooled 2x first, to keep the hidden conv
+    cheap. (A global-average readout learned too slowly to overfit in a preview's steps.)"""
     side = math.isqrt(d_in)
     if side * side != d_in:
         raise ValueError(f"the CNN needs square images, got {d_in} pixels")
     layers = [("unflatten", nn.Unflatten(1, (1, side, side)))]
     if side > 16:
         layers.append(("pool0", nn.AvgPool2d(2)))
+        side //= 2
+    final = (side // 2) // 2
     layers += [
         ("input", nn.Conv2d(1, width, 3, padding=1)), ("act1", nn.ReLU()),
         ("pool1", nn.MaxPool2d(2)),
         ("hidden", nn.Conv2d(width, width, 3, padding=1)), ("act2", nn.ReLU()),
-        ("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
-        ("output", nn.Linear(width, n_classes)),
+        ("pool2", nn.MaxPool2d(2)), ("flatten", nn.Flatten()),
+        ("output", nn.Linear(width * final * final, n_classes)),
     ]
     return nn.Sequential(OrderedDict(layers))
 
@@ -41,7 +44,9 @@ def cnn_macs(d_in: int, width: int, n_classes: int = 10) -> float:
     """Multiply-adds of one forward pass of :func:`build_cnn` (for the cost estimate)."""
     side = math.isqrt(d_in)
     side = side // 2 if side > 16 else side
-    return side * side * 9 * width + (side // 2) ** 2 * 9 * width * width + width * n_classes
+    final = (side // 2) // 2
+    return (side * side * 9 * width + (side // 2) ** 2 * 9 * width * width
+            + final * final * width * n_classes)
 
 
 class _Block(nn.Module):

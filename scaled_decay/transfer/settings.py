@@ -133,24 +133,22 @@ def _increasing(name, values):
                          f"got {values!r}")
 
 
-# The CNN's and the transformer's presets, in the MLP's regime (small training sets, many
-# epochs: the wide models overfit, so decay matters). Sized with the cost model
-# (RunSpec.cost; measured steps are within 2x of it) so that the full study of all three
-# architectures plans ~7,500 core-seconds of initial grids: about 90 min on 2 cores once the
-# grids extend (the MLP: x1.4). NOT yet run at these sizes -- only tiny smoke studies are
-# tested -- so the sanity gate is the judge of where decay helps.
-_TEXT = dict(batch_size=32, lr={"sgd": 0.3, "adamw": 3e-3},
-             default_lam={"sgd": 0.01, "adamw": 0.1})
+# The CNN's and the transformer's presets, in the MLP's regime: small training sets and
+# enough steps that even the narrowest model overfits, so decay measurably helps there.
+# Probed with single runs (AdamW, lambda 0 / 0.1 / 1, widths 16 and 64 for the CNN, 32 and
+# 128 for the transformer) and one CNN quick preview; NOT yet run in full. SGD's lr for the
+# transformer is a guess. Planned core-seconds of the initial grids: see README.
+_TEXT = dict(n_train=128, epochs=40, batch_size=32, lr={"sgd": 0.3, "adamw": 1e-2},
+             default_lam={"sgd": 0.03, "adamw": 1.0})
 _ARCH_PRESETS = {
     "cnn": dict(full=dict(widths=(16, 32, 64, 128), n_train=500,
                           data_sizes=(250, 500, 1000, 2000, 4000), data_width=32),
-                quick=dict(widths=(16, 32, 64), n_train=250, data_sizes=(250, 1000, 4000),
+                quick=dict(widths=(16, 32, 64), n_train=500, data_sizes=(250, 1000, 4000),
                            data_width=16)),
-    "transformer": dict(full=dict(widths=(32, 64, 128, 256), n_train=256, epochs=10,
-                                  data_sizes=(64, 128, 256, 512, 1024), data_width=64,
-                                  **_TEXT),
-                        quick=dict(widths=(32, 64, 128), n_train=128, epochs=10,
-                                   data_sizes=(32, 128, 512), data_width=32, **_TEXT)),
+    "transformer": dict(full=dict(widths=(32, 64, 128, 256), data_sizes=(32, 64, 128, 256, 512),
+                                  data_width=64, **_TEXT),
+                        quick=dict(widths=(32, 64, 128), data_sizes=(32, 128, 512),
+                                   data_width=32, **_TEXT)),
 }
 
 
