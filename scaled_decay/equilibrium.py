@@ -19,7 +19,7 @@ steps, so a user can check them on their own run::
 
     mon = sd.EquilibriumMonitor(opt)        # snapshots the weights
     for x, y in data:
-        ...; opt.step(); mon.update()       # after every step
+        ...; opt.step(); mon.update()       # after every step, before zero_grad
     print(mon.report())                     # measured against predicted, per tensor
 
 The predictions hold for scale-invariant tensors at equilibrium (reached after a few
@@ -142,8 +142,9 @@ class EquilibriumMonitor:
     every parameter of at least 2 dimensions, i.e. the weights a normalization can make
     scale-invariant); each costs one copy of the tensor. ``beta``: the EMA factor over steps
     (the measured values average the last ~``1 / (1 - beta)`` steps). The monitor snapshots
-    the weights now; call :meth:`update` after every ``optimizer.step()`` (or pass
-    ``attach=True`` to have the optimizer's step post-hook call it).
+    the weights now; call :meth:`update` after every ``optimizer.step()`` and before
+    ``zero_grad()`` (it reads the gradients for ``grad_cos``), or pass ``attach=True`` to
+    have the optimizer's step post-hook call it. Every update syncs with the device once.
     """
 
     def __init__(self, optimizer, params=None, *, beta: float = 0.99, attach: bool = False):
