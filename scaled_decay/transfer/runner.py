@@ -14,7 +14,7 @@ from multiprocessing import get_context
 from typing import Dict, List
 
 from .cache import RunCache
-from .data import input_dim, load_pool
+from .data import load_pool
 from .models import Arm, decay_signature
 from .outcomes import SweepState, point_outcome, summarize_chain
 from .settings import StudySettings
@@ -68,7 +68,8 @@ class _Study:
                        width=chain.width_at(value), base_width=self.s.base_width, arm=arm,
                        weight_decay=float(lam), seed=seed, epochs=self.s.epochs,
                        batch_size=self.s.batch_size, lr=float(self.s.lr[chain.optimizer]),
-                       data_seed=self.s.data_seed, pool_needed=self.s.needed_pool())
+                       data_seed=self.s.data_seed, pool_needed=self.s.needed_pool(),
+                       arch=self.s.arch)
 
     def need(self, spec: RunSpec) -> None:
         key = spec.key()
@@ -153,7 +154,7 @@ class _Study:
         return sweeps
 
     def plan(self, chain: Chain, value: int):
-        return plan_sweeps(chain, value, d_in=input_dim(self.s.dataset),
+        return plan_sweeps(chain, value, net=self.s.net,
                            base_width=self.s.base_width, lr=self.s.lr[chain.optimizer],
                            epochs=self.s.epochs, batch_size=self.s.batch_size)
 
@@ -174,11 +175,11 @@ class _Study:
             return 10 ** log_l
         width, m = chain.width_at(value), steps_per_epoch(chain.n_train_at(value),
                                                            self.s.batch_size)
-        kw = dict(d_in=input_dim(self.s.dataset), width=width, base_width=self.s.base_width,
+        kw = dict(net=self.s.net, width=width, base_width=self.s.base_width,
                   lr=self.s.lr[chain.optimizer], steps_per_epoch=m, epochs=self.s.epochs)
         plain = decay_signature(Arm(chain.optimizer, chain.parametrization, "none",
-                                    "decoupled"), **kw)["input.weight"]
-        mine = decay_signature(rep, **kw)["input.weight"]
+                                    "decoupled"), **kw)[self.s.net.probe]
+        mine = decay_signature(rep, **kw)[self.s.net.probe]
         return self.s.default_lam[chain.optimizer] * plain / mine
 
     def planned_cost(self) -> float:

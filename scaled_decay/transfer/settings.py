@@ -6,7 +6,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, Tuple
 
 from .data import max_train_size
-from .names import AXES, DATA_RULES, DATASETS, MODES, OPTIMIZERS, PARAMETRIZATIONS, RULES
+from .archs import Net
+from .nets import TEXT_HEADS
+from .names import (ARCH_DATASETS, ARCHS, AXES, DATA_RULES, DATASETS, MODES, OPTIMIZERS,
+                    PARAMETRIZATIONS, RULES)
 
 __all__ = ["StudySettings", "quick_settings", "full_settings", "AXES"]
 
@@ -30,6 +33,7 @@ class StudySettings:
     """
 
     dataset: str = "mnist1d"
+    arch: str = "mlp"
     axes: Tuple[str, ...] = AXES
     widths: Tuple[int, ...] = (64, 256, 1024)
     n_train: int = 4000
@@ -53,6 +57,9 @@ class StudySettings:
     def __post_init__(self):
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        self.net  # checks that the arch reads the dataset
         _subset("axes", self.axes, AXES)
         _subset("optimizers", self.optimizers, OPTIMIZERS)
         _subset("parametrizations", self.parametrizations, PARAMETRIZATIONS)
@@ -60,6 +67,10 @@ class StudySettings:
         _subset("data_rules", self.data_rules, DATA_RULES)
         _subset("modes", self.modes, MODES)
         _increasing("widths", self.widths)
+        if self.arch == "transformer" and any(w % TEXT_HEADS for w in self.widths
+                                              + (self.data_width,)):
+            raise ValueError(f"widths and data_width of the transformer must be multiples of "
+                             f"its {TEXT_HEADS} heads, got {self.widths} and {self.data_width}")
         if "data" in self.axes:
             _increasing("data_sizes", self.data_sizes)
         for name in ("n_train", "data_width", "seeds", "epochs", "batch_size"):
@@ -86,6 +97,10 @@ class StudySettings:
 
     def needed_pool(self) -> int:
         return max((self.n_train,) + tuple(self.data_sizes))
+
+    @property
+    def net(self) -> Net:
+        return Net(self.arch, self.dataset)
 
     @property
     def base_width(self) -> int:
@@ -118,17 +133,60 @@ def _increasing(name, values):
                          f"got {values!r}")
 
 
-def quick_settings(dataset: str = "mnist1d") -> StudySettings:
-    """--quick: one seed, 3 widths spanning the same 16x range at a quarter of the full
-    study's widths (32 -> 512; a 1024-wide run alone costs ~10 s of a core), the data arm
-    at width 128, 3-point starting grids."""
-    data_sizes = (1000, 4000, 16000) if dataset == "mnist1d" else (80, 320, 1280)
+# The CNN's and the transformer's presets, in the MLP's regime: small training sets and
+# enough steps that even the narrowest model overfits, so decay measurably helps there.
+# Probed with single runs (AdamW, lambda 0 / 0.1 / 1, widths 16 and 64 for the CNN, 32 and
+# 128 for the transformer) and one CNN quick preview; NOT yet run in full. SGD's lr for the
+# transformer is a guess. Planned core-seconds of the initial grids: see README.
+_TEXT = dict(n_train=128, epochs=40, batch_size=32, lr={"sgd": 0.3, "adamw": 1e-2},
+             default_lam={"sgd": 0.03, "adamw": 1.0})
+_ARCH_PRESETS = {
+    "cnn": dict(full=dict(widths=(16, 32, 64, 128), n_train=500,
+                          data_sizes=(250, 500, 1000, 2000, 4000), data_width=32),
+                quick=dict(widths=(16, 32, 64), n_train=500, data_sizes=(250, 1000, 4000),
+                           data_width=16)),
+    "transformer": dict(full=dict(widths=(32, 64, 128, 256), data_sizes=(32, 64, 128, 256, 512),
+                                  data_width=64, **_TEXT),
+                        quick=dict(widths=(32, 64, 128), data_sizes=(32, 128, 512),
+                                   data_width=32, **_TEXT)),
+}
+
+
+def default_dataset(arch: str) -> str:
+    if arch not in ARCH_DATASETS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    return ARCH_DATASETS[arch][0]
+
+
+def quick_settings(dataset: str = None, arch: str = "mlp") -> StudySettings:
+    """--quick: one seed, 3 widths spanning the full study's 16x range at half its widths
+    (32 -> 512), the data arm at width 128, 3-point starting grids, at most 3 extensions.
+
+    On MNIST-1D the preview trains on 2000 samples (the full study: 4000) and its data arm
+    spans 500 -> 8000 (full: 1000 -> 16000), which halves every run: the whole preview then
+    costs under 200 core-seconds (benchmarks/results/transfer/quick_timing.md). Fewer
+    samples at the same 20 epochs overfit more, so decay still measurably helps at every
+    width. Digits keeps its whole 1,297-sample pool (its preview is under a minute anyway).
+    The CNN and the transformer have their own presets (``_ARCH_PRESETS``).
+    """
+    dataset = dataset or default_dataset(arch)
+    if arch != "mlp":
+        return StudySettings(dataset=dataset, arch=arch, seeds=1, first_grid_points=3,
+                             grid_points=3, max_extensions=3, **_ARCH_PRESETS[arch]["quick"])
+    if dataset == "mnist1d":
+        n_train, data_sizes = 2000, (500, 2000, 8000)
+    else:
+        n_train, data_sizes = _n_train(dataset), (80, 320, 1280)
     return StudySettings(dataset=dataset, widths=(32, 128, 512), data_sizes=data_sizes,
-                         data_width=128, n_train=_n_train(dataset), seeds=1,
+                         data_width=128, n_train=n_train, seeds=1,
                          first_grid_points=3, grid_points=3, max_extensions=3)
 
 
-def full_settings(dataset: str = "mnist1d") -> StudySettings:
+def full_settings(dataset: str = None, arch: str = "mlp") -> StudySettings:
+    dataset = dataset or default_dataset(arch)
+    if arch != "mlp":
+        return StudySettings(dataset=dataset, arch=arch, seeds=3,
+                             **_ARCH_PRESETS[arch]["full"])
     data_sizes = (1000, 2000, 4000, 8000, 16000) if dataset == "mnist1d" \
         else (80, 160, 320, 640, 1280)
     return StudySettings(dataset=dataset, widths=(64, 128, 256, 512, 1024),

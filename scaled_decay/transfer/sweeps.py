@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, List, Tuple
 
+from .archs import Net
 from .models import Arm, decay_signature
 from .train import steps_per_epoch
 
@@ -75,14 +76,14 @@ def proportional_factor(sig: Dict[str, float], ref: Dict[str, float],
 
 
 @lru_cache(maxsize=4096)
-def _signature(arm: Arm, d_in: int, width: int, base_width: int, lr: float, m: int,
+def _signature(arm: Arm, net: Net, width: int, base_width: int, lr: float, m: int,
                epochs: int) -> Tuple[Tuple[str, float], ...]:
-    sig = decay_signature(arm, d_in=d_in, width=width, base_width=base_width, lr=lr,
+    sig = decay_signature(arm, net=net, width=width, base_width=base_width, lr=lr,
                           steps_per_epoch=m, epochs=epochs)
     return tuple(sorted(sig.items()))
 
 
-def plan_sweeps(chain: Chain, value: int, *, d_in: int, base_width: int, lr: float,
+def plan_sweeps(chain: Chain, value: int, *, net: Net, base_width: int, lr: float,
                 epochs: int, batch_size: int) -> List[SweepPlan]:
     """Group the chain's arms at one axis point into shared sweeps (first arm = rep)."""
     width = chain.width_at(value)
@@ -90,7 +91,7 @@ def plan_sweeps(chain: Chain, value: int, *, d_in: int, base_width: int, lr: flo
     sweeps: List[SweepPlan] = []
     sigs = {}
     for arm in chain.arms:
-        sig = dict(_signature(arm, d_in, width, base_width, lr, m, epochs))
+        sig = dict(_signature(arm, net, width, base_width, lr, m, epochs))
         sigs[arm] = sig
         for sweep in sweeps:
             k = proportional_factor(sig, sigs[sweep.rep])

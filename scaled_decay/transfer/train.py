@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from .data import input_dim, load_pool
-from .models import Arm, build_mlp, build_optimizer, init_mlp
+from .archs import Net
+from .data import load_pool
+from .models import Arm, build_optimizer
 
 __all__ = ["RunSpec", "train_run", "steps_per_epoch"]
 
@@ -35,9 +36,17 @@ class RunSpec:
     lr: float
     data_seed: int = 0
     pool_needed: int = 0  # the training pool's size request (see data.max_train_size)
+    arch: str = "mlp"
+
+    @property
+    def net(self) -> Net:
+        return Net(self.arch, self.dataset)
 
     def key(self) -> str:
-        text = json.dumps(dict(asdict(self), version=TRAIN_CODE_VERSION), sort_keys=True)
+        fields = asdict(self)
+        if self.arch == "mlp":  # keeps the keys (and caches) of MLP runs from before archs
+            del fields["arch"]
+        text = json.dumps(dict(fields, version=TRAIN_CODE_VERSION), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def to_dict(self) -> dict:
@@ -51,14 +60,35 @@ class RunSpec:
         """Estimated seconds of one core: multiply-adds plus a per-step overhead, with
         constants measured on a 2-core CPU (1e-10 s per MAC-sample, 0.5 ms per step). For
         the ETA, and for starting the expensive runs first."""
-        d = input_dim(self.dataset)
-        macs = d * self.width + self.width * self.width + 10 * self.width
+        macs = self.net.macs(self.width)
         steps = self.epochs * steps_per_epoch(self.n_train, self.batch_size)
         return 1e-10 * self.epochs * self.n_train * macs + 5e-4 * steps
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return -(-n_train // batch_size)
+
+
+def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per prediction: per sample, or per position for the LM."""
+    return F.cross_entropy(out.flatten(0, -2), y.flatten())
+
+
+def _evaluate(model, x: torch.Tensor, y: torch.Tensor, max_logits: int = 1 << 22):
+    """(mean NLL, accuracy) over all predictions, in chunks of at most ``max_logits``
+    logits (the MLPs' sets fit in one chunk: their numbers are exactly one pass's)."""
+    per_row = y[:1].numel() * model(x[:1]).shape[-1]
+    rows = max(1, max_logits // per_row)
+    if rows >= len(y):
+        out = model(x)
+        return _nll(out, y).item(), (out.argmax(-1) == y).float().mean().item()
+    nll = correct = 0.0
+    for i in range(0, len(y), rows):
+        out = model(x[i:i + rows])
+        nll += F.cross_entropy(out.flatten(0, -2), y[i:i + rows].flatten(),
+                               reduction="sum").item()
+        correct += (out.argmax(-1) == y[i:i + rows]).sum().item()
+    return nll / y.numel(), correct / y.numel()
 
 
 def train_run(spec: RunSpec, cache_dir: str = None) -> dict:
@@ -73,11 +103,11 @@ def train_run(spec: RunSpec, cache_dir: str = None) -> dict:
     xh, yh = torch.from_numpy(pool.x_holdout), torch.from_numpy(pool.y_holdout)
 
     torch.manual_seed(spec.seed)
-    model = build_mlp(x.shape[1], spec.width)
-    init_mlp(model, spec.arm.parametrization, spec.base_width)
+    model = spec.net.build(spec.width, spec.arm.parametrization, spec.base_width)
     m = steps_per_epoch(spec.n_train, spec.batch_size)
-    opt = build_optimizer(model, spec.arm, lr=spec.lr, weight_decay=spec.weight_decay,
-                          base_width=spec.base_width, steps_per_epoch=m, epochs=spec.epochs)
+    opt = build_optimizer(model, spec.arm, net=spec.net, width=spec.width, lr=spec.lr,
+                          weight_decay=spec.weight_decay, base_width=spec.base_width,
+                          steps_per_epoch=m, epochs=spec.epochs)
     total = spec.epochs * m
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total)))
@@ -89,7 +119,7 @@ def train_run(spec: RunSpec, cache_dir: str = None) -> dict:
         perm = torch.randperm(len(y), generator=order)
         for i in range(0, len(y), spec.batch_size):
             idx = perm[i:i + spec.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = _nll(model(x[idx]), y[idx])
             if not torch.isfinite(loss):
                 diverged = True
                 break
@@ -100,10 +130,8 @@ def train_run(spec: RunSpec, cache_dir: str = None) -> dict:
         if diverged:
             break
     with torch.no_grad():
-        out = model(xh)
-        nll = F.cross_entropy(out, yh).item()
-        acc = (out.argmax(1) == yh).float().mean().item()
-        train_nll = F.cross_entropy(model(x), y).item()
+        nll, acc = _evaluate(model, xh, yh)
+        train_nll, _ = _evaluate(model, x, y)
     if diverged or not math.isfinite(nll):
         diverged, nll = True, math.inf
     return {"holdout_nll": nll, "holdout_acc": acc, "train_nll": train_nll,
