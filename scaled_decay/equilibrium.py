@@ -36,6 +36,7 @@ import torch
 
 from .adam import Adam, AdamW
 from .modes import decay_lr_factor
+from .plan import peak_lr
 from .report import DecayReport
 from .sgd import SGD
 
@@ -117,6 +118,16 @@ class EquilibriumReport(DecayReport):
 
     _COLUMNS = ("name", "shape", "decay_mode", "c", "steps", "rms", "rms_pred", "angular",
                 "angular_pred", "ratio", "grad_cos", "note")
+
+    def _cells(self, row: "EquilibriumRow") -> List[str]:
+        def cell(col):
+            v = getattr(row, col)
+            if col == "name" and v is None:
+                return f"[{row.group}][{row.index}]"
+            if col == "shape":
+                return "x".join(map(str, v)) or "scalar"
+            return f"{v:.6g}" if isinstance(v, float) else "-" if v is None else str(v)
+        return [cell(col) for col in self._COLUMNS]
 
 
 class _Ema:
@@ -204,7 +215,9 @@ class EquilibriumMonitor:
                 mode = "decoupled" if g.get("decoupled_weight_decay") else self.fixed_mode
             c = 0.0
             if mode not in (None, "l2"):
-                c = decay_lr_factor(mode, lr, float(g.get("initial_lr", lr))) * lam
+                # eta0 as the package's optimizers take it (the peak lr); torch's groups have none
+                eta0 = peak_lr(g) if "peak_lr" in g or "max_lr" in g else g.get("initial_lr", lr)
+                c = decay_lr_factor(mode, lr, float(eta0)) * lam
             out.append(dict(lr=lr, lam=lam, mode=mode, c=c, group=g))
         return out
 
