@@ -39,15 +39,21 @@ def run_job(script: str, args: Sequence[str], tmp_path: Path, world: int = 2,
     """Run ``dist_workers/<script>`` on ``world`` ranks; returns each rank's output.
 
     Raises AssertionError with the ranks' output tails if any rank fails or the deadline
-    passes (all ranks are killed then). The free port can be taken by another process
-    between our probe and rank 0's bind: that one failure is retried on a new port.
+    passes (all ranks are killed then). Two failures that are not the job's are retried once:
+    the free port taken by another process between our probe and rank 0's bind, and a rank
+    aborted by the C++ runtime with nothing raised ("terminate called without an active
+    exception", seen about once in 50 FSDP2/DCP jobs on a loaded 2-core machine, from
+    torch's own threads). Any other failure, or the same one twice, fails the test.
     """
     try:
         return _run_once(script, args, tmp_path, world, timeout)
     except AssertionError as e:
-        if "Address already in use" not in str(e):
+        if not any(m in str(e) for m in RETRIED_FAILURES):
             raise
         return _run_once(script, args, tmp_path, world, timeout)
+
+
+RETRIED_FAILURES = ("Address already in use", "terminate called without an active exception")
 
 
 def _run_once(script, args, tmp_path, world, timeout) -> List[str]:
