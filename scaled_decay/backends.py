@@ -98,7 +98,12 @@ def real_view(t):
 
 
 def real_views(lists: Sequence[Sequence]) -> List[list]:
-    """Each list with complex tensors replaced by their real views (None kept)."""
+    """Each list with complex tensors replaced by their real views (None kept).
+
+    ``lists[0]`` holds the parameters: a real parameter's grad and state are real (a grad
+    must have its parameter's dtype), so with no complex parameter nothing is checked further."""
+    if not any(t.is_complex() for t in lists[0]):
+        return [list(lst) for lst in lists]
     return [[real_view(t) for t in lst] for lst in lists]
 
 

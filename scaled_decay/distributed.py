@@ -31,7 +31,14 @@ def local_view(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 def local_lists(lists: Sequence[Sequence]) -> List[list]:
-    """Each list of tensors with DTensors replaced by their local views (None kept)."""
+    """Each list of tensors with DTensors replaced by their local views (None kept).
+
+    ``lists[0]`` holds the parameters and the others their grads and state: those of a
+    plain parameter are plain (autograd and the optimizers make them like it), so when no
+    parameter is a DTensor the lists pass through unchanged, without a per-tensor check of
+    every list on the hot path."""
+    if not any(is_dtensor(t) for t in lists[0]):
+        return [list(lst) for lst in lists]
     return [[local_view(t) for t in lst] for lst in lists]
 
 
