@@ -4,7 +4,8 @@
 
 A ~25M-parameter set of transformer-like shapes (embedding, attention and MLP matrices,
 biases, norm weights) with fixed gradients. Every candidate runs ``--steps`` steps per round,
-rounds interleave the candidates (so machine noise hits all of them alike), and the figure is
+rounds interleave the candidates in an order that rotates each round (so machine noise and
+position effects hit all of them alike), and the figure is
 the median over rounds of the per-step time. Prints ms/step, effective GB/s from the minimum
 traffic of each optimizer (AdamW: read p, g, m, v, write p, m, v = 7 tensors of param size;
 SGD with momentum: 5), the ratios the issue's targets are stated in, and the bytes of
@@ -93,8 +94,11 @@ def main(argv=None):
             runs.append(dict(name=name, family=family, params=params, opt=opt, times=[]))
     print(f"{len(shapes)} tensors, {n / 1e6:.1f}M params, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
-    for _ in range(args.rounds):
-        for r in runs:
+    for k in range(args.rounds):
+        # the order rotates each round: the first candidate of a round was measured ~15%
+        # slower than the same code later in the round (it runs after the slowest one has
+        # evicted the caches), so no candidate may always be first
+        for r in runs[k % len(runs):] + runs[:k % len(runs)]:
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 r["opt"].step()
