@@ -13,7 +13,8 @@ import torch
 from torch.optim import Optimizer
 
 from .backends import backend_for_torch_kwargs, check_backend
-from .plan import RESET_ON_LOAD, DecayPlan, align_param_names, check_decay_group, optimizer_repr
+from .plan import (RESET_ON_LOAD, DecayPlanOwner, align_param_names, check_decay_group,
+                   optimizer_repr)
 from .report import DecayReport
 from .rules import rules_to_plain
 
@@ -48,7 +49,7 @@ def _plain_rules(optimizer, state_dict: dict) -> None:
         group["decay_scaling"] = rules_to_plain(group["decay_scaling"])
 
 
-class ScaledDecayOptimizer(Optimizer):
+class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
     """Base class: a ``torch.optim.Optimizer`` whose weight decay is scaled per tensor."""
 
     def __init__(self, params, defaults: dict, **torch_kwargs):
@@ -62,15 +63,6 @@ class ScaledDecayOptimizer(Optimizer):
         self._check_group(dict(defaults, initial_lr=defaults["lr"]))
         super().__init__(params, defaults)
         self._register_plain_rules_hook()
-
-    @property
-    def _plan(self) -> DecayPlan:
-        # created on first use: torch's Optimizer pickles only defaults, state and groups,
-        # so a copy or an unpickled optimizer builds its own (the plan is only a cache)
-        plan = self.__dict__.get("_decay_plan")
-        if plan is None:
-            plan = self.__dict__["_decay_plan"] = DecayPlan()
-        return plan
 
     # ---- validation -------------------------------------------------------------------
     def _check_hparams(self, group: dict) -> None:

@@ -272,3 +272,17 @@ def optimizer_repr(optimizer) -> str:
                                     if key in PER_TENSOR_KEYS else str(group[key]))
                   for key in sorted(group) if key != "params"]
     return "\n".join(lines + [")"])
+
+
+class DecayPlanOwner:
+    """Mixin for an optimizer that decays through a :class:`DecayPlan` (sd's optimizers and
+    ``with_scaled_decay``'s classes): ``self._plan``, created on first use. torch's
+    Optimizer pickles only defaults, state and groups, so a copy or an unpickled optimizer
+    builds its own (the plan is only a cache)."""
+
+    @property
+    def _plan(self) -> DecayPlan:
+        plan = self.__dict__.get("_decay_plan")
+        if plan is None:
+            plan = self.__dict__["_decay_plan"] = DecayPlan()
+        return plan

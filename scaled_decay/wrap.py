@@ -36,7 +36,7 @@ from torch.optim import Optimizer
 from . import backends as B
 from . import distributed as D
 from .optimizer import ScaledDecayOptimizer
-from .plan import RESET_ON_LOAD, DecayPlan, check_decay_group
+from .plan import RESET_ON_LOAD, DecayPlanOwner, check_decay_group
 from .report import DecayReport
 from .rules import rules_to_plain
 
@@ -109,7 +109,7 @@ def _unhooked(step):
     return step.__wrapped__ if getattr(step, "hooked", False) else step
 
 
-class ScaledDecayMixin:
+class ScaledDecayMixin(DecayPlanOwner):
     """The methods ``with_scaled_decay`` puts in front of the wrapped optimizer's."""
 
     _sd_wrapped: type
@@ -139,13 +139,6 @@ class ScaledDecayMixin:
         super().__init__(*bound.args, **bound.kwargs)
         self.defaults.update(self._sd_defaults)
         self._plan.scales(self.param_groups)  # rule errors now, not at the first step
-
-    @property
-    def _plan(self) -> DecayPlan:
-        plan = self.__dict__.get("_decay_plan")  # only a cache: copies build their own
-        if plan is None:
-            plan = self.__dict__["_decay_plan"] = DecayPlan()
-        return plan
 
     # ---- groups ---------------------------------------------------------------------------
     def _sd_check_group(self, group: dict) -> None:
