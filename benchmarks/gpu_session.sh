@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU checks as one call on a lent CUDA machine (no install: the source tree is used
+# as is, with kernels/ linked in as scaled_decay/kernels, as the wheel ships it):
+#   OUT=DIR bash benchmarks/gpu_session.sh [tests|host|bench]...   (default: all three)
+# Writes all.log, the CUDA test log and the benchmarks' .json/.md under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
+[ -e scaled_decay/kernels ] || ln -s ../kernels scaled_decay/kernels
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HYPOTHESIS_PROFILE=ci
+log() { tee -a "$OUT/all.log"; }
+steps=${*:-tests host bench}
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem \
+    --format=csv; python3 -c "import torch, triton; print('torch', torch.__version__,
+    'triton', triton.__version__, torch.cuda.get_device_name())"; } 2>&1 | log
+for s in $steps; do
+  echo "=== $s $(date -u +%T) ===" | log
+  case $s in
+    tests) timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_cuda.py \
+             tests/test_triton_compile.py 2>&1 | log ;;
+    host) timeout 120 python3 benchmarks/bench_host.py --out "$OUT" 2>&1 | log ;;
+    bench) timeout 240 python3 benchmarks/bench_triton.py --iters 20 --out "$OUT" 2>&1 | log ;;
+  esac
+  echo "=== $s exit ${PIPESTATUS[0]} $(date -u +%T) ===" | log
+done
