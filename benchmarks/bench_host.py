@@ -48,8 +48,8 @@ def candidates(family, capturable=False):
     cap = dict(capturable=True) if capturable else {}
     if family == "adamw":
         return {"sd[triton]": lambda p: sd.AdamW(p, backend="triton", **hp, **cap),
-                "sd[triton] fan_in": lambda p: sd.AdamW(p, backend="triton", scaling="fan_in",
-                                                        **hp),
+                "sd[triton] fan_in": lambda p: sd.AdamW(p, backend="triton",
+                                                        decay_scaling="fan_in", **hp),
                 "sd[foreach]": lambda p: sd.AdamW(p, backend="foreach", **hp),
                 "torch[fused]": lambda p: torch.optim.AdamW(p, fused=True, **hp, **cap),
                 "torch[foreach]": lambda p: torch.optim.AdamW(p, foreach=True, **hp)}
@@ -138,6 +138,7 @@ def main():
             for name, make in candidates(fam).items():
                 params = make_params(args.tensors, args.numel, dtype, device)
                 row = dict(optimizer=family, dtype=str(dtype).split(".")[-1], impl=name)
+                opt = None
                 try:
                     opt = make(params)
                     row["host_ms"], row["wall_ms"], row["gpu_ms"] = measure(

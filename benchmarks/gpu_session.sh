@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks as one call on a lent CUDA machine (no install: the source tree is used
 # as is, with kernels/ linked in as scaled_decay/kernels, as the wheel ships it):
-#   OUT=DIR bash benchmarks/gpu_session.sh [tests|host|bench]...   (default: all three)
+#   OUT=DIR bash benchmarks/gpu_session.sh [tests|probe|sweep|host|bench]...
+#   (default: tests host bench)
 # Writes all.log, the CUDA test log and the benchmarks' .json/.md under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ for s in $steps; do
   case $s in
     tests) timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_cuda.py \
              tests/test_triton_compile.py 2>&1 | log ;;
+    probe) timeout 90 python3 benchmarks/probe_fused.py --out "$OUT" 2>&1 | log ;;
+    sweep) timeout 240 python3 benchmarks/sweep_triton.py --out "$OUT" 2>&1 | log ;;
     host) timeout 120 python3 benchmarks/bench_host.py --out "$OUT" 2>&1 | log ;;
     bench) timeout 240 python3 benchmarks/bench_triton.py --iters 20 --out "$OUT" 2>&1 | log ;;
   esac

@@ -12,10 +12,10 @@ import torch
 import triton
 import triton.language as tl
 
-from . import tables
+from . import launch, tables
 from .elementwise import (f32, grad_and_decayed_param, inv_scale, ld, not_skipped, powi, read_lr,
                           st, tensor_block)
-from .launch import BLOCK, NUM_WARPS, decay_kind, elem_code, lr_args, split_flat
+from .launch import decay_kind, elem_code, lr_args, split_flat
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
 P, G, M, V, VMAX, STEP, NUMEL = (tl.constexpr(i) for i in range(7))
@@ -134,7 +134,7 @@ def _launch(p, g, m, v, vmax, s, *, per_tensor, kind, lr, beta1, beta2, eps, ams
     rows = [[t.data_ptr() for t in lst] for lst in (p, g, m, v)]
     rows.append([t.data_ptr() for t in vmax] if amsgrad else [0] * len(p))
     rows.append([t.data_ptr() for t in s])
-    lay = tables.layout(rows, [t.numel() for t in p], BLOCK, device)
+    lay = tables.layout(rows, [t.numel() for t in p], launch.BLOCK, device)
     vals = tables.values(per_tensor if per_tensor is not None else [0.0] * len(p),
                          [0] * len(p), device)
     consts = tables.scalars((beta1, beta2), device)
@@ -152,4 +152,4 @@ def _launch(p, g, m, v, vmax, s, *, per_tensor, kind, lr, beta1, beta2, eps, ams
         1 - beta1, beta2, 1 - beta2, eps, grad_scale, found_inf,
         ELEM=elem_code(p[0].dtype), DECAY_KIND=kind, AMSGRAD=amsgrad, MAXIMIZE=maximize,
         LR_IS_PTR=lr_is_ptr, HAS_SCALE=grad_scale is not None, HAS_INF=found_inf is not None,
-        ALIGNED=lay.aligned, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        ALIGNED=lay.aligned, BLOCK=launch.BLOCK, num_warps=launch.NUM_WARPS)

@@ -1,7 +1,9 @@
 """Host-side choices shared by the launchers: block size, dtype codes, what the kernels take.
 
 ``BLOCK`` elements per program and ``NUM_WARPS`` are fixed, not autotuned: the kernels update
-their inputs in place, so an autotuner's trial runs would apply the step several times.
+their inputs in place, so an autotuner's trial runs would apply the step several times. The
+launchers read them at each call (``launch.BLOCK``), so a benchmark can try other values
+(``benchmarks/sweep_triton.py``).
 """
 from __future__ import annotations
 

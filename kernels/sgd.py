@@ -10,10 +10,10 @@ import torch
 import triton
 import triton.language as tl
 
-from . import tables
+from . import launch, tables
 from .elementwise import (f32, grad_and_decayed_param, inv_scale, ld, not_skipped, read_lr,
                           st, tensor_block)
-from .launch import BLOCK, NUM_WARPS, decay_kind, elem_code, lr_args, split_flat
+from .launch import decay_kind, elem_code, lr_args, split_flat
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
 P, G, BUF, NUMEL = (tl.constexpr(i) for i in range(4))
@@ -115,7 +115,7 @@ def _launch(p, g, b, first, *, per_tensor, kind, lr, momentum, dampening, nester
     device = p[0].device
     rows = [[t.data_ptr() for t in p], [t.data_ptr() for t in g],
             [t.data_ptr() for t in b] if b else [0] * len(p)]
-    lay = tables.layout(rows, [t.numel() for t in p], BLOCK, device)
+    lay = tables.layout(rows, [t.numel() for t in p], launch.BLOCK, device)
     if lay.n_programs == 0:
         return
     vals = tables.values(per_tensor if per_tensor is not None else [0.0] * len(p), first, device)
@@ -129,4 +129,4 @@ def _launch(p, g, b, first, *, per_tensor, kind, lr, momentum, dampening, nester
         grad_scale, found_inf, ELEM=elem_code(p[0].dtype), DECAY_KIND=kind,
         MOMENTUM=momentum != 0, NESTEROV=nesterov, MAXIMIZE=maximize, LR_IS_PTR=lr_is_ptr,
         HAS_SCALE=grad_scale is not None, HAS_INF=found_inf is not None, ALIGNED=lay.aligned,
-        BLOCK=BLOCK, num_warps=NUM_WARPS)
+        BLOCK=launch.BLOCK, num_warps=launch.NUM_WARPS)

@@ -24,7 +24,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
-__all__ = ["flat_layout_ok", "split_layouts", "trusted", "within_ulps", "PROBE_ULPS"]
+__all__ = ["flat_layout_ok", "split_layouts", "trusted", "within_ulps", "ulps_off", "probe_ok",
+           "PROBE_ULPS"]
 
 
 # ---- layouts ------------------------------------------------------------------------------------
@@ -96,13 +97,29 @@ def _ulp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (torch.nextafter(a, torch.full_like(a, float("inf"))) - a).double()
 
 
-def within_ulps(out: torch.Tensor, ref: torch.Tensor, before: torch.Tensor, ulps: int) -> bool:
-    """Whether ``out`` is within ``ulps`` units in the last place of ``out.dtype`` of the
-    high-precision ``ref``, the spacing taken at max(|before|, |ref|, |ref - before|)."""
+def ulps_off(out: torch.Tensor, ref: torch.Tensor, before: torch.Tensor) -> float:
+    """The worst error of ``out`` against the high-precision ``ref`` (rounded to ``out.dtype``)
+    in units in the last place of ``out.dtype``, the spacing taken at max(|before|, |ref|,
+    |ref - before|); NaN where any element is NaN on one side only, 0 for empty tensors."""
+    if out.numel() == 0:
+        return 0.0
     ref, before = ref.double(), before.double()
     scale = torch.maximum(torch.maximum(before.abs(), ref.abs()), (ref - before).abs())
-    err = (out.double() - ref.to(out.dtype).double()).abs()
-    return bool((err <= ulps * _ulp(scale, out.dtype)).all())
+    rounded = ref.to(out.dtype).double()
+    err = (out.double() - rounded).abs()
+    err = torch.where(out.double().isnan() & rounded.isnan(), 0.0, err)  # NaN in both: agree
+    return float((err / _ulp(scale, out.dtype)).max())
+
+
+def within_ulps(out: torch.Tensor, ref: torch.Tensor, before: torch.Tensor, ulps: int) -> bool:
+    """Whether ``out`` is within ``ulps`` units in the last place of ``out.dtype`` of the
+    high-precision ``ref`` (``ulps_off``; NaN fails)."""
+    return ulps_off(out, ref, before) <= ulps
+
+
+def probe_ok(worst: Dict[str, float], dtype: torch.dtype) -> bool:
+    """Whether a probe's worst errors (ulps per output) are all within ``PROBE_ULPS``."""
+    return all(v <= PROBE_ULPS[dtype] for v in worst.values())  # NaN: False
 
 
 def _capturing(device: torch.device) -> bool:
@@ -124,10 +141,11 @@ def probe_inputs(count: int, dtype: torch.dtype, device: torch.device, *,
 
 @torch.compiler.disable
 def trusted(op: str, device: torch.device, dtype: torch.dtype, flags: tuple,
-            probe: Callable[[], bool]) -> bool:
+            probe: Callable[[], Dict[str, float]]) -> bool:
     """Whether torch's fused ``op`` may be used on ``device`` for ``dtype`` with ``flags``
     (the hyperparameters that select a code path): ``probe()`` runs the op on small inputs
-    and returns whether it matched the reference; run once per key, then cached."""
+    and returns its worst error against the reference in ulps per output (or a bool: whether
+    it matched); run once per key, then cached. A failure warns with the worst errors."""
     device = torch.device(device)
     key = (op, str(device), dtype, flags)
     verdict = _verdicts.get(key)
@@ -137,14 +155,18 @@ def trusted(op: str, device: torch.device, dtype: torch.dtype, flags: tuple,
                 f"scaled_decay: torch's fused {op} has not been checked yet for {dtype} on "
                 f"{device} with these settings, and the check cannot run during CUDA graph "
                 f"capture: run one step with the same settings before capturing")
-        verdict = _verdicts[key] = bool(probe())
+        result = probe()
+        worst = result if isinstance(result, dict) else None
+        verdict = _verdicts[key] = probe_ok(worst, dtype) if worst is not None else bool(result)
         if not verdict and (op, str(device), dtype) not in _warned:
             _warned.add((op, str(device), dtype))
+            detail = "" if worst is None else " (worst error: " + ", ".join(
+                f"{k} {v:.3g} ulp" for k, v in worst.items()) + f"; tolerance {PROBE_ULPS[dtype]})"
             warnings.warn(
                 f"scaled_decay: torch {torch.__version__}'s fused {op} kernel gives wrong "
                 f"results for {dtype} tensors on {device} (checked against the reference "
-                f"math on a probe; settings {flags}); those tensors are updated by the foreach "
-                f"backend instead (same math, slower)", RuntimeWarning, stacklevel=3)
+                f"math on a probe; settings {flags}{detail}); those tensors are updated by the "
+                f"foreach backend instead (same math, slower)", RuntimeWarning, stacklevel=3)
     return verdict
 
 

@@ -218,7 +218,7 @@ def test_without_the_guard_the_stride_bug_is_caught(name):
 
 
 def _torch_fused_sgd_wrong(dtype) -> bool:
-    return not sgd_probe(torch.device("cpu"), dtype, (False,) * 8)
+    return not G.probe_ok(sgd_probe(torch.device("cpu"), dtype, (False,) * 8), dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

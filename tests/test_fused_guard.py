@@ -1,6 +1,7 @@
 """The probe of scaled_decay.fused_guard: a torch fused op that gives wrong results is found
 once per settings, warned about once (naming the torch version) and not used; a right one is
 used after a single probe. torch 2.13's own bf16/fp16 CPU fused SGD bug is guarded."""
+import re
 import warnings
 
 import pytest
@@ -54,6 +55,7 @@ def test_a_wrong_fused_op_is_probed_once_warned_once_and_not_used(op_name, make,
     ours = [w for w in record if "scaled_decay" in str(w.message)]
     assert len(ours) == 1, [str(w.message) for w in ours]
     assert f"torch {torch.__version__}" in str(ours[0].message) and op_name in str(ours[0].message)
+    assert re.search(r"worst error: param [0-9.e+]+ ulp", str(ours[0].message))  # how far off
     # the second step's first-or-not SGD flags differ: at most one probe per settings
     assert len(calls) <= 2 and all(n == 1 for n in calls)
 

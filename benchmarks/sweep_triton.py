@@ -1,0 +1,108 @@
+"""The fused kernels' block size and warps, side by side on one GPU (CUDA only).
+
+    python benchmarks/sweep_triton.py [--configs 4096x8,2048x8,...] [--iters N] [--out DIR]
+
+For each ``BLOCKxWARPS`` config (``kernels.launch.BLOCK`` elements per program, ``NUM_WARPS``
+warps) and for SGD-momentum and AdamW in fp32 and bf16 on bench_triton.py's cases (a)
+GPT-2-small shapes and (c) one 256M-element tensor: the median ms of sd[triton]'s step
+(CUDA events), GB/s of the minimum traffic and its fraction of a device copy measured in the
+same run; torch's fused step alongside as the reference. Before timing, each config's result
+on fresh random odd-sized tensors is checked against the foreach backend (fused tolerance).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+import torch
+
+import scaled_decay as sd
+from bench_triton import cases, copy_bandwidth, timed
+from scaled_decay.kernels import launch
+
+
+def check(family, dtype):
+    """sd[triton] against sd[foreach] after 3 steps on fresh random odd sizes."""
+    gen = torch.Generator(device="cuda").manual_seed(torch.seed() % 2**31)
+    sizes = [1, 7, 1023, 2049, 4097, 65537, 300001]
+    ps = [torch.randn(n, generator=gen, device="cuda", dtype=dtype) for n in sizes]
+    runs = []
+    for backend in ("triton", "foreach"):
+        params = [p.clone().requires_grad_() for p in ps]
+        opt = (sd.AdamW(params, lr=1e-2, weight_decay=0.1, backend=backend) if family == "adamw"
+               else sd.SGD(params, lr=1e-2, momentum=0.9, weight_decay=0.1, backend=backend))
+        g = torch.Generator(device="cuda").manual_seed(7)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g, device="cuda", dtype=dtype)
+            opt.step()
+        runs.append(params)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1.6e-2, atol=1e-3)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--configs", default="4096x8,4096x16,2048x8,2048x4,1024x4,1024x8")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    device = torch.device("cuda")
+    copy_gbs = copy_bandwidth(device, 1 << 30, 20)
+    print(f"copy {copy_gbs:.0f} GB/s", flush=True)
+    configs = [tuple(map(int, c.split("x"))) for c in args.configs.split(",")]
+    default = (launch.BLOCK, launch.NUM_WARPS)
+    rows = []
+    all_cases = cases(1.0)
+    for case in ("a_gpt2_small", "c_one_256M"):
+        shapes = all_cases[case]
+        n_elem = sum(torch.Size(s).numel() for s in shapes)
+        for dtype in (torch.float32, torch.bfloat16):
+            gen = torch.Generator(device=device).manual_seed(0)
+            params = [torch.randn(s, generator=gen, device=device, dtype=dtype).requires_grad_()
+                      for s in shapes]
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen, device=device, dtype=dtype) * 1e-2
+            for family, per_elem in (("sgd_momentum", 5), ("adamw", 7)):
+                n_bytes = per_elem * n_elem * params[0].element_size()
+                impls = [(f"sd[triton] {b}x{w}", (b, w)) for b, w in configs]
+                impls.append(("torch[fused]", None))
+                for name, cfg in impls:
+                    if cfg is not None:
+                        launch.BLOCK, launch.NUM_WARPS = cfg
+                        if case == "a_gpt2_small":
+                            check(family, dtype)
+                        opt = (sd.AdamW(params, lr=1e-3, backend="triton") if family == "adamw"
+                               else sd.SGD(params, lr=1e-3, momentum=0.9, weight_decay=0.01,
+                                           backend="triton"))
+                    else:
+                        opt = (torch.optim.AdamW(params, lr=1e-3, fused=True)
+                               if family == "adamw" else
+                               torch.optim.SGD(params, lr=1e-3, momentum=0.9,
+                                               weight_decay=0.01, fused=True))
+                    ms, lo, hi = timed(opt.step, device, 3, args.iters)
+                    gbs = n_bytes / (ms * 1e-3) / 1e9
+                    row = dict(case=case, optimizer=family, dtype=str(dtype).split(".")[-1],
+                               impl=name, ms=ms, ms_min=lo, ms_max=hi, gb_s=gbs,
+                               of_copy=gbs / copy_gbs)
+                    rows.append(row)
+                    print(f"{case:13s} {family:12s} {row['dtype']:9s} {name:22s} {ms:8.3f} ms "
+                          f"[{lo:.3f}, {hi:.3f}] {gbs:7.0f} GB/s {gbs / copy_gbs:6.1%}",
+                          flush=True)
+                    del opt
+            del params
+            torch.cuda.empty_cache()
+    launch.BLOCK, launch.NUM_WARPS = default
+    meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                copy_gb_s=copy_gbs, iters=args.iters)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep_cuda.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()
