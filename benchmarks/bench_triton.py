@@ -230,6 +230,9 @@ def main():
     ap.add_argument("--copy-mb", type=int, default=None, help="copy-bandwidth buffer size")
     ap.add_argument("--skip-slow-loop", action="store_true",
                     help="skip sd[loop] on the CPU for case b (2,000 tensors)")
+    ap.add_argument("--block", type=int, default=None,
+                    help="elements per program of the Triton kernels (default: the package's)")
+    ap.add_argument("--warps", type=int, default=None, help="warps per program (likewise)")
     ap.add_argument("--note", default="", help="a line on the run's conditions, kept in the output")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
@@ -237,6 +240,11 @@ def main():
     args.scale = args.scale if args.scale is not None else (1.0 if cuda else 1 / 16)
     args.iters = args.iters if args.iters is not None else (50 if cuda else 5)
     args.copy_mb = args.copy_mb if args.copy_mb is not None else (1024 if cuda else 256)
+    if args.block or args.warps:
+        from scaled_decay.kernels import launch
+        launch.BLOCK = args.block or launch.BLOCK
+        launch.NUM_WARPS = args.warps or launch.NUM_WARPS
+        args.note = f"kernel config {launch.BLOCK}x{launch.NUM_WARPS}. {args.note}".strip()
     write(args, *run(args))
 
 

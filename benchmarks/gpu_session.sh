@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks as one call on a lent CUDA machine (no install: the source tree is used
 # as is, with kernels/ linked in as scaled_decay/kernels, as the wheel ships it):
-#   OUT=DIR bash benchmarks/gpu_session.sh [tests|probe|sweep|host|bench]...
+#   OUT=DIR bash benchmarks/gpu_session.sh [tests|probe|sweep|best|host|bench]...
+#   (best: bench_triton.py with the config sweep_triton.py found fastest)
 #   (default: tests host bench)
 # Writes all.log, the CUDA test log and the benchmarks' .json/.md under $OUT.
 set -uo pipefail
@@ -22,6 +23,8 @@ for s in $steps; do
     probe) timeout 90 python3 benchmarks/probe_fused.py --out "$OUT" 2>&1 | log ;;
     sweep) timeout 240 python3 benchmarks/sweep_triton.py --out "$OUT" 2>&1 | log ;;
     host) timeout 120 python3 benchmarks/bench_host.py --out "$OUT" 2>&1 | log ;;
+    best) read -r b w < "$OUT/best_config.txt" || { b=4096; w=8; }; timeout 240 python3 benchmarks/bench_triton.py \
+            --iters 20 --block "$b" --warps "$w" --out "$OUT" 2>&1 | log ;;
     bench) timeout 240 python3 benchmarks/bench_triton.py --iters 20 --out "$OUT" 2>&1 | log ;;
   esac
   echo "=== $s exit ${PIPESTATUS[0]} $(date -u +%T) ===" | log

@@ -145,7 +145,7 @@ def _probe(device, dtype, flags) -> Dict[str, float]:
                      grad_scale=torch.tensor(4.0, device=device) if has_scale else None,
                      found_inf=torch.zeros((), device=device) if has_inf else None, **hp)
     wide = torch.float64 if dtype == torch.float64 else torch.float32
-    ref = [t.to(wide) for t in ins]
+    ref = [t.to(wide, copy=True) for t in ins]  # a copy: ins must stay the values before
     adam_math(*[[t] for t in ref[:4]], [ref[4]] if amsgrad else [], [torch.tensor(2.0)],
               l2_lams=None if adamw else [wd], decay=[hp["lr"] * wd] if adamw else None, **hp)
     names = ["param", None, "exp_avg", "exp_avg_sq", "max_exp_avg_sq"][:5 if amsgrad else 4]

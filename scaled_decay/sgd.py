@@ -232,8 +232,9 @@ def _probe(device, dtype, flags) -> Dict[str, float]:
                     grad_scale=scale, found_inf=torch.zeros((), device=device) if has_inf
                     else None, **hp)
     wide = torch.float64 if dtype == torch.float64 else torch.float32
-    ref_p, ref_g = p.to(wide), g.to(wide)
-    ref_b = [None if first or not has_momentum else b.to(wide)]
+    # copies: p and b must stay the values before the step (the error's scale)
+    ref_p, ref_g = p.to(wide, copy=True), g.to(wide, copy=True)
+    ref_b = [None if first or not has_momentum else b.to(wide, copy=True)]
     sgd_math([ref_p], [ref_g], ref_b, l2_lams=[lam], decay=None, **hp)
     worst = {"param": G.ulps_off(out_p, ref_p, p)}
     if has_momentum:

@@ -1,6 +1,7 @@
 """The probe of scaled_decay.fused_guard: a torch fused op that gives wrong results is found
 once per settings, warned about once (naming the torch version) and not used; a right one is
 used after a single probe. torch 2.13's own bf16/fp16 CPU fused SGD bug is guarded."""
+import math
 import re
 import warnings
 
@@ -10,6 +11,7 @@ import torch
 from test_differential import _check_tensor, _torch_fused_sgd_wrong
 
 import scaled_decay as sd
+from scaled_decay import adam as adam_module
 from scaled_decay import fused_guard as G
 
 
@@ -99,3 +101,33 @@ def test_torchs_own_low_precision_sgd_bug_is_guarded(dtype):
         assert not ours
         _check_tensor(out["torch_fused"], out["loop"], start.float() - 0.05 * grad.float(),
                       start, "torch_fused", exact_only=False)
+
+
+def _adamw_as_cuda_writes_it(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *,
+                             lr, beta1, beta2, weight_decay, eps, amsgrad, maximize,
+                             grad_scale=None, found_inf=None):
+    """AdamW with the moments as multiply-adds (``beta1 * m + (1 - beta1) * g``, as torch's
+    CUDA fused kernel writes them) instead of the reference's lerp: the same math, rounded
+    differently, so a fair probe must trust it."""
+    for p, g, m, v, s in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+        g = -g if maximize else g
+        p.mul_(1 - lr * weight_decay)
+        m.mul_(beta1).add_(g * (1 - beta1))
+        v.mul_(beta2).add_(g * g * (1 - beta2))
+        t = float(s)
+        denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(eps)
+        p.addcdiv_(m, denom, value=-lr / (1 - beta1 ** t))
+
+
+@pytest.mark.usefixtures("fresh_verdicts")
+@pytest.mark.parametrize("maximize", [False, True])
+def test_the_probe_trusts_an_equivalent_fp32_kernel(maximize, monkeypatch):
+    """Found on an H200 (torch 2.11): the fp32 probe compared against a reference that had
+    updated the probe's own inputs in place (``t.to(float32)`` is no copy), so the error was
+    measured in ulps of the result where it cancels to near 0: CUDA's fused AdamW read
+    4,000 ulp off and was wrongly refused. Pinned here on the CPU with CUDA's formula."""
+    monkeypatch.setattr(torch, "_fused_adamw_", _adamw_as_cuda_writes_it)
+    flags = (True, False, maximize, True, False, False)
+    worst = adam_module._probe(torch.device("cpu"), torch.float32, flags)
+    assert G.probe_ok(worst, torch.float32), worst
+    assert worst["exp_avg"] > 0  # the formulas do round differently: the check is not vacuous
