@@ -1,6 +1,8 @@
-"""Host time per optimizer step with many small tensors: is the fused path launch-bound?
+"""Host time per optimizer step with many tensors: is the fused path launch-bound?
 
     python benchmarks/bench_host.py [--tensors 2000] [--numel 4096] [--steps 50] [--out DIR]
+
+On (b) 2,000 tensors of 4,096 elements and (a) GPT-2 small's 148 tensors (124M elements).
 
 With 2,000 tensors of 4,096 elements an AdamW step moves 7 x 4 x 8.2M = 229 MB (fp32), about
 50 us of an H100/H200's memory bandwidth, while Python touches every tensor on the host. For
@@ -23,6 +25,7 @@ import argparse
 import cProfile
 import datetime
 import io
+import itertools
 import json
 import pstats
 import statistics
@@ -34,13 +37,20 @@ import torch
 import scaled_decay as sd
 
 
-def make_params(n, numel, dtype, device, seed=0):
+def make_params(shapes, dtype, device, seed=0):
     gen = torch.Generator(device=device).manual_seed(seed)
-    params = [torch.randn(numel, generator=gen, device=device, dtype=dtype).requires_grad_()
-              for _ in range(n)]
+    params = [torch.randn(s, generator=gen, device=device, dtype=dtype).requires_grad_()
+              for s in shapes]
     for p in params:
-        p.grad = torch.randn(numel, generator=gen, device=device, dtype=dtype) * 1e-2
+        p.grad = torch.randn(p.shape, generator=gen, device=device, dtype=dtype) * 1e-2
     return params
+
+
+def case_shapes(args):
+    """(b) ``--tensors`` x ``--numel`` and (a) GPT-2 small's 148 tensors (bench_triton.py)."""
+    from bench_triton import gpt2_small_shapes
+    return {f"b_{args.tensors}x{args.numel}": [(args.numel,)] * args.tensors,
+            "a_gpt2_small": gpt2_small_shapes()}
 
 
 def candidates(family, capturable=False):
@@ -132,27 +142,29 @@ def main():
         raise SystemExit("bench_host.py measures CUDA launch overhead: it needs a CUDA device")
     device = torch.device("cuda")
     rows, profiles = [], []
-    for dtype in (torch.float32, torch.bfloat16):
-        for family in ("adamw", "sgd_momentum"):
+    for case, shapes in case_shapes(args).items():
+        for dtype, family in itertools.product((torch.float32, torch.bfloat16),
+                                               ("adamw", "sgd_momentum")):
             fam = "adamw" if family == "adamw" else "sgd"
             for name, make in candidates(fam).items():
-                params = make_params(args.tensors, args.numel, dtype, device)
-                row = dict(optimizer=family, dtype=str(dtype).split(".")[-1], impl=name)
+                params = make_params(shapes, dtype, device)
+                row = dict(case=case, optimizer=family, dtype=str(dtype).split(".")[-1],
+                           impl=name)
                 opt = None
                 try:
                     opt = make(params)
                     row["host_ms"], row["wall_ms"], row["gpu_ms"] = measure(
                         opt, args.steps, args.rounds)
                     if name == "sd[triton]" and family == "adamw":
-                        profiles.append(f"== {name} {family} {row['dtype']} ==\n"
+                        profiles.append(f"== {case} {name} {family} {row['dtype']} ==\n"
                                         + profile_step(opt))
                 except Exception as e:
                     row["error"] = f"{type(e).__name__}: {e}"[:300]
                 if name in ("sd[triton]", "torch[fused]") and "error" not in row:
                     try:
                         cap = candidates(fam, capturable=True)[name]
-                        row["graph_ms"] = graph_ms(cap(make_params(
-                            args.tensors, args.numel, dtype, device, seed=1)))
+                        row["graph_ms"] = graph_ms(cap(make_params(shapes, dtype, device,
+                                                                   seed=1)))
                     except Exception as e:
                         row["graph_error"] = f"{type(e).__name__}: {e}"[:300]
                 rows.append(row)
@@ -178,12 +190,13 @@ def write(args, rows, profiles):
     (out / "host_profile.txt").write_text("\n".join(profiles))
     lines = [f"# Host time per step: {meta['device']}", "",
              f"{meta['date']}; torch {meta['torch']}, triton {meta['triton']}; "
-             f"{args.tensors} tensors x {args.numel} elements; median of {args.rounds} rounds "
+             f"(b) {args.tensors} tensors x {args.numel} elements, (a) GPT-2 small's 148 tensors "
+             f"(124M elements); median of {args.rounds} rounds "
              f"of {args.steps} steps." + (f" Note: {args.note}" if args.note else ""), "",
-             "| optimizer | dtype | impl | host ms/step | wall ms/step | gpu ms/step "
-             "| graph replay ms | error |", "|---|---|---|---|---|---|---|---|"]
+             "| case | optimizer | dtype | impl | host ms/step | wall ms/step | gpu ms/step "
+             "| graph replay ms | error |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['optimizer']} | {r['dtype']} | {r['impl']} | "
+        lines.append(f"| {r['case']} | {r['optimizer']} | {r['dtype']} | {r['impl']} | "
                      f"{fmt(r.get('host_ms'))} | {fmt(r.get('wall_ms'))} | "
                      f"{fmt(r.get('gpu_ms'))} | {fmt(r.get('graph_ms'))} | "
                      f"{r.get('error', r.get('graph_error', ''))} |")

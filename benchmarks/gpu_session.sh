@@ -22,7 +22,7 @@ for s in $steps; do
              tests/test_triton_compile.py 2>&1 | log ;;
     probe) timeout 90 python3 benchmarks/probe_fused.py --out "$OUT" 2>&1 | log ;;
     sweep) timeout 240 python3 benchmarks/sweep_triton.py --out "$OUT" 2>&1 | log ;;
-    host) timeout 120 python3 benchmarks/bench_host.py --out "$OUT" 2>&1 | log ;;
+    host) timeout 150 python3 benchmarks/bench_host.py --steps 20 --out "$OUT" 2>&1 | log ;;
     best) read -r b w < "$OUT/best_config.txt" || { b=4096; w=8; }; timeout 240 python3 benchmarks/bench_triton.py \
             --iters 20 --block "$b" --warps "$w" --out "$OUT" 2>&1 | log ;;
     bench) timeout 240 python3 benchmarks/bench_triton.py --iters 20 --out "$OUT" 2>&1 | log ;;

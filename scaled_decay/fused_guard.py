@@ -84,8 +84,14 @@ def split_layouts(params: Sequence[torch.Tensor], companions: Sequence[Sequence]
 
 # ---- probes ----------------------------------------------------------------------------------
 # Tolerance of a fused kernel against the reference math on fp32 copies, rounded once to the
-# dtype, in units in the last place of the dtype (README "Accuracy"; fp64 is checked as fp32).
-PROBE_ULPS = {torch.float64: 4, torch.float32: 4, torch.bfloat16: 1, torch.float16: 1}
+# dtype, in units in the last place of the dtype (README "Accuracy"; fp64 against fp64).
+# fp32 allows 32 ulp (3.8e-6 relative, inside the fused backends' rtol 1e-5): torch's CUDA
+# fused Adam rounds the betas to fp32 and takes ``1 - beta`` there (for beta2 = 0.99 that is
+# 9.5e-7 off), which put exp_avg_sq 12 ulp and the param 8 ulp from the reference on an H200
+# with torch 2.11: a different rounding of the same math, not a wrong kernel. The bugs this
+# guards against are far larger (torch 2.13's bf16 fused SGD: 250 ulp; a mixed-up layout:
+# O(1) relative).
+PROBE_ULPS = {torch.float64: 4, torch.float32: 32, torch.bfloat16: 1, torch.float16: 1}
 PROBE_NUMEL = 4099
 
 _verdicts: Dict[tuple, bool] = {}
