@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks as one call on a lent CUDA machine (no install: the source tree is used
 # as is, with kernels/ linked in as scaled_decay/kernels, as the wheel ships it):
-#   OUT=DIR bash benchmarks/gpu_session.sh [tests|probe|sweep|best|host|bench]...
+#   OUT=DIR bash benchmarks/gpu_session.sh [suite|tests|probe|sweep|best|host|bench]...
 #   (best: bench_triton.py with the config sweep_triton.py found fastest)
 #   (default: tests host bench)
 # Writes all.log, the CUDA test log and the benchmarks' .json/.md under $OUT.
@@ -18,6 +18,11 @@ steps=${*:-tests host bench}
 for s in $steps; do
   echo "=== $s $(date -u +%T) ===" | log
   case $s in
+    suite) # the whole suite under the image's torch (CI runs 2.13/2.14.1 on CPU only); the
+           # study's packages travel as wheels in .whl (carry it)
+           python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+             export PYTHONPATH=$PYTHONPATH:/tmp/site
+           timeout 170 python3 -m pytest -q -p no:cacheprovider -n 8 tests/ 2>&1 | log ;;
     tests) timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_cuda.py \
              tests/test_triton_compile.py 2>&1 | log ;;
     probe) timeout 90 python3 benchmarks/probe_fused.py --out "$OUT" 2>&1 | log ;;
