@@ -22,7 +22,8 @@ for s in $steps; do
            # study's packages travel as wheels in .whl (carry it)
            python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
              export PYTHONPATH=$PYTHONPATH:/tmp/site
-           timeout 170 python3 -m pytest -q -p no:cacheprovider -n 8 tests/ 2>&1 | log ;;
+           timeout 170 python3 -m pytest -q -rf -p no:cacheprovider -n 8 --junitxml="$OUT/junit.xml" \
+             tests/ 2>&1 | log ;;
     tests) timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_cuda.py \
              tests/test_triton_compile.py 2>&1 | log ;;
     probe) timeout 90 python3 benchmarks/probe_fused.py --out "$OUT" 2>&1 | log ;;
