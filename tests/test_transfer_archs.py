@@ -140,7 +140,7 @@ def test_arch_settings_and_flags_are_checked():
 def test_full_presets_of_the_three_archs_plan_under_90_minutes_on_2_cores(tmp_path):
     # Issue 10: the full study, all three architectures, <= 90 min on 2 cores. The plan
     # covers the initial grids; extensions added ~10% in the recorded runs (transformer
-    # preview: 582 planned-cost units trained for 530 planned), CPU use ~96% of 2 cores.
+    # preview: 582 planned-cost units trained for 530 planned), CPU use ~92-96% of 2 cores.
     from scaled_decay.transfer.cache import RunCache
     from scaled_decay.transfer.runner import _Study
 
@@ -148,7 +148,7 @@ def test_full_presets_of_the_three_archs_plan_under_90_minutes_on_2_cores(tmp_pa
                           None).planned_cost() for arch in ("mlp", "cnn", "transformer")}
     assert sum(plans.values()) * 1.1 / (2 * 0.96) <= 90 * 60, plans
     transformer = full_settings(arch="transformer")
-    assert transformer.seeds == 2 and "fan_in" not in transformer.rules
+    assert transformer.seeds == 3 and "fan_in" not in transformer.rules
     assert full_settings(arch="cnn").seeds == 3 and full_settings().seeds == 3
 
 
@@ -159,7 +159,7 @@ def test_run_cost_counts_the_per_step_overhead_of_each_arch():
     lm = RunSpec(**spec)
     mlp = RunSpec(**dict(spec, dataset="mnist1d", arch="mlp"))
     steps = 40 * 4
-    assert lm.cost() - 1e-10 * 40 * 128 * lm.net.macs(32) == pytest.approx(8e-3 * steps)
+    assert lm.cost() - 6e-11 * 40 * 128 * lm.net.macs(32) == pytest.approx(8.3e-3 * steps)
     assert mlp.cost() - 1e-10 * 40 * 128 * mlp.net.macs(32) == pytest.approx(5e-4 * steps)
 
 

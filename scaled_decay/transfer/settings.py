@@ -146,12 +146,12 @@ _ARCH_PRESETS = {
                           data_sizes=(250, 500, 1000, 2000, 4000), data_width=32),
                 quick=dict(widths=(16, 32, 64), n_train=500, data_sizes=(250, 1000, 4000),
                            data_width=16)),
-    # Trimmed to 2 seeds and no FanIn(power=1) (never within 2x in the MLP study, in the
-    # transformer preview only under SGD/SP; its own sweeps under SP and muP cost a quarter
-    # of the arm): 7,070 -> 3,500 planned core-seconds, so that the three full presets plan
-    # ~8,450 (MLP 2,540, CNN 2,410), ~80 min on 2 cores with ~10% of grid extensions.
+    # 3 seeds (bootstrap intervals need them) but no FanIn(power=1) (never within 2x in the
+    # MLP study, in the transformer preview only under SGD/SP; its own sweeps under SP and
+    # muP cost a quarter of the arm). Measured: 2 seeds took 2,208 core-seconds (366 runs),
+    # the third ~half as much again (benchmarks/results/transfer/study_timing.md).
     "transformer": dict(full=dict(widths=(32, 64, 128, 256), data_sizes=(32, 64, 128, 256, 512),
-                                  data_width=64, seeds=2,
+                                  data_width=64, seeds=3,
                                   rules=("none", "fan_in_inv", "param_count"), **_TEXT),
                         quick=dict(widths=(32, 64, 128), data_sizes=(32, 128, 512),
                                    data_width=32, **_TEXT)),

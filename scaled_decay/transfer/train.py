@@ -58,20 +58,23 @@ class RunSpec:
 
     def cost(self) -> float:
         """Estimated seconds of one core: multiply-adds plus a per-step overhead, with
-        constants measured on a 2-core CPU (1e-10 s per MAC-sample; per step, by arch,
-        ``STEP_SECONDS``). For the ETA, the planned cost, and starting the expensive runs
-        first."""
+        constants measured on a 2-core CPU (per MAC-sample ``MAC_SECONDS``, per step
+        ``STEP_SECONDS``, by arch). For the ETA, the planned cost, and starting the expensive
+        runs first."""
         macs = self.net.macs(self.width)
         steps = self.epochs * steps_per_epoch(self.n_train, self.batch_size)
-        return 1e-10 * self.epochs * self.n_train * macs + STEP_SECONDS[self.arch] * steps
+        return (MAC_SECONDS[self.arch] * self.epochs * self.n_train * macs
+                + STEP_SECONDS[self.arch] * steps)
 
 
-# Seconds of per-step overhead (Python, autograd, optimizer step, small kernels) by arch,
-# least-squares fits to the recorded runs' times (seconds = a * MAC-samples + b * steps;
-# a came out 0.7-0.9e-10, kept at 1e-10): the MLP's 0.5 ms from its studies; the CNN's
-# and the transformer's from benchmarks/results/transfer/cnn and transformer-quick, where
-# 0.5 ms had underestimated their runs up to 3x at the narrow widths.
-STEP_SECONDS = {"mlp": 5e-4, "cnn": 4.5e-3, "transformer": 8e-3}
+# Least-squares fits to the recorded runs' times (seconds = a * MAC-samples + b * steps):
+# per step (Python, autograd, optimizer step, small kernels) the MLP's 0.5 ms from its
+# studies, the CNN's 4.5 ms from benchmarks/results/transfer/cnn (0.5 ms had underestimated
+# its runs up to 3x at the narrow widths); per MAC-sample 1e-10 s (fits: 0.7-0.9e-10). The
+# transformer's from its full arm and preview (transformer, transformer-quick: a = 0.55 and
+# 0.66e-10, b = 8.5 and 8.2 ms): with the MLP's 1e-10 its full arm was planned 1.6x over.
+MAC_SECONDS = {"mlp": 1e-10, "cnn": 1e-10, "transformer": 6e-11}
+STEP_SECONDS = {"mlp": 5e-4, "cnn": 4.5e-3, "transformer": 8.3e-3}
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
