@@ -195,6 +195,7 @@ def write_exponent_figure(rows: List[dict], path: str) -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     chains = list(dict.fromkeys(r["chain"] for r in rows))
     fig, axes = plt.subplots(1, len(chains), squeeze=False, figsize=(3.2 * len(chains), 3.2))
@@ -220,6 +221,12 @@ def write_exponent_figure(rows: List[dict], path: str) -> str:
                             color="0.4", lw=1, label=f"{law} {k:+.2f}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # label the axis points themselves: log-scale minor labels overlap on short ranges
+        values = next((r["values"] for r in plain), None)
+        if values:
+            ax.set_xticks(values)
+            ax.set_xticklabels([f"{v:g}" for v in values])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(chain, fontsize=8)
         ax.set_xlabel("width" if chain.startswith("width") else "training samples", fontsize=7)
         ax.set_ylabel("c* = per-step shrink at λ*", fontsize=7)
