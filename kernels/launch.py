@@ -16,9 +16,9 @@ from scaled_decay.fused_guard import split_layouts
 from .elementwise import BF16, FP16, FP32
 
 # 4 elements per thread: fp32 loads of 16 B, bf16/fp16 of 8 B. Measured on an H200
-# (benchmarks/results/cuda_notes.md): 4096 x 8 warps (16 per thread) took 187 registers, one
+# (benchmarks/results/cuda/README.md): 4096 x 8 warps (16 per thread) took 187 registers, one
 # program per SM at a time, and reached 69-75% of copy bandwidth (fp32) and 40-46% (bf16) on
-# one 256M-element tensor; 1024 x 8 reaches 90-94% and 62-80%, with the same bits.
+# one 256M-element tensor; 1024 x 8 reaches 81-94% and 58-80% across runs, with the same bits.
 BLOCK = 1024      # elements per program
 NUM_WARPS = 8
 

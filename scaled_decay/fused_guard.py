@@ -150,8 +150,8 @@ def trusted(op: str, device: torch.device, dtype: torch.dtype, flags: tuple,
             probe: Callable[[], Dict[str, float]]) -> bool:
     """Whether torch's fused ``op`` may be used on ``device`` for ``dtype`` with ``flags``
     (the hyperparameters that select a code path): ``probe()`` runs the op on small inputs
-    and returns its worst error against the reference in ulps per output (or a bool: whether
-    it matched); run once per key, then cached. A failure warns with the worst errors."""
+    and returns its worst error against the reference in ulps per output; run once per key,
+    then cached. A failure warns with the worst errors."""
     device = torch.device(device)
     key = (op, str(device), dtype, flags)
     verdict = _verdicts.get(key)
@@ -161,13 +161,12 @@ def trusted(op: str, device: torch.device, dtype: torch.dtype, flags: tuple,
                 f"scaled_decay: torch's fused {op} has not been checked yet for {dtype} on "
                 f"{device} with these settings, and the check cannot run during CUDA graph "
                 f"capture: run one step with the same settings before capturing")
-        result = probe()
-        worst = result if isinstance(result, dict) else None
-        verdict = _verdicts[key] = probe_ok(worst, dtype) if worst is not None else bool(result)
+        worst = probe()
+        verdict = _verdicts[key] = probe_ok(worst, dtype)
         if not verdict and (op, str(device), dtype) not in _warned:
             _warned.add((op, str(device), dtype))
-            detail = "" if worst is None else " (worst error: " + ", ".join(
-                f"{k} {v:.3g} ulp" for k, v in worst.items()) + f"; tolerance {PROBE_ULPS[dtype]})"
+            detail = " (worst error: " + ", ".join(f"{k} {v:.3g} ulp" for k, v in worst.items()) \
+                + f"; tolerance {PROBE_ULPS[dtype]})"
             warnings.warn(
                 f"scaled_decay: torch {torch.__version__}'s fused {op} kernel gives wrong "
                 f"results for {dtype} tensors on {device} (checked against the reference "
