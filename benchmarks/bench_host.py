@@ -35,20 +35,11 @@ from pathlib import Path
 import torch
 
 import scaled_decay as sd
-
-
-def make_params(shapes, dtype, device, seed=0):
-    gen = torch.Generator(device=device).manual_seed(seed)
-    params = [torch.randn(s, generator=gen, device=device, dtype=dtype).requires_grad_()
-              for s in shapes]
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=gen, device=device, dtype=dtype) * 1e-2
-    return params
+from bench_triton import gpt2_small_shapes, make_params
 
 
 def case_shapes(args):
     """(b) ``--tensors`` x ``--numel`` and (a) GPT-2 small's 148 tensors (bench_triton.py)."""
-    from bench_triton import gpt2_small_shapes
     return {f"b_{args.tensors}x{args.numel}": [(args.numel,)] * args.tensors,
             "a_gpt2_small": gpt2_small_shapes()}
 

@@ -51,6 +51,16 @@ def cases(scale: float):
     }
 
 
+def make_params(shapes, dtype, device, seed=0):
+    """Random params of ``shapes`` with random grads (x 1e-2), from one seeded generator."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    params = [torch.randn(s, generator=gen, device=device, dtype=dtype).requires_grad_()
+              for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen, device=device, dtype=dtype) * 1e-2
+    return params
+
+
 def candidates(family):
     """(name, constructor) pairs; the constructor takes the params."""
     hp = dict(lr=1e-3, weight_decay=0.01)
@@ -117,11 +127,7 @@ def run(args):
     for case, shapes in cases(args.scale).items():
         n_elem = sum(torch.Size(s).numel() for s in shapes)
         for dtype in (torch.float32, torch.bfloat16):
-            gen = torch.Generator(device=device).manual_seed(0)
-            params = [torch.randn(s, generator=gen, device=device, dtype=dtype)
-                      .requires_grad_() for s in shapes]
-            for p in params:
-                p.grad = torch.randn(p.shape, generator=gen, device=device, dtype=dtype) * 1e-2
+            params = make_params(shapes, dtype, device)
             for family, per_elem in (("sgd_momentum", 5), ("adamw", 7)):
                 n_bytes = per_elem * n_elem * params[0].element_size()
                 for name, make in candidates("adamw" if family == "adamw" else "sgd"):

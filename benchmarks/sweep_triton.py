@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import scaled_decay as sd
-from bench_triton import cases, copy_bandwidth, timed
+from bench_triton import candidates, cases, copy_bandwidth, make_params, timed
 from scaled_decay.kernels import launch
 
 
@@ -72,13 +72,10 @@ def main():
         shapes = all_cases[case]
         n_elem = sum(torch.Size(s).numel() for s in shapes)
         for dtype in (torch.float32, torch.bfloat16):
-            gen = torch.Generator(device=device).manual_seed(0)
-            params = [torch.randn(s, generator=gen, device=device, dtype=dtype).requires_grad_()
-                      for s in shapes]
-            for p in params:
-                p.grad = torch.randn(p.shape, generator=gen, device=device, dtype=dtype) * 1e-2
+            params = make_params(shapes, dtype, device)
             for family, per_elem in (("sgd_momentum", 5), ("adamw", 7)):
                 n_bytes = per_elem * n_elem * params[0].element_size()
+                make = dict(candidates("adamw" if family == "adamw" else "sgd"))
                 impls = [(f"sd[triton] {b}x{w}", (b, w)) for b, w in configs]
                 impls.append(("torch[fused]", None))
                 for name, cfg in impls:
@@ -86,14 +83,7 @@ def main():
                         launch.BLOCK, launch.NUM_WARPS = cfg
                         if case == "a_gpt2_small":
                             check(family, dtype, cfg, default)
-                        opt = (sd.AdamW(params, lr=1e-3, backend="triton") if family == "adamw"
-                               else sd.SGD(params, lr=1e-3, momentum=0.9, weight_decay=0.01,
-                                           backend="triton"))
-                    else:
-                        opt = (torch.optim.AdamW(params, lr=1e-3, fused=True)
-                               if family == "adamw" else
-                               torch.optim.SGD(params, lr=1e-3, momentum=0.9,
-                                               weight_decay=0.01, fused=True))
+                    opt = make["sd[triton]" if cfg is not None else "torch[fused]"](params)
                     ms, lo, hi = timed(opt.step, device, 3, args.iters)
                     gbs = n_bytes / (ms * 1e-3) / 1e9
                     row = dict(case=case, optimizer=family, dtype=str(dtype).split(".")[-1],
