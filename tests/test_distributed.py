@@ -76,6 +76,21 @@ def test_param_count_total_count_sets_n_and_round_trips():
             sd.ParamCount(total_count=bad)
 
 
+def test_launcher_retries_only_a_runtime_abort_and_only_so_often(tmp_path):
+    """A C++ abort with nothing raised is torch's, not the job's: it is retried, but a job
+    that aborts every time still fails, after RETRIES + 1 tries; a plain failure is not
+    retried at all."""
+    from launch import RETRIES
+
+    with pytest.raises(AssertionError, match=r"a rank failed \(results.json written: False\)"):
+        run_job("hang.py", ["abort"], tmp_path, timeout=20)
+    assert (tmp_path / "starts.txt").read_text().count("start") == RETRIES + 1
+    (tmp_path / "starts.txt").unlink()
+    with pytest.raises(AssertionError, match="failed on purpose"):
+        run_job("hang.py", ["fail"], tmp_path, timeout=20)
+    assert (tmp_path / "starts.txt").read_text().count("start") == 1
+
+
 @pytest.mark.parametrize("mode", ["hang", "fail"])
 def test_launcher_kills_every_rank_on_timeout_or_failure(tmp_path, mode):
     """The harness never hangs CI: a stuck job is killed at its deadline, and a failed rank

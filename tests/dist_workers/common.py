@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -71,9 +72,19 @@ def out_dir() -> str:
 
 
 def finish(rank: int, results: dict) -> None:
-    """Wait for every rank, have rank 0 write ``results.json`` for the test, and shut down."""
+    """Wait for every rank, have rank 0 write ``results.json`` for the test, and shut down.
+
+    The process then ends with ``os._exit(0)``, skipping interpreter finalization: gloo's
+    worker threads can still hold finished async work (FSDP2's reduce-scatters) whose tensors
+    are freed while Python tears down, which aborts the process ("terminate called without an
+    active exception", SIGABRT; pytorch/pytorch#179291 describes it). The job's results are
+    written and every rank has passed the barrier by then, so nothing is lost.
+    """
     dist.barrier()
     if rank == 0:
         with open(f"{out_dir()}/results.json", "w") as f:
             json.dump(results, f, indent=1)
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
