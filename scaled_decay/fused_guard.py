@@ -98,7 +98,9 @@ _verdicts: Dict[tuple, bool] = {}
 _warned: set = set()
 
 
-def _ulp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def ulp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The spacing of ``dtype`` at |x|, one unit in the last place, in fp64 (the probes and
+    the tests measure errors in it)."""
     a = x.abs().to(dtype)
     return (torch.nextafter(a, torch.full_like(a, float("inf"))) - a).double()
 
@@ -114,7 +116,7 @@ def ulps_off(out: torch.Tensor, ref: torch.Tensor, before: torch.Tensor) -> floa
     rounded = ref.to(out.dtype).double()
     err = (out.double() - rounded).abs()
     err = torch.where(out.double().isnan() & rounded.isnan(), 0.0, err)  # NaN in both: agree
-    return float((err / _ulp(scale, out.dtype)).max())
+    return float((err / ulp(scale, out.dtype)).max())
 
 
 def within_ulps(out: torch.Tensor, ref: torch.Tensor, before: torch.Tensor, ulps: int) -> bool:

@@ -9,6 +9,8 @@ used by the CUDA tests in the same process) are not affected.
 import pytest
 import torch
 
+from scaled_decay.fused_guard import ulp  # noqa: F401 (the tests' unit of error)
+
 triton = pytest.importorskip("triton")
 
 
@@ -16,12 +18,6 @@ triton = pytest.importorskip("triton")
 def interpret(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     yield
-
-
-def ulp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The spacing of ``dtype`` at |x| (x in fp32): one unit in the last place."""
-    a = x.abs().to(dtype)
-    return (torch.nextafter(a, torch.full_like(a, float("inf"))) - a).float()
 
 
 # Per-dtype tolerance of a kernel result against the reference (tests and README):
