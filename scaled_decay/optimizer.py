@@ -62,6 +62,7 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
                 check_backend(defaults["backend"]), _tensors_in(params), **torch_kwargs)
         self._check_group(dict(defaults, initial_lr=defaults["lr"]))
         super().__init__(params, defaults)
+        self._new_plan()
         self._register_plain_rules_hook()
 
     # ---- validation -------------------------------------------------------------------
@@ -98,8 +99,8 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
         keys (``TORCH_EXECUTION_KEYS``) are dropped, ``backend``/``decay_mode`` stay; a
         Python-number ``step`` of an old checkpoint becomes a tensor, as torch converts it."""
         current = self.__dict__.get("param_groups")  # None when unpickling
-        self.__dict__.pop("_decay_plan", None)  # per-tensor scales are rebuilt on first use
         super().__setstate__(state)  # (torch adds "differentiable" to self.defaults here)
+        self._new_plan()  # per-tensor scales are rebuilt on first use
         if current is None or len(current) != len(self.param_groups):
             current = [self.defaults] * len(self.param_groups)
         for group, source in zip(self.param_groups, current):

@@ -276,13 +276,17 @@ def optimizer_repr(optimizer) -> str:
 
 class DecayPlanOwner:
     """Mixin for an optimizer that decays through a :class:`DecayPlan` (sd's optimizers and
-    ``with_scaled_decay``'s classes): ``self._plan``, created on first use. torch's
-    Optimizer pickles only defaults, state and groups, so a copy or an unpickled optimizer
-    builds its own (the plan is only a cache)."""
+    ``with_scaled_decay``'s classes): ``self._plan``. torch's Optimizer pickles only
+    defaults, state and groups, so a copy or an unpickled optimizer builds its own (the plan
+    is only a cache). Owners call ``_new_plan()`` when constructed and in ``__setstate__``:
+    torch 2.11's Dynamo cannot create the plan inside a compiled ``step()`` ("setattr on a
+    user-defined object")."""
+
+    def _new_plan(self) -> None:
+        self.__dict__["_decay_plan"] = DecayPlan()
 
     @property
     def _plan(self) -> DecayPlan:
-        plan = self.__dict__.get("_decay_plan")
-        if plan is None:
-            plan = self.__dict__["_decay_plan"] = DecayPlan()
-        return plan
+        if "_decay_plan" not in self.__dict__:  # a subclass that skipped __init__
+            self._new_plan()
+        return self.__dict__["_decay_plan"]

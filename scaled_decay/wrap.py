@@ -138,6 +138,7 @@ class ScaledDecayMixin(DecayPlanOwner):
             weight_decay=weight_decay, decay_mode=decay_mode, decay_scaling=decay_scaling)
         super().__init__(*bound.args, **bound.kwargs)
         self.defaults.update(self._sd_defaults)
+        self._new_plan()
         self._plan.scales(self.param_groups)  # rule errors now, not at the first step
 
     # ---- groups ---------------------------------------------------------------------------
@@ -181,6 +182,7 @@ class ScaledDecayMixin(DecayPlanOwner):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
+        self._new_plan()
         self.__dict__["_sd_defaults"] = {k: self.defaults[k] for k in
                                          ("weight_decay", "decay_mode", "decay_scaling")}
         for group in self.param_groups:

@@ -122,3 +122,24 @@ def test_float_lr_recompiles_which_is_why_lr_is_a_tensor():
     finally:
         torch._dynamo.config.error_on_recompile = False
         torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: sd.AdamW(ps, lr=0.1, weight_decay=0.5, decay_scaling="fan_in"),
+    lambda ps: sd.with_scaled_decay(torch.optim.SGD)(ps, lr=0.1, weight_decay=0.5),
+], ids=["sd.AdamW", "with_scaled_decay(SGD)"])
+def test_decay_plan_exists_before_any_step(make):
+    """Dynamo (torch 2.11) cannot create the decay plan inside a compiled step, so it is made
+    at construction, and again when a copy is unpickled or a state dict is loaded."""
+    import copy
+    import pickle
+
+    opt = make(list(_net().parameters()))
+    copies = {"new": opt, "deepcopy": copy.deepcopy(opt),
+              "pickle": pickle.loads(pickle.dumps(opt))}
+    loaded = make(list(_net().parameters()))
+    loaded.load_state_dict(opt.state_dict())
+    copies["load_state_dict"] = loaded
+    for how, o in copies.items():
+        assert "_decay_plan" in o.__dict__, how
+    assert copies["deepcopy"]._plan is not opt._plan
