@@ -5,8 +5,9 @@ The update math of each optimizer is written once, with ``torch._foreach_*`` ops
 readable reference), ``"foreach"`` once per (device, dtype) batch; ``"torch_fused"`` hands
 the same lists to torch's own fused kernels; ``"triton"`` to the package's kernels.
 
-Complex parameters reach every backend as their real view (``torch.view_as_real`` of the
-param, its grad and its state), as torch.optim updates them: ``real_views``.
+Complex parameters reach Adam's backends, and the fused backends of SGD, as their real view
+(``torch.view_as_real`` of the param, its grad and its state): ``real_views``. torch.optim
+does the same for Adam; its SGD computes in complex arithmetic, as sd.SGD's loop and foreach.
 """
 from __future__ import annotations
 

@@ -82,7 +82,9 @@ class SGD(ScaledDecayOptimizer):
     are taken, one tensor at a time with torch's numerics; coupled decay (``"l2"``) with a
     non-zero ``lam`` refuses them (RuntimeError) as torch does, while the multiplicative modes
     scale the whole parameter (``p *= 1 - c``: a dense pass) before the sparse update.
-    Complex parameters are updated as their real view.
+    Complex parameters are updated in complex arithmetic, as torch.optim.SGD does (it takes
+    no real view, unlike Adam), by the ``loop`` and ``foreach`` backends; the fused backends
+    update their real views (the same math, rounded differently: within 1 ulp).
     """
 
     _sparse_grads_ok = True
@@ -128,9 +130,8 @@ class SGD(ScaledDecayOptimizer):
                     f"torch.optim.SGD cannot; use a multiplicative decay_mode or put it in "
                     f"a group with weight_decay=0")
         # DTensor (FSDP2): update the local shards in place; ``dparams`` keeps the state keys.
-        # Complex tensors: their real views (as torch.optim).
         dparams, dbufs = params, bufs
-        params, grads, bufs = B.real_views(D.local_lists([params, grads, bufs]))
+        params, grads, bufs = D.local_lists([params, grads, bufs])
         hp = dict(lr=C.scalar(group["lr"]), momentum=group["momentum"],
                   dampening=group["dampening"], nesterov=group["nesterov"],
                   maximize=group["maximize"])
@@ -141,7 +142,11 @@ class SGD(ScaledDecayOptimizer):
         dense = [j for j, g in enumerate(grads) if not g.is_sparse] if sparse \
             else list(range(len(params)))
         if dense:
-            backend = B.resolve_backend(group["backend"], params[dense[0]])
+            # Complex tensors: torch.optim.SGD updates them in complex arithmetic, and so do
+            # loop and foreach (bit for bit); the fused kernels take their real views.
+            backend = B.resolve_backend(group["backend"], B.real_view(params[dense[0]]))
+            if backend in B.FUSED_BACKENDS:
+                params, grads, bufs = B.real_views([params, grads, bufs])
             if backend == "triton":  # skips on found_inf on the device
                 from .kernels import sgd_triton as run
             elif backend == "torch_fused":
