@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from test_dropin import PAIRS, assert_same_params
+from test_dropin import PAIRS, assert_same_params, make_params
 from triton_interpret import interpret  # noqa: F401  (fixture)
 
 import scaled_decay as sd
@@ -313,3 +313,37 @@ def test_bad_input_raises_torchs_exception_type_naming_the_argument(torch_cls, s
     if expected is not None:
         assert isinstance(info.value, type(expected)), (expected, info.value)
     assert arg in str(info.value) and value in str(info.value)
+
+
+def test_tensor_betas_are_read_at_every_step():
+    """Tensor betas changed in place (as a schedule might) take effect at the next step:
+    the same as float betas with the new value, and torch's for-loop Adam to fp32 rounding
+    (it computes with the tensors in fp32)."""
+    def run(make_betas, cls, change, **kw):
+        params = make_params()
+        betas = make_betas()
+        opt = cls(params, lr=0.1, betas=betas, weight_decay=0.1, **kw)
+        g = torch.Generator().manual_seed(1)
+        for step in range(6):
+            if step == 3:
+                betas = change(opt, betas)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        return params
+
+    def set_tensors(opt, betas):
+        betas[0].fill_(0.5)
+        return betas
+
+    def set_floats(opt, betas):
+        opt.param_groups[0]["betas"] = (0.5, betas[1])
+        return betas
+
+    tensors = lambda: (torch.tensor(0.9), torch.tensor(0.99))  # noqa: E731
+    floats = lambda: tuple(float(b) for b in tensors())  # noqa: E731  (fp32 values)
+    got = run(tensors, sd.AdamW, set_tensors, backend="loop")
+    for t, s in zip(run(floats, sd.AdamW, set_floats, backend="loop"), got):
+        assert torch.equal(t, s)
+    for t, s in zip(run(tensors, torch.optim.AdamW, set_tensors, foreach=False), got):
+        torch.testing.assert_close(t, s, rtol=1e-6, atol=1e-6)
