@@ -23,7 +23,7 @@ NO_DECAY_REASONS = {
     "no_decay": "named by no_decay=",
     "model": "declared by the model's no_weight_decay()/no_weight_decay_keywords()",
     "1-d": "tensor of <= 1 dim (bias, gain, layer scale, PReLU slope)",
-    "bias": "named 'bias'",
+    "bias": "named as a bias ('bias', or a 'bias' word in its or its module's name)",
     "module": "a bias or gain of its module type (registry)",
 }
 _SHAPE_RULES = ("1-d", "bias", "module")  # what decay_1d=True switches off
@@ -136,7 +136,18 @@ def _no_decay_reason(name, module, pname, p, facts, no_decay, declared, decay_1d
         return "1-d"
     if pname == "bias":
         return "bias"
-    return "module" if facts.bias_or_gain else None
+    if facts.bias_or_gain:
+        return "module"
+    return "bias" if _named_bias(name) else None
+
+
+def _named_bias(name: str) -> bool:
+    """Whether the tensor's own name or its module's has ``bias`` as a word (``_``-separated):
+    ``bias``, T5's ``relative_attention_bias.weight``, Swin's ``relative_position_bias_table``
+    (additive attention biases stored as tables). Trainer excludes every name containing
+    "bias" anywhere; only the last two parts are looked at here, so the weights of a module
+    that merely sits under a ``bias_net`` are still decayed."""
+    return any("bias" in part.split("_") for part in name.split(".")[-2:])
 
 
 def param_groups(model: nn.Module, weight_decay: float, *, no_decay: Iterable = (),
@@ -153,7 +164,9 @@ def param_groups(model: nn.Module, weight_decay: float, *, no_decay: Iterable = 
       (substrings): timm's convention, e.g. ViT's ``pos_embed``, ``cls_token``;
     - ``"1-d"``: every tensor of at most one dim: biases of any name, gains of any norm
       class, layer scales, PReLU slopes;
-    - ``"bias"``: a tensor whose own name is ``bias``, whatever its shape;
+    - ``"bias"``: a tensor whose own name is ``bias``, whatever its shape, or whose own name
+      or module's name has ``bias`` as a word (T5's ``relative_attention_bias.weight``, as
+      Trainer; Swin's ``relative_position_bias_table``, as timm);
     - ``"module"``: a bias or gain its module type declares in the registry
       (``MultiheadAttention.bias_k``, the weights of torch.nn norm layers of any shape).
 

@@ -31,6 +31,13 @@ def tiny_bert():
         vocab_size=50, max_position_embeddings=8, type_vocab_size=2)))
 
 
+def tiny_t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+    return T5ForConditionalGeneration(_quiet(T5Config(
+        num_layers=1, d_model=16, d_kv=8, num_heads=2, d_ff=24, vocab_size=50,
+        relative_attention_num_buckets=8, decoder_start_token_id=0)))
+
+
 def import_timm():
     """timm, or a skip saying why: with torch 2.13's CPU wheel, PyPI's torchvision (which
     timm imports) does not load, and CI installs timm only in the torch 2.14.1 leg."""

@@ -5,9 +5,10 @@ split against the framework's own (transformers' Trainer, timm's param_groups_we
 import warnings
 
 import pytest
+import torch
 
 import scaled_decay as sd
-from framework_models import import_timm, tiny_bert, tiny_gpt2, tiny_llama
+from framework_models import import_timm, tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 
 WD = 0.1
 
@@ -69,6 +70,41 @@ def test_llama_rmsnorm_weights_are_not_decayed():
     assert groups.split.not_decayed == {layer + "input_layernorm.weight": "1-d",
                                         layer + "post_attention_layernorm.weight": "1-d",
                                         "model.norm.weight": "1-d"}
+
+
+def test_t5_relative_attention_bias_is_not_decayed():
+    """T5's position biases are an Embedding table named ``relative_attention_bias``: a bias
+    by name (Trainer leaves it undecayed too), although it is 2-D. ``lm_head`` is tied to
+    ``shared`` (one tensor, named once)."""
+    model = tiny_t5()  # d_model 16, d_ff 24, vocab 50, 8 buckets, 1 layer each side
+    by_hand = {"shared.weight": 50}
+    attn = {"encoder.block.0.layer.0.SelfAttention", "decoder.block.0.layer.0.SelfAttention",
+            "decoder.block.0.layer.1.EncDecAttention"}
+    by_hand.update({f"{a}.{p}.weight": 16 for a in attn for p in "qkvo"})
+    for ffn in ("encoder.block.0.layer.1", "decoder.block.0.layer.2"):
+        by_hand.update({f"{ffn}.DenseReluDense.wi.weight": 16,    # stored (24, 16)
+                        f"{ffn}.DenseReluDense.wo.weight": 24})
+    rel = "block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    by_hand.update({f"encoder.{rel}": 8, f"decoder.{rel}": 8})  # Embedding: num_embeddings
+    groups = _check(model, by_hand)
+    assert set(groups[0]["param_names"]) == _hf_decayed(model)
+    assert {n: r for n, r in groups.split.not_decayed.items() if r != "1-d"} == {
+        f"encoder.{rel}": "bias", f"decoder.{rel}": "bias"}
+
+
+def test_a_bias_by_name_is_a_word_of_the_last_two_parts():
+    """``bias`` as a ``_``-separated word of the tensor's or its module's name; a module
+    that only sits under a ``bias_net`` (or a name like ``unbiased``) is not a bias."""
+    from torch import nn
+    model = nn.Module()
+    model.attn_bias = nn.Embedding(4, 2)
+    model.bias_net = nn.Sequential(nn.Linear(3, 3))
+    model.unbiased = nn.Linear(3, 3)
+    model.register_parameter("relative_position_bias_table", nn.Parameter(torch.zeros(5, 2)))
+    split = sd.param_groups(model, WD).split
+    assert {n: r for n, r in split.not_decayed.items() if r != "1-d"} == {
+        "attn_bias.weight": "bias", "relative_position_bias_table": "bias"}
+    assert set(split.decayed) == {"bias_net.0.weight", "unbiased.weight"}
 
 
 def test_bert_fan_ins_and_split():
@@ -139,3 +175,65 @@ def test_timm_convnext():
     groups = _check(model, by_hand)
     assert set(groups[0]["param_names"]) == _timm_decayed(model)
     assert groups.split.not_decayed["stages.0.blocks.0.gamma"] == "1-d"
+
+
+# ---- more architectures: the split against the framework's own, no shape fan-ins -----------
+TIMM_MORE = {  # timm.create_model name -> small kwargs (random weights)
+    "swin_tiny_patch4_window7_224": dict(img_size=56, embed_dim=24, depths=(1, 1),
+                                         num_heads=(1, 2), window_size=7),
+    "beit_base_patch16_224": dict(img_size=32, embed_dim=32, depth=1, num_heads=2),
+    "eva02_tiny_patch14_224": dict(img_size=28, depth=1),
+    "deit_tiny_distilled_patch16_224": dict(img_size=32, depth=1),
+    "efficientnet_b0": {}, "mobilenetv3_small_100": {}, "regnetx_002": {},
+    "maxvit_rmlp_pico_rw_256": dict(img_size=64), "levit_128s": dict(img_size=64),
+    "mixer_s16_224": dict(img_size=32),
+}
+
+
+@pytest.mark.parametrize("name", TIMM_MORE)
+def test_timm_models_split_as_timm_and_fan_ins_from_modules(name):
+    """The split equals timm's ``param_groups_weight_decay`` with the model's own
+    ``no_weight_decay()``; every decayed tensor's fan-in comes from a known module type (the
+    shape-fallback warning is an error in ``_groups``). (XCiT differs on purpose: its XCA
+    blocks declare ``temperature`` in their own ``no_weight_decay()``, which timm's
+    optimizer factory does not read and sd does.)"""
+    timm = import_timm()
+    model = timm.create_model(name, pretrained=False, **TIMM_MORE[name])
+    groups = _groups(model)
+    assert set(groups[0]["param_names"]) == _timm_decayed(model)
+
+
+def _hf_more():
+    import transformers as tf
+    small = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=24, vocab_size=50)
+    return {
+        "mistral": lambda: tf.MistralForCausalLM(tf.MistralConfig(num_key_value_heads=1, **small)),
+        "qwen2": lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(num_key_value_heads=1, **small)),
+        "gpt_neox": lambda: tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**small)),
+        "phi": lambda: tf.PhiForCausalLM(tf.PhiConfig(**small)),
+        "opt": lambda: tf.OPTForCausalLM(tf.OPTConfig(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=24,
+            vocab_size=50, word_embed_proj_dim=16)),
+        "bloom": lambda: tf.BloomForCausalLM(tf.BloomConfig(hidden_size=16, n_layer=1, n_head=2,
+                                                            vocab_size=50)),
+        "falcon": lambda: tf.FalconForCausalLM(tf.FalconConfig(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=50)),
+        "roberta": lambda: tf.RobertaForMaskedLM(tf.RobertaConfig(**small)),
+        "distilbert": lambda: tf.DistilBertForMaskedLM(tf.DistilBertConfig(
+            dim=16, n_layers=1, n_heads=2, hidden_dim=24, vocab_size=50)),
+    }
+
+
+@pytest.mark.parametrize("name", ["mistral", "qwen2", "gpt_neox", "phi", "opt", "bloom",
+                                  "falcon", "roberta", "distilbert"])
+def test_transformers_models_split_as_trainer_and_fan_ins_from_modules(name):
+    """The split equals ``Trainer.get_decay_parameter_names`` (tied weights named once),
+    and no decayed tensor's fan-in comes from the shape fallback. (Where the two differ on
+    purpose: a 0-d or 1-d tensor with no norm or bias in its name, such as CLIP's
+    ``logit_scale`` and ``class_embedding``, is not decayed here, as timm does; Trainer
+    decays it.)"""
+    pytest.importorskip("transformers")
+    model = _hf_more()[name]()
+    groups = _groups(model)
+    assert set(groups[0]["param_names"]) == _hf_decayed(model)
