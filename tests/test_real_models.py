@@ -237,3 +237,19 @@ def test_transformers_models_split_as_trainer_and_fan_ins_from_modules(name):
     model = _hf_more()[name]()
     groups = _groups(model)
     assert set(groups[0]["param_names"]) == _hf_decayed(model)
+
+
+def test_clip_scalars_and_class_embedding_differ_from_trainer_on_purpose():
+    """The one kind of difference from Trainer: tensors of <= 1 dim without ``bias``/``norm``
+    in their names, which Trainer decays and the ``1-d`` rule (as timm's) does not."""
+    tf = pytest.importorskip("transformers")
+    model = tf.CLIPModel(tf.CLIPConfig(
+        text_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=24, vocab_size=50),
+        vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=24, image_size=16, patch_size=8),
+        projection_dim=8))
+    groups = _groups(model)
+    assert _hf_decayed(model) - set(groups[0]["param_names"]) == {
+        "logit_scale", "vision_model.embeddings.class_embedding"}
+    assert set(groups[0]["param_names"]) <= _hf_decayed(model)
