@@ -253,3 +253,13 @@ def test_clip_scalars_and_class_embedding_differ_from_trainer_on_purpose():
     assert _hf_decayed(model) - set(groups[0]["param_names"]) == {
         "logit_scale", "vision_model.embeddings.class_embedding"}
     assert set(groups[0]["param_names"]) <= _hf_decayed(model)
+
+
+def test_xcit_temperature_declared_by_its_blocks_is_not_decayed():
+    """timm's factory reads only the top model's ``no_weight_decay()``; the ``model`` rule
+    also reads its submodules', where XCiT's attention declares ``temperature``."""
+    timm = import_timm()
+    model = timm.create_model("xcit_nano_12_p16_224", pretrained=False, img_size=32, depth=1)
+    groups = _groups(model)
+    assert _timm_decayed(model) - set(groups[0]["param_names"]) == {"blocks.0.attn.temperature"}
+    assert groups.split.not_decayed["blocks.0.attn.temperature"] == "model"
