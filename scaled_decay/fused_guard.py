@@ -14,8 +14,9 @@ Two kinds of torch bugs are guarded against, so that ``backend="torch_fused"`` (
   more; 2.14.1 is right). Before a fused op is trusted for a (device, dtype, op, flags)
   combination, it is run once on a small probe (4099 elements, a vector body and a tail)
   and compared with the package's reference math on fp32 copies, within the README's
-  per-dtype tolerance (``PROBE_ULPS``). The verdict is cached for the process; a failed probe sends those tensors
-  to foreach and warns once per (op, device, dtype), naming the torch version.
+  per-dtype tolerance (``PROBE_ULPS``). The verdict is cached for the process; a failed
+  probe sends those tensors to foreach and warns once per (op, device, dtype), naming the
+  torch version.
 """
 from __future__ import annotations
 
