@@ -30,14 +30,30 @@ _SHAPE_RULES = ("1-d", "bias", "module")  # what decay_1d=True switches off
 
 
 def _named_params_with_modules(model: nn.Module):
-    """(full name, module, local name, param) for each distinct parameter, first owner wins."""
+    """(full name, module, local name, param) for each distinct parameter, first owner wins.
+
+    A parametrized tensor's originals (``torch.nn.utils.parametrize``: ``conv.parametrizations
+    .weight.original``, or weight_norm's ``original0`` (g) and ``original1`` (v)) stand for
+    the tensor itself: their module is ``conv`` and their local name ``weight``, so the
+    registry gives them its fan-in and no-decay rule (the full name stays torch's)."""
     seen = set()
     for mname, module in model.named_modules():
+        owner, local = _parametrized(model, mname, module)
         for pname, p in module.named_parameters(recurse=False):
             if id(p) in seen:
                 continue  # tied weights: counted once, as named_parameters() does
             seen.add(id(p))
-            yield (f"{mname}.{pname}" if mname else pname), module, pname, p
+            yield ((f"{mname}.{pname}" if mname else pname), owner or module, local or pname, p)
+
+
+def _parametrized(model: nn.Module, mname: str, module: nn.Module):
+    """(owning module, tensor name) when ``module`` holds the originals of a parametrized
+    tensor (``<owner>.parametrizations.<tensor>``), else (None, None)."""
+    parts = mname.split(".")
+    if len(parts) < 2 or parts[-2] != "parametrizations" or not isinstance(
+            module, nn.utils.parametrize.ParametrizationList):
+        return None, None
+    return model.get_submodule(".".join(parts[:-2])), parts[-1]
 
 
 def module_fan_ins(model: nn.Module) -> Dict[str, int]:

@@ -93,6 +93,32 @@ def test_torch_nn_fan_ins_and_their_sources():
     assert all(fan_ins[n] == 1 for n, p in Zoo().named_parameters() if p.dim() <= 1)
 
 
+def test_parametrized_tensors_take_their_modules_fan_in():
+    """torch.nn.utils.parametrize keeps a parametrized tensor's originals in a
+    ParametrizationList (``conv.parametrizations.weight.original0``/``1`` for weight_norm's
+    g and v, ``original`` for the others): they take the owning module's fan-in and no-decay
+    rule, under torch's names, and nothing warns about a shape fallback."""
+    from torch.nn.utils import parametrizations as P
+    model = nn.Sequential(nn.Conv1d(8, 16, 4, groups=2), nn.Linear(16, 6), nn.Linear(6, 3),
+                          nn.LayerNorm(3))
+    P.weight_norm(model[0], dim=2)
+    P.spectral_norm(model[1])
+    P.orthogonal(model[2])
+    P.weight_norm(model[3], name="bias", dim=0)  # a parametrized 1-d bias stays undecayed
+    groups, messages = _groups(model)
+    assert messages == []
+    fan_ins, sources = _by_name(groups, "fan_ins"), _by_name(groups, "fan_in_sources")
+    w = "parametrizations.weight."
+    assert {n: fan_ins[n] for n in fan_ins if ".parametrizations." in n} == {
+        f"0.{w}original0": 16, f"0.{w}original1": 16,   # in/groups * kernel = 4 * 4
+        f"1.{w}original": 16, f"2.{w}original": 6,
+        "3.parametrizations.bias.original0": 1, "3.parametrizations.bias.original1": 1}
+    assert sources[f"0.{w}original1"] == "_ConvNd" and sources[f"1.{w}original"] == "Linear"
+    assert set(fan_ins) == {n for n, _ in model.named_parameters()}
+    assert {n for n in groups.split.not_decayed if ".parametrizations." in n} == {
+        "3.parametrizations.bias.original0", "3.parametrizations.bias.original1"}
+
+
 def test_no_decay_split_biases_of_any_name_gains_prelu_and_module_declared():
     groups, _ = _groups(Zoo())
     assert groups.split.not_decayed == ZOO_NOT_DECAYED

@@ -239,20 +239,43 @@ def test_transformers_models_split_as_trainer_and_fan_ins_from_modules(name):
     assert set(groups[0]["param_names"]) == _hf_decayed(model)
 
 
-def test_clip_scalars_and_class_embedding_differ_from_trainer_on_purpose():
-    """The one kind of difference from Trainer: tensors of <= 1 dim without ``bias``/``norm``
-    in their names, which Trainer decays and the ``1-d`` rule (as timm's) does not."""
-    tf = pytest.importorskip("transformers")
-    model = tf.CLIPModel(tf.CLIPConfig(
+def _clip():
+    import transformers as tf
+    return tf.CLIPModel(tf.CLIPConfig(
         text_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=24, vocab_size=50),
         vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                            intermediate_size=24, image_size=16, patch_size=8),
         projection_dim=8))
+
+
+def _wav2vec2():
+    import transformers as tf
+    return tf.Wav2Vec2ForCTC(tf.Wav2Vec2Config(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
+        vocab_size=20, conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3),
+        num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2))
+
+
+@pytest.mark.parametrize("make, only_trainer_decays", [
+    (_clip, {"logit_scale", "vision_model.embeddings.class_embedding"}),
+    (_wav2vec2, {"wav2vec2.masked_spec_embed"}),
+], ids=["clip", "wav2vec2"])
+def test_where_the_split_differs_from_trainer_on_purpose(make, only_trainer_decays):
+    """The one kind of difference from Trainer: tensors of <= 1 dim without ``bias``/``norm``
+    in their names, which Trainer decays and the ``1-d`` rule (as timm's) does not.
+    (wav2vec2's positional conv is weight-normed: its g and v take the conv's fan-in,
+    hidden / groups * kernel = 8 * 4, not a shape fallback.)"""
+    pytest.importorskip("transformers")
+    model = make()
     groups = _groups(model)
-    assert _hf_decayed(model) - set(groups[0]["param_names"]) == {
-        "logit_scale", "vision_model.embeddings.class_embedding"}
-    assert set(groups[0]["param_names"]) <= _hf_decayed(model)
+    decayed = set(groups[0]["param_names"])
+    assert _hf_decayed(model) - decayed == only_trainer_decays
+    assert decayed <= _hf_decayed(model)
+    fan_ins = {n: f for g in groups for n, f in zip(g["param_names"], g["fan_ins"])}
+    assert {n: f for n, f in fan_ins.items() if ".parametrizations." in n} == (
+        {f"wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original{k}": 32
+         for k in (0, 1)} if make is _wav2vec2 else {})
 
 
 def test_xcit_temperature_declared_by_its_blocks_is_not_decayed():
