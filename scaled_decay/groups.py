@@ -144,7 +144,8 @@ def _no_decay_reason(name, module, pname, p, facts, no_decay, declared, decay_1d
     if _matches(name, module, no_decay):
         return "no_decay"
     if any(fnmatch.fnmatchcase(name, pat) for pat in patterns) or any(
-            name.startswith(prefix) and kw in name[len(prefix):] for prefix, kw in keywords):
+            name.startswith(prefix) and kw in name[len(prefix):] for prefix, kw in keywords) \
+            or getattr(p, "_no_weight_decay", False) is True:  # mamba_ssm/S4's mark on A_log, D
         return "model"
     if decay_1d:
         return None
@@ -177,7 +178,8 @@ def param_groups(model: nn.Module, weight_decay: float, *, no_decay: Iterable = 
       (``"*.pos_emb"``) or module types (``nn.Embedding``);
     - ``"model"``: names the model (or any submodule, names taken relative to it) declares
       in ``no_weight_decay()`` (fnmatch patterns) or ``no_weight_decay_keywords()``
-      (substrings): timm's convention, e.g. ViT's ``pos_embed``, ``cls_token``;
+      (substrings): timm's convention, e.g. ViT's ``pos_embed``, ``cls_token``; and
+      tensors marked ``p._no_weight_decay = True`` (mamba_ssm's and S4's convention);
     - ``"1-d"``: every tensor of at most one dim: biases of any name, gains of any norm
       class, layer scales, PReLU slopes;
     - ``"bias"``: a tensor whose own name is ``bias``, whatever its shape, or whose own name

@@ -175,6 +175,19 @@ def test_model_declared_names_and_keywords_also_in_submodules():
     assert groups.split.not_decayed == {"1.pos": "model", "1.rel_table": "model"}
 
 
+def test_tensors_marked_no_weight_decay_are_not_decayed():
+    """mamba_ssm and S4 mark tensors ``p._no_weight_decay = True`` (Mamba's 2-D ``A_log``):
+    reason "model", whatever the shape; an attribute that is not exactly True is ignored."""
+    model = nn.Module()
+    model.A_log = nn.Parameter(torch.zeros(8, 4))
+    model.A_log._no_weight_decay = True
+    model.w = nn.Parameter(torch.zeros(8, 4))
+    model.w._no_weight_decay = "no"
+    groups, _ = _groups(model, decay_1d=True)
+    assert groups.split.not_decayed == {"A_log": "model"}
+    assert groups[0]["param_names"] == ["w"]
+
+
 def test_declared_names_must_be_strings():
     class Bad(nn.Linear):
         def no_weight_decay(self):
