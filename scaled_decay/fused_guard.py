@@ -25,8 +25,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
-__all__ = ["flat_layout_ok", "split_layouts", "trusted", "within_ulps", "ulps_off", "probe_ok",
-           "PROBE_ULPS"]
+__all__ = ["flat_layout_ok", "split_layouts", "trusted", "ulps_off", "probe_ok", "PROBE_ULPS"]
 
 
 # ---- layouts ------------------------------------------------------------------------------------
@@ -118,12 +117,6 @@ def ulps_off(out: torch.Tensor, ref: torch.Tensor, before: torch.Tensor) -> floa
     err = (out.double() - rounded).abs()
     err = torch.where(out.double().isnan() & rounded.isnan(), 0.0, err)  # NaN in both: agree
     return float((err / ulp(scale, out.dtype)).max())
-
-
-def within_ulps(out: torch.Tensor, ref: torch.Tensor, before: torch.Tensor, ulps: int) -> bool:
-    """Whether ``out`` is within ``ulps`` units in the last place of ``out.dtype`` of the
-    high-precision ``ref`` (``ulps_off``; NaN fails)."""
-    return ulps_off(out, ref, before) <= ulps
 
 
 def probe_ok(worst: Dict[str, float], dtype: torch.dtype) -> bool:

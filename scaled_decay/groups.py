@@ -21,7 +21,8 @@ log = logging.getLogger("scaled_decay")
 # Why a tensor is in the weight_decay=0 group, in the order they are tested.
 NO_DECAY_REASONS = {
     "no_decay": "named by no_decay=",
-    "model": "declared by the model's no_weight_decay()/no_weight_decay_keywords()",
+    "model": "declared by the model: no_weight_decay()/no_weight_decay_keywords(), or "
+             "p._no_weight_decay = True",
     "1-d": "tensor of <= 1 dim (bias, gain, layer scale, PReLU slope)",
     "bias": "named as a bias ('bias', or a 'bias' word in its or its module's name)",
     "module": "a bias or gain of its module type (registry)",
