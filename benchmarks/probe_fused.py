@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from scaled_decay import adam, fused_guard as G, sgd
+from scaled_decay import fused_guard as G
+from scaled_decay.updates import adam, sgd
 
 
 def main():
@@ -29,14 +30,14 @@ def main():
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for adamw, amsgrad, maximize, has_wd in itertools.product((True, False), repeat=4):
             flags = (adamw, amsgrad, maximize, has_wd, False, False)
-            worst = adam._probe(device, dtype, flags)
+            worst = adam.probe(device, dtype, flags)
             rows.append(dict(op="_fused_adamw_" if adamw else "_fused_adam_", dtype=str(dtype),
                              flags=flags, worst=worst, ok=G.probe_ok(worst, dtype)))
         for momentum, first, nesterov, has_lam in itertools.product((True, False), repeat=4):
             if nesterov and not momentum:
                 continue
             flags = (momentum, first, nesterov, False, has_lam, False, False, False)
-            worst = sgd._probe(device, dtype, flags)
+            worst = sgd.probe(device, dtype, flags)
             rows.append(dict(op="_fused_sgd_", dtype=str(dtype), flags=flags, worst=worst,
                              ok=G.probe_ok(worst, dtype)))
     for r in rows:

@@ -1,10 +1,14 @@
 """Fused Triton update kernels, installed as ``scaled_decay.kernels``.
 
 Each kernel sits beside a launcher with the pure-torch reference's signature:
-``adam.adam_triton`` mirrors ``scaled_decay.adam.adam_math`` and ``sgd.sgd_triton`` mirrors
-``scaled_decay.sgd.sgd_math``, each with GradScaler's ``grad_scale``/``found_inf`` added.
-The functions exported here take lists of any devices and dtypes and launch once per
-(device, dtype) group.
+``adam.adam_triton`` mirrors ``scaled_decay.updates.adam.adam_math`` and ``sgd.sgd_triton``
+mirrors ``scaled_decay.updates.sgd.sgd_math``, each with GradScaler's ``grad_scale``/
+``found_inf`` added; ``adam_launch``/``sgd_launch`` beside them take tables the caller owns
+(the optimizers' step plans). The functions exported here take lists of any devices and
+dtypes and launch once per (device, dtype) group.
+
+A leaf: nothing here imports the rest of the package. The caller hands over tensors the
+kernels can walk flat (``scaled_decay.layouts``) and numbers.
 
 Where they run: CUDA tensors with the compiled kernels; CPU tensors only when the environment
 has ``TRITON_INTERPRET=1`` (Triton's interpreter: slow, for tests and debugging). The
@@ -24,7 +28,7 @@ import torch
 
 from . import adam, sgd, tables  # noqa: F401  (imports triton: ImportError without it)
 
-__all__ = ["adam_triton", "sgd_triton", "available", "unavailable_reason"]
+__all__ = ["adam_triton", "sgd_triton", "available", "unavailable_reason", "package_for"]
 
 _INTERPRETED_NAME = "scaled_decay._kernels_interpreted"
 
@@ -76,7 +80,10 @@ def available(device) -> bool:
     return unavailable_reason(device) is None
 
 
-def _package_for(device: torch.device):
+def package_for(device):
+    """This package, or its interpreted copy for CPU tensors: the one whose launchers run on
+    ``device`` (RuntimeError naming the reason where none can)."""
+    device = torch.device(device)
     reason = unavailable_reason(device)
     if reason is not None:
         raise RuntimeError(f"backend='triton' cannot run on {device}: {reason}")
@@ -84,32 +91,37 @@ def _package_for(device: torch.device):
 
 
 def _groups(params):
-    from scaled_decay.backends import batch_indices
-    return batch_indices("foreach", params)
+    """Positions of the tensors of each (device, dtype), in first-seen order."""
+    out = {}
+    for i, p in enumerate(params):
+        out.setdefault((p.device, p.dtype), []).append(i)
+    return list(out.values())
+
+
+def _take(lists, idx):
+    return [lst if not lst else [lst[i] for i in idx] for lst in lists]
 
 
 def adam_triton(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, l2_lams,
                 decay, lr, beta1, beta2, eps, amsgrad, maximize, grad_scale=None,
                 found_inf=None) -> None:
-    """``scaled_decay.adam.adam_math`` through the fused kernel, one launch per (device, dtype)."""
-    from scaled_decay.backends import take
+    """``adam_math`` through the fused kernel, one launch per (device, dtype)."""
     lists = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps]
     for idx in _groups(params):
-        package = _package_for(params[idx[0]].device)
-        lams, c = take([l2_lams, decay], idx)
-        package.adam.adam_triton(*take(lists, idx), l2_lams=lams, decay=c, lr=lr, beta1=beta1,
+        package = package_for(params[idx[0]].device)
+        lams, c = _take([l2_lams, decay], idx)
+        package.adam.adam_triton(*_take(lists, idx), l2_lams=lams, decay=c, lr=lr, beta1=beta1,
                                  beta2=beta2, eps=eps, amsgrad=amsgrad, maximize=maximize,
                                  grad_scale=grad_scale, found_inf=found_inf)
 
 
 def sgd_triton(params, grads, bufs, *, l2_lams, decay, lr, momentum, dampening, nesterov,
                maximize, grad_scale=None, found_inf=None) -> None:
-    """``scaled_decay.sgd.sgd_math`` through the fused kernel, one launch per (device, dtype);
-    new momentum buffers are written into ``bufs``."""
-    from scaled_decay.backends import take
+    """``sgd_math`` through the fused kernel, one launch per (device, dtype); new momentum
+    buffers are written into ``bufs``."""
     for idx in _groups(params):
-        package = _package_for(params[idx[0]].device)
-        p, g, b, lams, c = take([params, grads, bufs, l2_lams, decay], idx)
+        package = package_for(params[idx[0]].device)
+        p, g, b, lams, c = _take([params, grads, bufs, l2_lams, decay], idx)
         package.sgd.sgd_triton(p, g, b, l2_lams=lams, decay=c, lr=lr, momentum=momentum,
                                dampening=dampening, nesterov=nesterov, maximize=maximize,
                                grad_scale=grad_scale, found_inf=found_inf)

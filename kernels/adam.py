@@ -13,9 +13,9 @@ import triton
 import triton.language as tl
 
 from . import launch, tables
-from .elementwise import (f32, grad_and_decayed_param, inv_scale, ld, not_skipped, powi, read_lr,
-                          st, tensor_block)
-from .launch import decay_kind, elem_code, lr_args, split_flat
+from .elementwise import (decay_scale, f32, grad_and_decayed_param, inv_scale, ld, not_skipped,
+                          powi, read_lr, st, tensor_block)
+from .launch import L2, MULTIPLY, NO_DECAY, KernelDecay, elem_code, lr_args, split64
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
 P, G, M, V, VMAX, STEP, NUMEL = (tl.constexpr(i) for i in range(7))
@@ -66,22 +66,24 @@ def _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt
 
 
 @triton.jit
-def _adam_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, consts, one_minus_beta1,
-                 beta2, one_minus_beta2, eps, grad_scale_ptr, found_inf_ptr, ELEM: tl.constexpr,
-                 DECAY_KIND: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
-                 LR_IS_PTR: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_INF: tl.constexpr,
-                 ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+def _adam_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, wd_hi, wd_lo, eta0_hi,
+                 eta0_lo, consts, one_minus_beta1, beta2, one_minus_beta2, eps, grad_scale_ptr,
+                 found_inf_ptr, ELEM: tl.constexpr, DECAY_KIND: tl.constexpr,
+                 LR_POW: tl.constexpr, DIV_ETA0: tl.constexpr, AMSGRAD: tl.constexpr,
+                 MAXIMIZE: tl.constexpr, LR_IS_PTR: tl.constexpr, HAS_SCALE: tl.constexpr,
+                 HAS_INF: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
     one_minus_beta1 = f32(one_minus_beta1)
     beta2 = f32(beta2)
     one_minus_beta2 = f32(one_minus_beta2)
     eps = f32(eps)
     if not_skipped(found_inf_ptr, HAS_INF) != 0:
+        lr64 = read_lr(lr, lr_lo, LR_IS_PTR)
+        wd, f = decay_scale(lr64, wd_hi, wd_lo, eta0_hi, eta0_lo, LR_POW, DIV_ETA0)
         ti, offs, mask, full, lam, keep = tensor_block(table, values, work, n_tensors,
-                                                       n_programs, NUMEL, BLOCK)
+                                                       n_programs, wd, f, NUMEL, BLOCK)
         t = tl.load(tl.load(table + STEP * n_tensors + ti).to(tl.pointer_type(tl.float32)))
         beta1_64 = tl.load(consts)
         beta2_64 = tl.load(consts + 1)
-        lr64 = read_lr(lr, lr_lo, LR_IS_PTR)
         step_size = (-lr64 / (1.0 - powi(beta1_64, t))).to(tl.float32)
         bc2_sqrt = tl.sqrt(1.0 - powi(beta2_64, t)).to(tl.float32)  # fp64 sqrt is exact-rounded
         scale = 1.0
@@ -100,56 +102,66 @@ def _adam_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, consts, 
 def adam_triton(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, l2_lams,
                 decay, lr, beta1, beta2, eps, amsgrad, maximize, grad_scale=None,
                 found_inf=None) -> None:
-    """One Adam step, as ``adam_math``, for same-device, same-dtype lists (see module doc).
+    """One Adam step, as ``scaled_decay.updates.adam.adam_math`` (same signature: per-tensor
+    ``l2_lams`` or amounts ``decay``), for same-device, same-dtype lists (see module doc).
 
-    ``steps`` must be 0-d float32 tensors on the parameters' device (as torch's fused Adam
-    keeps them); ``lr`` a float or a 0-d tensor on that device. Tensors the kernel cannot
-    address flat (not dense, strides unlike their parameter's, or a dtype other than
-    fp32/bf16/fp16) go through ``adam_math``, with the same GradScaler handling.
+    The tensors must be fp32/bf16/fp16 and flat: p dense, its grad and state with p's shape
+    and strides (``scaled_decay.layouts.flat_layout_ok``; the optimizers route others to the
+    foreach math). ``steps``: 0-d float32 tensors on the parameters' device (as torch's fused
+    Adam keeps them); ``lr``: a float or a 0-d tensor on that device.
     """
     if not params:
         return
-    for s in steps:
-        if s.dtype != torch.float32 or s.device != params[0].device or s.dim() != 0:
+    for t in steps:
+        if t.dtype != torch.float32 or t.device != params[0].device or t.dim() != 0:
             raise ValueError(f"adam_triton: steps must be 0-d float32 tensors on "
-                             f"{params[0].device}, got {s.dtype} on {s.device}")
-    from scaled_decay import backends as B
-    lists = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [], steps]
-    fast, slow = split_flat(params, lists[1:5])
-    hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, amsgrad=amsgrad, maximize=maximize)
-    if slow:
-        lams, c = B.take([l2_lams, decay], slow)
-        from scaled_decay.adam import adam_reference
-        adam_reference(*B.take(lists, slow), l2_lams=lams, decay=c, grad_scale=grad_scale,
-                       found_inf=found_inf, **hp)
-    if fast:
-        lams, c = B.take([l2_lams, decay], fast)
-        _launch(*B.take(lists, fast), per_tensor=lams if lams is not None else c,
-                kind=decay_kind(lams, c), grad_scale=grad_scale, found_inf=found_inf, **hp)
+                             f"{params[0].device}, got {t.dtype} on {t.device}")
+    per_tensor = l2_lams if l2_lams is not None else decay
+    kind = L2 if l2_lams is not None else MULTIPLY if decay is not None else NO_DECAY
+    device = params[0].device
+    vmax = max_exp_avg_sqs if amsgrad else []
+    adam_launch(tables.shared, params, grads, exp_avgs, exp_avg_sqs, vmax, steps,
+                values=tables.shared.values(per_tensor if per_tensor is not None
+                                            else [0.0] * len(params), [0] * len(params), device),
+                kernel_decay=KernelDecay(kind), lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                amsgrad=amsgrad, maximize=maximize, grad_scale=grad_scale, found_inf=found_inf)
 
 
-def _launch(p, g, m, v, vmax, s, *, per_tensor, kind, lr, beta1, beta2, eps, amsgrad, maximize,
-            grad_scale, found_inf) -> None:
+def adam_rows(p, g, m, v, vmax, s) -> list:
+    """The address table's rows (P, G, M, V, VMAX, STEP) for these lists."""
+    ptr = torch.Tensor.data_ptr
+    return [list(map(ptr, p)), list(map(ptr, g)), list(map(ptr, m)), list(map(ptr, v)),
+            list(map(ptr, vmax)) if vmax else [0] * len(p), list(map(ptr, s))]
+
+
+def adam_launch(cache: "tables.Tables", p, g, m, v, vmax, s, *, values, kernel_decay, lr, beta1,
+                beta2, eps, amsgrad, maximize, grad_scale, found_inf, rows=None,
+                layout=None) -> None:
+    """Launch the step on flat lists with tables from ``cache`` (``values``: the value
+    table). ``rows``/``layout``: the caller's addresses and address table when it has them
+    already (a step plan whose tensors did not move)."""
     device = p[0].device
-    rows = [[t.data_ptr() for t in lst] for lst in (p, g, m, v)]
-    rows.append([t.data_ptr() for t in vmax] if amsgrad else [0] * len(p))
-    rows.append([t.data_ptr() for t in s])
-    lay = tables.layout(rows, [t.numel() for t in p], launch.BLOCK, device)
-    vals = tables.values(per_tensor if per_tensor is not None else [0.0] * len(p),
-                         [0] * len(p), device)
-    consts = tables.scalars((beta1, beta2), device)
+    if layout is None:
+        layout = cache.layout(rows or adam_rows(p, g, m, v, vmax, s),
+                              list(map(torch.Tensor.numel, p)), launch.BLOCK, device)
+    consts = cache.scalars((beta1, beta2), device)
     grad_scale = tables.on_device(grad_scale, device)
     found_inf = tables.on_device(found_inf, device)
     lr_is_ptr = isinstance(lr, torch.Tensor)
     lr, lr_lo = lr_args(tables.on_device(lr, device) if lr_is_ptr else lr)
+    wd_hi, wd_lo = split64(kernel_decay.weight_decay)
+    eta0_hi, eta0_lo = split64(kernel_decay.eta0)
     block_t = 1024
-    _adam_steps_kernel[(triton.cdiv(lay.n_tensors, block_t),)](
-        lay.table, lay.n_tensors, found_inf, HAS_INF=found_inf is not None, BLOCK_T=block_t)
-    if lay.n_programs == 0:
+    _adam_steps_kernel[(triton.cdiv(layout.n_tensors, block_t),)](
+        layout.table, layout.n_tensors, found_inf, HAS_INF=found_inf is not None,
+        BLOCK_T=block_t)
+    if layout.n_programs == 0:
         return
-    _adam_kernel[(lay.n_programs,)](
-        lay.table, vals, lay.work, lay.n_tensors, lay.n_programs, lr, lr_lo, consts,
-        1 - beta1, beta2, 1 - beta2, eps, grad_scale, found_inf,
-        ELEM=elem_code(p[0].dtype), DECAY_KIND=kind, AMSGRAD=amsgrad, MAXIMIZE=maximize,
-        LR_IS_PTR=lr_is_ptr, HAS_SCALE=grad_scale is not None, HAS_INF=found_inf is not None,
-        ALIGNED=lay.aligned, BLOCK=launch.BLOCK, num_warps=launch.NUM_WARPS)
+    _adam_kernel[(layout.n_programs,)](
+        layout.table, values, layout.work, layout.n_tensors, layout.n_programs, lr, lr_lo,
+        wd_hi, wd_lo, eta0_hi, eta0_lo, consts, 1 - beta1, beta2, 1 - beta2, eps, grad_scale,
+        found_inf, ELEM=elem_code(p[0].dtype), DECAY_KIND=kernel_decay.kind,
+        LR_POW=kernel_decay.lr_pow, DIV_ETA0=kernel_decay.div_eta0, AMSGRAD=amsgrad,
+        MAXIMIZE=maximize, LR_IS_PTR=lr_is_ptr, HAS_SCALE=grad_scale is not None,
+        HAS_INF=found_inf is not None, ALIGNED=layout.aligned, BLOCK=launch.BLOCK,
+        num_warps=launch.NUM_WARPS)

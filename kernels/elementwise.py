@@ -117,7 +117,7 @@ def read_lr(lr, lr_lo, LR_IS_PTR: tl.constexpr):
     if LR_IS_PTR:
         value = tl.load(lr).to(tl.float64)
     else:
-        value = f32(lr).to(tl.float64) + f32(lr_lo).to(tl.float64)
+        value = pair64(lr, lr_lo)
     return value
 
 
@@ -132,14 +132,38 @@ def not_skipped(found_inf_ptr, HAS_INF: tl.constexpr):
 
 
 @triton.jit
-def tensor_block(table, values, work, n_tensors, n_programs, NUMEL_ROW: tl.constexpr,
+def pair64(hi, lo):
+    """A double passed as two fp32 runtime scalars ``hi + lo`` (``launch.split64``)."""
+    return f32(hi).to(tl.float64) + f32(lo).to(tl.float64)
+
+
+@triton.jit
+def decay_scale(lr64, wd_hi, wd_lo, eta0_hi, eta0_lo, LR_POW: tl.constexpr,
+                DIV_ETA0: tl.constexpr):
+    """What each tensor's table value ``v`` is multiplied by: ``(v * weight_decay) * f`` with
+    ``f`` = 1, lr, lr / eta0 or lr * lr / eta0 (the decay modes' lr factor, ``LR_POW`` and
+    ``DIV_ETA0``), computed in fp64 in the reference's order. Returned as (weight_decay, f):
+    the table holds s(p) and the lr schedule never rebuilds it."""
+    wd = pair64(wd_hi, wd_lo)
+    f = lr64 * 0.0 + 1.0
+    if LR_POW >= 1:
+        f = lr64
+    if LR_POW == 2:
+        f = f * lr64
+    if DIV_ETA0:
+        f = f / pair64(eta0_hi, eta0_lo)
+    return wd, f
+
+
+@triton.jit
+def tensor_block(table, values, work, n_tensors, n_programs, wd, f, NUMEL_ROW: tl.constexpr,
                  BLOCK: tl.constexpr):
     """This program's work item (shared by the Adam and SGD kernels).
 
     Returns the tensor's index ``ti``; the block's element offsets (int64: tensors over 2**31
     elements) and mask; whether the block is full (no mask needed); and the tensor's decay as
-    (lam, keep): its fp64 per-tensor value (torch computes these in Python floats) and
-    ``1 - value``, each rounded once to fp32.
+    (lam, keep): ``(v * wd) * f`` in fp64 (torch computes these in Python floats) from its
+    table value ``v``, and ``1 - `` that, each rounded once to fp32.
     """
     pid = tl.program_id(0)
     ti = tl.load(work + pid)
@@ -148,7 +172,7 @@ def tensor_block(table, values, work, n_tensors, n_programs, NUMEL_ROW: tl.const
     start = chunk.to(tl.int64) * BLOCK
     offs = start + tl.arange(0, BLOCK)
     mask = offs < numel
-    decay = tl.load(values + ti).to(tl.float64, bitcast=True)
+    decay = (tl.load(values + ti).to(tl.float64, bitcast=True) * wd) * f
     return ti, offs, mask, start + BLOCK <= numel, decay.to(tl.float32), \
         (1.0 - decay).to(tl.float32)
 

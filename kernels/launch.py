@@ -7,11 +7,9 @@ launchers read them at each call (``launch.BLOCK``), so a benchmark can try othe
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import NamedTuple, Sequence
 
 import torch
-
-from scaled_decay.fused_guard import split_layouts
 
 from .elementwise import BF16, FP16, FP32
 
@@ -29,28 +27,39 @@ def elem_code(dtype: torch.dtype) -> int:
     return _ELEM[dtype]
 
 
+def dtype_ok(dtype: torch.dtype) -> bool:
+    """Whether the kernels take tensors of ``dtype``."""
+    return dtype in _ELEM
+
+
+def split64(x: float):
+    """A double as two fp32 values whose sum is it to 2**-48 relative: a float argument
+    reaches a compiled kernel as fp32, and the kernels add the pair in fp64 (``pair64``), so
+    no value needs a recompile or a device table."""
+    hi = float(torch.tensor(float(x), dtype=torch.float32))
+    return hi, float(x) - hi
+
+
 def lr_args(lr):
-    """(lr, lr_lo) kernel arguments: a tensor as is, or a float split into an fp32 pair
-    whose sum is the double to 2**-48 (the kernels read it with ``read_lr``)."""
+    """(lr, lr_lo) kernel arguments: a 0-d device tensor as is (read in the kernel: CUDA
+    graphs replay whatever it holds then), or a float's ``split64`` pair."""
     if isinstance(lr, torch.Tensor):
         return lr, 0.0
-    hi = float(torch.tensor(float(lr), dtype=torch.float32))
-    return hi, float(lr) - hi
+    return split64(lr)
 
 
-def decay_kind(l2_lams, decay) -> int:
-    """0: no decay; 1: "l2" (``g += lam * p``); 2: multiplicative (``p *= 1 - c``)."""
-    if l2_lams is not None:
-        return 1
-    return 2 if decay is not None else 0
+# DECAY_KIND of the kernels: what each tensor's table value is
+NO_DECAY, L2, MULTIPLY = 0, 1, 2
 
 
-def split_flat(params: Sequence[torch.Tensor], checked: Sequence[Sequence]
-               ) -> Tuple[List[int], List[int]]:
-    """Positions of the params the kernel takes, and of those left to the reference math:
-    the kernel takes fp32/bf16/fp16 tensors that, with their companions in ``checked``
-    (grads, state: lists aligned with ``params``), can be walked as one flat run
-    (``scaled_decay.fused_guard.flat_layout_ok``, the same test torch's fused ops get)."""
-    fast, slow = split_layouts(params, checked)
-    ours = [i for i in fast if params[i].dtype in _ELEM]
-    return ours, sorted(slow + [i for i in fast if params[i].dtype not in _ELEM])
+class KernelDecay(NamedTuple):
+    """The decay of one launch. Each tensor's table value ``v`` becomes
+    ``(v * weight_decay) * f``, with ``f = lr ** lr_pow / (eta0 if div_eta0 else 1)``: the
+    coupled ``lam`` (``kind=L2``) or the amount ``c`` of ``p *= 1 - c`` (``MULTIPLY``).
+    The step plan puts s(p) in the table and the group's weight decay and lr factor here;
+    the per-tensor-list launchers put ``lam`` or ``c`` in the table with the defaults."""
+    kind: int = NO_DECAY
+    weight_decay: float = 1.0
+    lr_pow: int = 0
+    div_eta0: bool = False
+    eta0: float = 1.0

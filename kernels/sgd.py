@@ -11,9 +11,9 @@ import triton
 import triton.language as tl
 
 from . import launch, tables
-from .elementwise import (f32, grad_and_decayed_param, inv_scale, ld, not_skipped, read_lr,
-                          st, tensor_block)
-from .launch import decay_kind, elem_code, lr_args, split_flat
+from .elementwise import (decay_scale, f32, grad_and_decayed_param, inv_scale, ld, not_skipped,
+                          read_lr, st, tensor_block)
+from .launch import L2, MULTIPLY, NO_DECAY, KernelDecay, elem_code, lr_args, split64
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
 P, G, BUF, NUMEL = (tl.constexpr(i) for i in range(4))
@@ -47,18 +47,21 @@ def _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momen
 
 
 @triton.jit
-def _sgd_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, momentum,
-                one_minus_dampening, grad_scale_ptr, found_inf_ptr, ELEM: tl.constexpr,
-                DECAY_KIND: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
+def _sgd_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, wd_hi, wd_lo, eta0_hi,
+                eta0_lo, momentum, one_minus_dampening, grad_scale_ptr, found_inf_ptr,
+                ELEM: tl.constexpr, DECAY_KIND: tl.constexpr, LR_POW: tl.constexpr,
+                DIV_ETA0: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
                 MAXIMIZE: tl.constexpr, LR_IS_PTR: tl.constexpr, HAS_SCALE: tl.constexpr,
                 HAS_INF: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
     momentum = f32(momentum)
     one_minus_dampening = f32(one_minus_dampening)
     if not_skipped(found_inf_ptr, HAS_INF) != 0:
+        lr64 = read_lr(lr, lr_lo, LR_IS_PTR)
+        wd, f = decay_scale(lr64, wd_hi, wd_lo, eta0_hi, eta0_lo, LR_POW, DIV_ETA0)
         ti, offs, mask, full, lam, keep = tensor_block(table, values, work, n_tensors,
-                                                       n_programs, NUMEL, BLOCK)
+                                                       n_programs, wd, f, NUMEL, BLOCK)
         first = tl.load(values + n_tensors + ti)
-        neg_lr = -(read_lr(lr, lr_lo, LR_IS_PTR).to(tl.float32))
+        neg_lr = -(lr64.to(tl.float32))
         scale = 1.0
         if HAS_SCALE:
             scale = inv_scale(grad_scale_ptr)
@@ -74,59 +77,71 @@ def _sgd_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, momentum,
 
 def sgd_triton(params, grads, bufs, *, l2_lams, decay, lr, momentum, dampening, nesterov,
                maximize, grad_scale=None, found_inf=None) -> None:
-    """One SGD step, as ``sgd_math``, for same-device, same-dtype lists (see module doc).
-
-    ``bufs`` holds each tensor's momentum buffer, None before its first step; new buffers are
-    written into the list. ``lr`` is a float or a 0-d tensor on the parameters' device. A new
-    buffer must start from a real gradient, so when some are new and ``found_inf`` is given,
-    it is read on the host (once in a parameter's life); otherwise nothing syncs. Tensors the
-    kernel cannot address flat go through ``sgd_math``, with the same GradScaler handling.
-    """
+    """One SGD step, as ``scaled_decay.updates.sgd.sgd_math`` (same signature), for
+    same-device, same-dtype lists (see module doc). The tensors must be fp32/bf16/fp16 and flat
+    (as for ``adam_triton``). ``bufs`` holds each tensor's momentum buffer, None before its
+    first step; new buffers are written into the list. ``lr`` is a float or a 0-d tensor on
+    the parameters' device. A new buffer must start from a real gradient, so when some are
+    new and ``found_inf`` is given, it is read on the host (once in a parameter's life);
+    otherwise nothing syncs."""
     if not params:
         return
-    from scaled_decay import backends as B
-    use_momentum = momentum != 0
-    if use_momentum and found_inf is not None and any(b is None for b in bufs):
-        if B.found_inf_set(found_inf):
+    per_tensor = l2_lams if l2_lams is not None else decay
+    kind = L2 if l2_lams is not None else MULTIPLY if decay is not None else NO_DECAY
+    if momentum != 0 and found_inf is not None and any(b is None for b in bufs):
+        if found_inf.item() != 0:  # skipped: no buffer may start from this gradient
             return
         found_inf = None  # just read: zero
-    hp = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
-              maximize=maximize)
-    fast, slow = split_flat(params, [grads, bufs if use_momentum else []])
-    if slow:
-        from scaled_decay.sgd import run_on, sgd_reference
-        run_on(sgd_reference, slow, params, grads, bufs, l2_lams, decay, grad_scale=grad_scale,
-            found_inf=found_inf, **hp)
-    if fast:
-        first = [0] * len(fast)
-        if use_momentum:
-            for j, i in enumerate(fast):
-                if bufs[i] is None:  # sgd_math would clone d: same layout, filled by the kernel
-                    bufs[i] = torch.empty_like(params[i], memory_format=torch.preserve_format)
-                    first[j] = 1
-        p, g, b, lams, c = B.take([params, grads, bufs if use_momentum else [], l2_lams, decay],
-                                  fast)
-        _launch(p, g, b, first, per_tensor=lams if lams is not None else c,
-                kind=decay_kind(lams, c), grad_scale=grad_scale, found_inf=found_inf, **hp)
+    first = new_buffers(params, bufs, momentum)
+    device = params[0].device
+    sgd_launch(tables.shared, params, grads, bufs if momentum != 0 else [],
+               values=tables.shared.values(per_tensor if per_tensor is not None
+                                           else [0.0] * len(params), first, device),
+               kernel_decay=KernelDecay(kind), lr=lr, momentum=momentum, dampening=dampening,
+               nesterov=nesterov, maximize=maximize, grad_scale=grad_scale,
+               found_inf=found_inf)
 
 
-def _launch(p, g, b, first, *, per_tensor, kind, lr, momentum, dampening, nesterov, maximize,
-            grad_scale, found_inf) -> None:
+def new_buffers(params, bufs, momentum) -> list:
+    """Makes the missing momentum buffers (filled by the kernel: ``buf = d``), written into
+    ``bufs``; returns each tensor's first-step flag (1: new)."""
+    first = [0] * len(params)
+    if momentum != 0:
+        for i, p in enumerate(params):
+            if bufs[i] is None:  # sgd_math would clone d: same layout, filled by the kernel
+                bufs[i] = torch.empty_like(p, memory_format=torch.preserve_format)
+                first[i] = 1
+    return first
+
+
+def sgd_rows(p, g, b) -> list:
+    """The address table's rows (P, G, BUF) for these lists."""
+    ptr = torch.Tensor.data_ptr
+    return [list(map(ptr, p)), list(map(ptr, g)), list(map(ptr, b)) if b else [0] * len(p)]
+
+
+def sgd_launch(cache: "tables.Tables", p, g, b, *, values, kernel_decay, lr, momentum,
+               dampening, nesterov, maximize, grad_scale, found_inf, rows=None,
+               layout=None) -> None:
+    """Launch the step on flat lists (``b`` empty without momentum) with tables from
+    ``cache``; ``values`` holds each tensor's decay value and first-step flag."""
     device = p[0].device
-    rows = [[t.data_ptr() for t in p], [t.data_ptr() for t in g],
-            [t.data_ptr() for t in b] if b else [0] * len(p)]
-    lay = tables.layout(rows, [t.numel() for t in p], launch.BLOCK, device)
-    if lay.n_programs == 0:
+    if layout is None:
+        layout = cache.layout(rows or sgd_rows(p, g, b), list(map(torch.Tensor.numel, p)),
+                              launch.BLOCK, device)
+    if layout.n_programs == 0:
         return
-    vals = tables.values(per_tensor if per_tensor is not None else [0.0] * len(p), first, device)
     grad_scale = tables.on_device(grad_scale, device)
     found_inf = tables.on_device(found_inf, device)
     lr_is_ptr = isinstance(lr, torch.Tensor)
     lr, lr_lo = lr_args(tables.on_device(lr, device) if lr_is_ptr else lr)
-    _sgd_kernel[(lay.n_programs,)](
-        lay.table, vals, lay.work, lay.n_tensors, lay.n_programs, lr, lr_lo, momentum,
-        1 - dampening,
-        grad_scale, found_inf, ELEM=elem_code(p[0].dtype), DECAY_KIND=kind,
-        MOMENTUM=momentum != 0, NESTEROV=nesterov, MAXIMIZE=maximize, LR_IS_PTR=lr_is_ptr,
-        HAS_SCALE=grad_scale is not None, HAS_INF=found_inf is not None, ALIGNED=lay.aligned,
-        BLOCK=launch.BLOCK, num_warps=launch.NUM_WARPS)
+    wd_hi, wd_lo = split64(kernel_decay.weight_decay)
+    eta0_hi, eta0_lo = split64(kernel_decay.eta0)
+    _sgd_kernel[(layout.n_programs,)](
+        layout.table, values, layout.work, layout.n_tensors, layout.n_programs, lr, lr_lo,
+        wd_hi, wd_lo, eta0_hi, eta0_lo, momentum, 1 - dampening, grad_scale, found_inf,
+        ELEM=elem_code(p[0].dtype), DECAY_KIND=kernel_decay.kind, LR_POW=kernel_decay.lr_pow,
+        DIV_ETA0=kernel_decay.div_eta0, MOMENTUM=momentum != 0, NESTEROV=nesterov,
+        MAXIMIZE=maximize, LR_IS_PTR=lr_is_ptr, HAS_SCALE=grad_scale is not None,
+        HAS_INF=found_inf is not None, ALIGNED=layout.aligned, BLOCK=launch.BLOCK,
+        num_warps=launch.NUM_WARPS)

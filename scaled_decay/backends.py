@@ -1,18 +1,18 @@
-"""Backend choice and batching: which tensors one call of an update function sees.
+"""Which backend runs a tensor: the names, torch.optim's keyword arguments, availability.
 
-The update math of each optimizer is written once, with ``torch._foreach_*`` ops over lists
-(``sgd.sgd_math``, ``adam.adam_math``). ``"loop"`` calls it one tensor at a time (the
-readable reference), ``"foreach"`` once per (device, dtype) batch; ``"torch_fused"`` hands
-the same lists to torch's own fused kernels; ``"triton"`` to the package's kernels.
+The update math of each optimizer is written once (``scaled_decay.updates``), with
+``torch._foreach_*`` ops over lists. ``"loop"`` calls it one tensor at a time (the readable
+reference), ``"foreach"`` once per (device, dtype) batch; ``"torch_fused"`` hands the same
+lists to torch's own fused kernels; ``"triton"`` to the package's kernels. A step plan
+(``scaled_decay.step_plan``) asks ``resolve_backend`` once per tensor when it is built.
 
 Complex parameters reach Adam's backends, and the fused backends of SGD, as their real view
-(``torch.view_as_real`` of the param, its grad and its state): ``real_views``. torch.optim
+(``torch.view_as_real`` of the param, its grad and its state): ``real_view``. torch.optim
 does the same for Adam; its SGD computes in complex arithmetic, as sd.SGD's loop and foreach.
 """
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Dict, Hashable, List, Sequence
+from typing import Sequence
 
 import torch
 
@@ -39,9 +39,10 @@ def backend_for_torch_kwargs(backend: str, tensors: Sequence[torch.Tensor], *, f
     kernels run there, else "torch_fused"; ``fused=False`` -> not fused ("foreach", or
     "loop" with ``foreach=False``); None -> no preference. They pick the backend only where
     ``backend="auto"``; an explicit backend that disagrees is a ValueError naming both.
-    ``capturable=True`` (steps without host syncs, for CUDA graphs) is honoured by the
-    Triton kernels on CUDA only; ``differentiable=True`` never (updates run under no_grad):
-    both raise a ValueError where they cannot be honoured. ``tensors``: the parameters the
+    ``capturable=True`` (steps without host syncs, for CUDA graph capture) is honoured by the
+    Triton kernels and by the foreach/loop math in its tensor form (lr and step counts stay
+    tensors); not by "torch_fused", whose guard probes on the host (a ValueError);
+    ``differentiable=True`` never (updates run under no_grad): a ValueError. ``tensors``: the parameters the
     optimizer is constructed with (their devices decide "triton" against "torch_fused").
     """
     check_backend(backend)
@@ -79,15 +80,10 @@ def backend_for_torch_kwargs(backend: str, tensors: Sequence[torch.Tensor], *, f
             if not torch_fused_supports(real_view(t)):
                 raise RuntimeError(f"fused=True: torch has no fused optimizer kernel for "
                                    f"{t.dtype} tensors on {t.device}")
-    if capturable:
-        runs_triton = all_cuda and triton_available(tensors[0].device)
-        if backend == "auto" and runs_triton:
-            backend = "triton"
-        if backend != "triton" or not runs_triton:
-            raise ValueError(
-                f"capturable=True cannot be honoured with backend={backend!r} on "
-                f"{sorted({str(t.device) for t in tensors})}: only backend='triton' on CUDA "
-                f"parameters steps without host syncs (CUDA graph capture)")
+    if capturable and backend == "torch_fused":
+        raise ValueError(
+            "capturable=True cannot be honoured with backend='torch_fused': its guard checks "
+            "torch's fused ops on the host; use backend='auto', 'triton' or 'foreach'")
     return backend
 
 
@@ -96,16 +92,6 @@ def real_view(t):
     if t is not None and t.is_complex() and t.layout == torch.strided:
         return torch.view_as_real(t)
     return t
-
-
-def real_views(lists: Sequence[Sequence]) -> List[list]:
-    """Each list with complex tensors replaced by their real views (None kept).
-
-    ``lists[0]`` holds the parameters: a real parameter's grad and state are real (a grad
-    must have its parameter's dtype), so with no complex parameter nothing is checked further."""
-    if not any(t.is_complex() for t in lists[0]):
-        return [list(lst) for lst in lists]
-    return [[real_view(t) for t in lst] for lst in lists]
 
 
 def like_complex(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -139,13 +125,22 @@ def triton_available(device: torch.device) -> bool:
     return triton_unavailable_reason(device) is None
 
 
-def resolve_backend(requested: str, p: torch.Tensor) -> str:
-    """The backend that runs for tensors like ``p``; explicit requests never fall back."""
+def triton_package(device: torch.device):
+    """The kernels package whose launchers run on ``device`` (its interpreted copy on CPU)."""
+    from scaled_decay import kernels
+    return kernels.package_for(device)
+
+
+def resolve_backend(requested: str, p: torch.Tensor, capturable: bool = False) -> str:
+    """The backend that runs for tensors like ``p``; explicit requests never fall back.
+    ``capturable``: "auto" never picks "torch_fused" (see ``backend_for_torch_kwargs``)."""
     if requested == "auto":
         if torch.compiler.is_compiling():
             return "foreach"  # Inductor fuses the foreach math; fused kernels take no tensor lr
         if p.is_cuda and triton_available(p.device):
             return "triton"
+        if capturable:
+            return "foreach"
         return "torch_fused" if torch_fused_supports(p) else "foreach"
     if requested == "torch_fused" and not torch_fused_supports(p):
         raise RuntimeError(
@@ -156,84 +151,3 @@ def resolve_backend(requested: str, p: torch.Tensor) -> str:
             f"backend='triton': the Triton kernels cannot run on {p.device} "
             f"({triton_unavailable_reason(p.device)}); use backend='auto' or 'foreach'")
     return requested
-
-
-def indices_by(keys: Sequence[Hashable]) -> Dict[Hashable, List[int]]:
-    """Positions of equal keys, in first-seen order."""
-    out: Dict[Hashable, List[int]] = defaultdict(list)
-    for i, k in enumerate(keys):
-        out[k].append(i)
-    return out
-
-
-def take(lists: Sequence, idx: Sequence[int]) -> list:
-    """Each list restricted to ``idx``; None and empty lists (absent state) pass through."""
-    return [lst if not lst else [lst[i] for i in idx] for lst in lists]
-
-
-def batch_indices(backend: str, params: Sequence[torch.Tensor]) -> List[List[int]]:
-    """Positions of what one math call sees: one tensor (loop) or one (device, dtype)."""
-    if backend == "loop":
-        return [[i] for i in range(len(params))]
-    return list(indices_by([(p.device, p.dtype) for p in params]).values())
-
-
-def add_decay_to_grads(grads: List[torch.Tensor], params: List[torch.Tensor],
-                       lams: Sequence[float]) -> List[torch.Tensor]:
-    """``g + lam * p`` per tensor, new tensors (the user's grads are never written).
-
-    One ``_foreach_add`` per distinct ``lam``, with ``alpha=lam``: the same op as torch's
-    ``grad.add(param, alpha=weight_decay)``, so results match torch bit for bit.
-    """
-    out = list(grads)
-    for lam, idx in indices_by(lams).items():
-        if lam == 0:
-            continue
-        summed = torch._foreach_add([grads[i] for i in idx], [params[i] for i in idx], alpha=lam)
-        for i, t in zip(idx, summed):
-            out[i] = t
-    return out
-
-
-def apply_decoupled_decay(params: List[torch.Tensor], decay: Sequence[float],
-                          found_inf=None) -> None:
-    """``p *= 1 - c`` per tensor (SPEC step 2: multiply first, then the update).
-
-    With GradScaler's ``found_inf`` (a device tensor) the factor is ``1`` where it is set,
-    chosen on the device (no sync); the factor is the same fp32 number as the float path's.
-    """
-    keep = [1.0 - c for c in decay]
-    # (under torch.compile the factors are tensors: no data-dependent skip there)
-    if not torch.compiler.is_compiling() and not any(k != 1.0 for k in keep):
-        return
-    if found_inf is None:
-        torch._foreach_mul_(params, keep)
-        return
-    for k, idx in indices_by(keep).items():
-        device = params[idx[0]].device
-        skip = found_inf.to(device, non_blocking=True) != 0
-        factor = torch.where(skip, torch.ones((), device=device),
-                             torch.tensor(k, dtype=torch.float32, device=device))
-        torch._foreach_mul_([params[i] for i in idx], factor)
-
-
-# ---- GradScaler (torch.amp) support for the backends that do not fuse it ---------------------
-def found_inf_set(found_inf) -> bool:
-    """Whether GradScaler found an inf/NaN (read on the host: one sync, as GradScaler's own
-    ``step`` does for optimizers that cannot skip on the device)."""
-    return found_inf is not None and bool(found_inf.item() != 0)
-
-
-def unscale_grads_(grads: List[torch.Tensor], grad_scale) -> None:
-    """``g *= float32(1 / scale)`` in place: GradScaler.unscale_'s own op and arithmetic
-    (``torch._amp_foreach_non_finite_check_and_unscale_``), one call per (device, dtype)."""
-    if grad_scale is None or not grads:
-        return
-    inv_scale = grad_scale.double().reciprocal().float()
-    # a sparse grad is unscaled through its values (GradScaler.unscale_ does the same)
-    grads = [g._values() if g.is_sparse else g for g in grads]
-    for idx in batch_indices("foreach", grads):
-        sub = [grads[i] for i in idx]
-        device = sub[0].device
-        torch._amp_foreach_non_finite_check_and_unscale_(
-            sub, torch.zeros((), device=device), inv_scale.to(device))

@@ -36,7 +36,7 @@ import torch
 
 from .adam import Adam, AdamW
 from .modes import decay_lr_factor
-from .plan import peak_lr
+from .group_keys import peak_lr
 from .report import DecayReport
 from .sgd import SGD
 

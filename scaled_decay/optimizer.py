@@ -1,22 +1,22 @@
-"""The shared base of sd.SGD, sd.Adam and sd.AdamW: validation, group keys, decay per tensor.
+"""The shared base of sd.SGD, sd.Adam and sd.AdamW: a thin ``torch.optim.Optimizer``.
 
-Subclasses add their own hyperparameter checks (``_check_hparams``), their lazy state and
-their update (``_step_group``). Everything about *how much* decay a tensor gets lives in
-``plan`` (shared with every optimizer the package decays): per tensor, either the coupled
-``lam`` (mode ``"l2"``) or the multiplicative amount ``c`` (other modes).
+A step goes optimizer -> decay plan (``decay_plan``: s(p) of every tensor) -> the one
+dispatcher (``dispatch.step_group``) -> the backend its step plan chose. Subclasses add their
+hyperparameter checks (``_check_hparams``) and name their update module
+(``scaled_decay.updates.adam`` or ``.sgd``); what they share with ``sd.with_scaled_decay``'s
+classes (state dicts, loads, group edits, the report) is ``owner.DecayPlanOwner``.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import torch
 from torch.optim import Optimizer
 
+from . import dispatch
 from .backends import backend_for_torch_kwargs, check_backend
-from .plan import (RESET_ON_LOAD, DecayPlanOwner, align_param_names, check_decay_group,
-                   optimizer_repr)
-from .report import DecayReport
-from .rules import rules_to_plain
+from .group_keys import check_decay_group, check_groups_for_step
+from .owner import DecayPlanOwner
 
 
 # torch.optim's keyword arguments that choose how a step runs; here they choose ``backend``
@@ -43,27 +43,25 @@ def _tensors_in(params: list) -> List[torch.Tensor]:
     return [t for t in out if isinstance(t, torch.Tensor)]
 
 
-def _plain_rules(optimizer, state_dict: dict) -> None:
-    """State-dict post hook: each group's ``decay_scaling`` as plain data."""
-    for group in state_dict["param_groups"]:  # fresh dicts, safe to change
-        group["decay_scaling"] = rules_to_plain(group["decay_scaling"])
-
-
 class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
     """Base class: a ``torch.optim.Optimizer`` whose weight decay is scaled per tensor."""
+
+    _update = None  # the update module (scaled_decay.updates.adam / .sgd)
 
     def __init__(self, params, defaults: dict, **torch_kwargs):
         """``torch_kwargs``: torch.optim's ``foreach``, ``fused``, ``capturable``,
         ``differentiable``, mapped onto ``defaults["backend"]``
-        (``backends.backend_for_torch_kwargs``)."""
+        (``backends.backend_for_torch_kwargs``); ``capturable``, where the class takes it
+        (Adam/AdamW, as torch's), is also a group key that each step reads."""
         if not isinstance(params, torch.Tensor):  # torch.optim raises TypeError for a tensor
             params = list(params)
             defaults["backend"] = backend_for_torch_kwargs(
                 check_backend(defaults["backend"]), _tensors_in(params), **torch_kwargs)
+        if "capturable" in torch_kwargs:
+            defaults["capturable"] = bool(torch_kwargs["capturable"])
         self._check_group(dict(defaults, initial_lr=defaults["lr"]))
         super().__init__(params, defaults)
         self._new_plan()
-        self._register_plain_rules_hook()
 
     # ---- validation -------------------------------------------------------------------
     def _check_hparams(self, group: dict) -> None:
@@ -74,78 +72,40 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
         check_backend(group["backend"])
         if not isinstance(group["maximize"], bool):
             raise ValueError(f"maximize must be a bool, got {group['maximize']!r}")
+        if not isinstance(group.get("capturable", False), bool):
+            raise ValueError(f"capturable must be a bool, got {group['capturable']!r}")
         self._check_hparams(group)
 
-    def add_param_group(self, param_group: dict) -> None:
-        align_param_names(self.param_groups, param_group)  # named and unnamed groups may mix
-        super().add_param_group(param_group)  # fills the defaults (torch's setdefault)
-        try:
-            self._check_group(self.param_groups[-1])
-        except ValueError:
-            self.param_groups.pop()
-            raise
+    def _merge_loaded_group(self, saved: dict, current: dict) -> dict:
+        """torch's execution keys of a loaded group are dropped (``backend`` stays), except
+        ``capturable``, which a step reads; other keys as ``DecayPlanOwner``'s."""
+        merged = super()._merge_loaded_group(saved, current)
+        for key in TORCH_EXECUTION_KEYS:
+            if key in current:
+                merged[key] = current[key]
+            else:
+                merged.pop(key, None)
+        return merged
 
     # ---- copies: copy.deepcopy, pickle, torch.save of the whole optimizer -----------------
-    def __getstate__(self) -> dict:
-        """torch.optim's pickled state (defaults, state, param_groups); derived caches such
-        as the per-tensor scales are not saved, they are rebuilt on first use."""
-        return super().__getstate__()
-
     def __setstate__(self, state: dict) -> None:
         """Restores a pickled optimizer, and is what ``load_state_dict`` ends with (as in
-        torch.optim, after its hooks): group keys a saved group lacks keep the current
-        group's values when loading (a torch.optim state dict has no ``decay_mode``,
-        ``decay_scaling`` or ``fan_ins``), else come from the defaults; torch's execution
-        keys (``TORCH_EXECUTION_KEYS``) are dropped, ``backend``/``decay_mode`` stay; a
+        torch.optim, after its hooks): keys a group lacks come from the defaults; a
         Python-number ``step`` of an old checkpoint becomes a tensor, as torch converts it."""
-        current = self.__dict__.get("param_groups")  # None when unpickling
         super().__setstate__(state)  # (torch adds "differentiable" to self.defaults here)
-        self._new_plan()  # per-tensor scales are rebuilt on first use
-        if current is None or len(current) != len(self.param_groups):
-            current = [self.defaults] * len(self.param_groups)
-        for group, source in zip(self.param_groups, current):
+        self._new_plan()
+        for group in self.param_groups:
             for key in TORCH_EXECUTION_KEYS:
-                group.pop(key, None)
-            for key, value in {**self.defaults, **source}.items():
-                if key not in RESET_ON_LOAD and key not in TORCH_EXECUTION_KEYS:
+                if key != "capturable":
+                    group.pop(key, None)
+            for key, value in self.defaults.items():
+                if key not in TORCH_EXECUTION_KEYS or key == "capturable":
                     group.setdefault(key, value)
             self._check_group(group)
             for p in group["params"]:
                 p_state = self.state.get(p, {})
                 if "step" in p_state and not isinstance(p_state["step"], torch.Tensor):
                     p_state["step"] = torch.tensor(float(p_state["step"]), dtype=torch.float32)
-        self._register_plain_rules_hook()
-
-    # ---- state dicts: plain data both ways, torch.optim-compatible ----------------------
-    def _register_plain_rules_hook(self) -> None:
-        """Rules go into state dicts as plain data (``torch.load(weights_only=True)`` reads
-        them): a state-dict post hook, first in line, so user hooks see the final dict."""
-        if _plain_rules not in self._optimizer_state_dict_post_hooks.values():
-            self.register_state_dict_post_hook(_plain_rules, prepend=True)
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """As torch.optim's (hooks included), plus: keys a saved group lacks keep their
-        current values, except ``initial_lr`` and ``peak_lr``, which then follow the saved
-        ``lr``, and torch's execution keys are dropped (``__setstate__``); state tensors must
-        match their parameters' shapes; on any error nothing changes. ``state_dict()`` after a
-        load gives back the loaded dict (same keys and values)."""
-        before = (self.state, self.param_groups)
-        try:
-            super().load_state_dict(state_dict)
-            self._check_state_shapes()
-        except Exception:
-            self.state, self.param_groups = before
-            raise
-
-    def _check_state_shapes(self) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                for key, value in self.state.get(p, {}).items():
-                    if isinstance(value, torch.Tensor) and value.dim() > 0 \
-                            and value.shape != p.shape:
-                        raise ValueError(
-                            f"state_dict: state {key!r} has shape {tuple(value.shape)}, "
-                            f"its parameter has shape {tuple(p.shape)}")
 
     # ---- the step ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -155,12 +115,15 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group, l2_lams, decay in self._plan.amounts(self.param_groups):
-            self._step_group(group, l2_lams, decay)
+        groups = self.param_groups
+        capturable = [g.get("capturable", False) for g in groups]
+        check_groups_for_step(groups, read_tensors=not any(capturable))
+        scales = self._plan.scales(groups)
+        grad_scale, found_inf = self._amp_tensors()
+        for gi, (group, cap) in enumerate(zip(groups, capturable)):
+            dispatch.step_group(self, self._update, gi, group, scales[gi], capturable=cap,
+                                grad_scale=grad_scale, found_inf=found_inf)
         return loss
-
-    def _step_group(self, group: dict, l2_lams, decay) -> None:
-        raise NotImplementedError
 
     # GradScaler.step(opt) sees this, sets ``opt.grad_scale`` and ``opt.found_inf`` (device
     # tensors) and calls step() without unscaling first, as for torch's fused optimizers:
@@ -183,27 +146,12 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
         g = next(k for k, other in enumerate(self.param_groups) if other is group)
         return f"param_groups[{g}]['params'][{i}]"
 
-    def _with_grads(self, group: dict) -> List[int]:
-        """Positions of the group's params that have a gradient; sparse gradients raise
-        RuntimeError (torch.optim's type) naming the parameter unless the class takes them."""
-        idx = []
-        for i, p in enumerate(group["params"]):
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse and not self._sparse_grads_ok:
+    def _check_sparse(self, group: dict, positions: List[int], grads: list) -> None:
+        """Sparse gradients raise RuntimeError (torch.optim's type) naming the parameter
+        unless the class takes them (checked when a step plan is built)."""
+        for i, g in zip(positions, grads):
+            if g.is_sparse and not self._sparse_grads_ok:
                 raise RuntimeError(
                     f"{type(self).__name__} does not support sparse gradients (parameter "
                     f"{self._param_label(group, i)}), as torch.optim.{type(self).__name__}; "
                     f"torch.optim.SparseAdam takes them")
-            idx.append(i)
-        return idx
-
-    def _l2_decay_factor(self, group: dict, lam: float) -> Optional[float]:
-        return None
-
-    def __repr__(self) -> str:
-        return optimizer_repr(self)
-
-    def decay_report(self) -> DecayReport:
-        """One row per parameter: name, shape, fan-in, s(p), effective lam, per-step factor."""
-        return self._plan.report(self.param_groups, self._l2_decay_factor)

@@ -4,10 +4,10 @@ The returned class subclasses the given ``torch.optim.Optimizer`` subclass (RAda
 Adagrad, Muon, a third-party one...). It takes the package's ``weight_decay``,
 ``decay_mode`` and ``decay_scaling`` (per group too, with ``sd.param_groups`` metadata) and
 has ``decay_report()``. Each step, for every parameter with a gradient, with
-``lam = weight_decay * s(p)`` from the one decay plan (``scaled_decay.plan``):
+``lam = weight_decay * s(p)`` from the one decay plan (``scaled_decay.decay_plan``):
 
 - modes ``"decoupled"``, ``"independent"``, ``"corrected"``: ``p *= 1 - c`` first
-  (``backends.apply_decoupled_decay``), then the wrapped optimizer's own update;
+  (``updates.decay_ops.apply_decoupled_decay``), then the wrapped optimizer's own update;
 - mode ``"l2"``: the wrapped optimizer steps on ``g + lam * p`` (``g - lam * p`` for a group
   with ``maximize=True``, which the optimizer negates) - exactly the op torch's optimizers
   use for their own coupled ``weight_decay``; ``p.grad`` is the user's tensor again after.
@@ -33,12 +33,12 @@ from typing import List
 import torch
 from torch.optim import Optimizer
 
-from . import backends as B
 from . import distributed as D
+from .group_keys import check_decay_group
 from .optimizer import ScaledDecayOptimizer
-from .plan import RESET_ON_LOAD, DecayPlanOwner, check_decay_group
-from .report import DecayReport
-from .rules import rules_to_plain
+from .owner import DecayPlanOwner
+from .updates.decay_ops import (add_decay_to_grads, apply_decoupled_decay, decay_from_lists,
+                                indices_by)
 
 __all__ = ["with_scaled_decay"]
 
@@ -142,7 +142,7 @@ class ScaledDecayMixin(DecayPlanOwner):
         self._plan.scales(self.param_groups)  # rule errors now, not at the first step
 
     # ---- groups ---------------------------------------------------------------------------
-    def _sd_check_group(self, group: dict) -> None:
+    def _check_group(self, group: dict) -> None:
         if "lr" not in group:
             raise ValueError(f"{type(self).__name__}: the package's decay needs an 'lr' "
                              f"group key, which {self._sd_wrapped.__name__} does not have")
@@ -172,13 +172,6 @@ class ScaledDecayMixin(DecayPlanOwner):
         for key, value in self.__dict__["_sd_defaults"].items():
             param_group.setdefault(key, value)
         super().add_param_group(param_group)
-        try:
-            self._sd_check_group(self.param_groups[-1])
-            if "_decay_plan" in self.__dict__:  # after construction: rule errors now
-                self._plan.scales(self.param_groups)
-        except ValueError:
-            self.param_groups.pop()
-            raise
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -188,7 +181,7 @@ class ScaledDecayMixin(DecayPlanOwner):
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
-            self._sd_check_group(group)
+            self._check_group(group)
 
     def __reduce__(self):
         if type(self) is _make_class(self._sd_wrapped, self._sd_own_decay):  # no module name
@@ -196,36 +189,15 @@ class ScaledDecayMixin(DecayPlanOwner):
         return copyreg.__newobj__, (type(self),), self.__getstate__()  # a user's subclass
 
     # ---- state dicts: the wrapped optimizer's, plus the package's group keys ----------------
-    def state_dict(self) -> dict:
-        """The wrapped optimizer's state dict; its groups also hold ``decay_mode``,
-        ``decay_scaling`` (plain dicts: loads with ``weights_only=True``), ``initial_lr`` and
-        any ``sd.param_groups`` metadata. ``weight_decay`` is the package's: the plain
-        optimizer that loads this dict applies it as its own decay, in its own form."""
-        state = super().state_dict()
-        for group in state["param_groups"]:  # fresh dicts, safe to change
-            group["decay_scaling"] = rules_to_plain(group["decay_scaling"])
-        return state
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """As the wrapped optimizer's, plus: group keys a saved group lacks (a plain
-        optimizer's dict has no ``decay_mode``...) keep their current values, and the own-decay
-        flags (``decoupled_weight_decay``) stay off; ``initial_lr``/``peak_lr`` a saved group lacks
-        follow its saved ``lr`` (as in sd's own optimizers); on any error nothing changes."""
-        saved = state_dict.get("param_groups", [])
-        if len(saved) == len(self.param_groups):
-            keep_off = {f: False for f in _OWN_DECAY_FLAGS}
-            state_dict = dict(state_dict, param_groups=[
-                {**{k: v for k, v in cur.items() if k not in RESET_ON_LOAD}, **old,
-                 **{k: v for k, v in keep_off.items() if k in cur}}
-                for cur, old in zip(self.param_groups, saved)])
-        before = (self.state, self.param_groups)
-        try:
-            super().load_state_dict(state_dict)
-            for group in self.param_groups:
-                self._sd_check_group(group)
-        except Exception:
-            self.state, self.param_groups = before
-            raise
+    # (``decay_scaling`` goes in as plain data: ``DecayPlanOwner``'s state-dict hook.
+    # ``weight_decay`` is the package's: the plain optimizer that loads such a dict applies it
+    # as its own decay, in its own form.)
+    def _merge_loaded_group(self, saved: dict, current: dict) -> dict:
+        """Keys a saved group lacks (a plain optimizer's dict has no ``decay_mode``...) keep
+        their current values; the own-decay flags (``decoupled_weight_decay``) stay off."""
+        merged = super()._merge_loaded_group(saved, current)
+        merged.update({f: False for f in _OWN_DECAY_FLAGS if f in current})
+        return merged
 
     # ---- the step -------------------------------------------------------------------------
     def step(self, closure=None):
@@ -271,9 +243,10 @@ class ScaledDecayMixin(DecayPlanOwner):
                 continue
             if decay is not None:
                 local = D.local_lists([params])[0]
-                for batch in B.batch_indices("foreach", local):
-                    B.apply_decoupled_decay(*B.take([local, [decay[i] for i in idx]], batch),
-                                            found_inf=found_inf)
+                for batch in indices_by([(p.device, p.dtype) for p in local]).values():
+                    apply_decoupled_decay([local[i] for i in batch],
+                                          decay_from_lists(None, [decay[idx[i]] for i in batch]),
+                                          found_inf=found_inf)
                 continue
             # "l2": the wrapped optimizer negates the gradient itself under maximize; with
             # grads still scaled by GradScaler (it unscales them itself), scale lam alike
@@ -281,13 +254,11 @@ class ScaledDecayMixin(DecayPlanOwner):
             scale = 1.0 if grad_scale is None else float(grad_scale)
             lams = [sign * scale * l2_lams[i] for i in idx]
             grads = [p.grad for p in params]
-            for p, g, new in zip(params, grads, B.add_decay_to_grads(grads, params, lams)):
+            summed = add_decay_to_grads(grads, params, decay_from_lists(lams, None))
+            for p, g, new in zip(params, grads, summed):
                 if new is not g:
                     restore.append((p, g))
                     p.grad = new
 
-    def decay_report(self) -> DecayReport:
-        """One row per parameter: name, shape, fan-in, s(p), effective lam, and the factor
-        ``1 - c`` one step multiplies the weights by (None for "l2": the wrapped
-        optimizer's preconditioner rescales the coupled term)."""
-        return self._plan.report(self.param_groups, lambda group, lam: None)
+    # decay_report(): DecayPlanOwner's; its "l2" factor is None (the wrapped optimizer's
+    # preconditioner rescales the coupled term)

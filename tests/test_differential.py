@@ -21,7 +21,8 @@ from triton_interpret import ULPS, interpret, ulp  # noqa: F401  (interpret: a f
 
 import scaled_decay as sd
 from scaled_decay import fused_guard as G
-from scaled_decay.sgd import _probe as sgd_probe
+from scaled_decay.updates.sgd import probe as sgd_probe
+from scaled_decay import step_plan
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 MODES = ["decoupled", "independent", "corrected", "l2"]
@@ -204,8 +205,7 @@ def test_triton_matches_loop(seed, specs, dtype, name, mode, scaling, maximize, 
 @pytest.fixture
 def guard_off(monkeypatch):
     """torch's fused ops trusted for every tensor: no layout routing, no probe."""
-    monkeypatch.setattr(G, "split_layouts", lambda params, companions: (
-        list(range(len(params))), []))
+    monkeypatch.setattr(step_plan, "flat_layout_ok", lambda p, companions: True)
     monkeypatch.setattr(G, "trusted", lambda *args, **kwargs: True)
 
 

@@ -157,8 +157,9 @@ def test_torch_state_dict_through_sd_and_back(name):
     s = make_sd([p.detach().clone().requires_grad_() for p in params])
     s.load_state_dict(copy.deepcopy(first))
     back = s.state_dict()
-    for group in back["param_groups"]:
-        assert not {"foreach", "fused", "capturable", "differentiable"} & set(group)
+    for group in back["param_groups"]:  # capturable: a group key of Adam/AdamW, as torch's
+        assert not {"foreach", "fused", "differentiable"} & set(group)
+        assert group.get("capturable", False) is False and (name != "sgd" or "capturable" not in group)
     t2 = make_torch([p.detach().clone().requires_grad_() for p in params])
     t2.load_state_dict(back)
     again = t2.state_dict()

@@ -102,7 +102,12 @@ SGD_SETTINGS = [dict(), dict(momentum=0.9), dict(momentum=0.9, nesterov=True),
 def test_sgd_takes_sparse_gradients_as_torch_does(kw, backend):
     t_params, t_opt = _sparse_run(lambda ps: torch.optim.SGD(ps, lr=0.1, **kw))
     s_params, s_opt = _sparse_run(lambda ps: sd.SGD(ps, lr=0.1, backend=backend, **kw))
-    assert torch.equal(s_params[0], t_params[0])  # the embedding: torch's own sparse ops
+    # The embedding takes torch's own sparse ops on every backend, but its later grads go
+    # through the dense layer: bit-equal where that layer runs torch's for-loop arithmetic
+    # (loop, foreach); with a fused kernel for the dense layer, its rounding (which differs by
+    # CPU: 2.9e-6 on one 2-core x86 VM) reaches the embedding, so fp32 tolerance there.
+    if backend in ("loop", "foreach"):
+        assert torch.equal(s_params[0], t_params[0])
     assert_same_params(t_params, s_params)
     if kw.get("momentum"):
         weight = list(s_opt.state)[0]

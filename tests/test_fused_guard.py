@@ -11,7 +11,7 @@ import torch
 from test_differential import _check_tensor, _torch_fused_sgd_wrong
 
 import scaled_decay as sd
-from scaled_decay import adam as adam_module
+from scaled_decay.updates import adam as adam_module
 from scaled_decay import fused_guard as G
 
 
@@ -132,7 +132,7 @@ def test_the_probe_trusts_cuda_rounding_but_not_a_real_error(maximize, monkeypat
     fused Adam. Pinned on the CPU with CUDA's formula; a real error is still refused."""
     monkeypatch.setattr(torch, "_fused_adamw_", _adamw_as_cuda_writes_it)
     flags = (True, False, maximize, True, False, False)
-    worst = adam_module._probe(torch.device("cpu"), torch.float32, flags)
+    worst = adam_module.probe(torch.device("cpu"), torch.float32, flags)
     assert G.probe_ok(worst, torch.float32), worst
     assert worst["exp_avg_sq"] > 4  # the rounding differs, as on CUDA: the check is not vacuous
 
@@ -140,5 +140,5 @@ def test_the_probe_trusts_cuda_rounding_but_not_a_real_error(maximize, monkeypat
         _adamw_as_cuda_writes_it(*args, **kwargs)
         args[0][0].mul_(1 + 1e-5)
     monkeypatch.setattr(torch, "_fused_adamw_", off_by_1e_5)
-    assert not G.probe_ok(adam_module._probe(torch.device("cpu"), torch.float32, flags),
+    assert not G.probe_ok(adam_module.probe(torch.device("cpu"), torch.float32, flags),
                           torch.float32)

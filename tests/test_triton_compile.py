@@ -21,7 +21,8 @@ except ImportError:  # pragma: no cover - older/newer Triton layouts
     pytest.skip("this Triton has no ASTSource/GPUTarget", allow_module_level=True)
 
 _COMMON = {"table": "*i64", "values": "*i64", "work": "*i32", "n_tensors": "i32",
-           "n_programs": "i32", "lr_lo": "fp32", "grad_scale_ptr": "*fp32",
+           "n_programs": "i32", "lr_lo": "fp32", "wd_hi": "fp32", "wd_lo": "fp32",
+           "eta0_hi": "fp32", "eta0_lo": "fp32", "grad_scale_ptr": "*fp32",
            "found_inf_ptr": "*fp32"}
 
 
@@ -47,7 +48,7 @@ def _vector_loads(ptx):
 def test_adam_kernel_compiles_for_sm90(elem, aligned):
     sig = dict(_COMMON, lr="*fp32", consts="*fp64", one_minus_beta1="fp32", beta2="fp32",
                one_minus_beta2="fp32", eps="fp32")
-    ptx = _ptx(KA._adam_kernel, sig, dict(ELEM=elem, DECAY_KIND=2, AMSGRAD=True,
+    ptx = _ptx(KA._adam_kernel, sig, dict(ELEM=elem, DECAY_KIND=2, LR_POW=2, DIV_ETA0=True, AMSGRAD=True,
                                           MAXIMIZE=True, LR_IS_PTR=True, HAS_SCALE=True,
                                           HAS_INF=True, ALIGNED=aligned, BLOCK=launch.BLOCK))
     assert (_vector_loads(ptx) > 0) == aligned
@@ -57,7 +58,7 @@ def test_adam_kernel_compiles_for_sm90(elem, aligned):
 @pytest.mark.parametrize("elem", [0, 1])
 def test_sgd_kernel_compiles_for_sm90(elem):
     sig = dict(_COMMON, lr="fp32", momentum="fp32", one_minus_dampening="fp32")
-    ptx = _ptx(KS._sgd_kernel, sig, dict(ELEM=elem, DECAY_KIND=1, MOMENTUM=True, NESTEROV=True,
+    ptx = _ptx(KS._sgd_kernel, sig, dict(ELEM=elem, DECAY_KIND=1, LR_POW=0, DIV_ETA0=False, MOMENTUM=True, NESTEROV=True,
                                          MAXIMIZE=False, LR_IS_PTR=False, HAS_SCALE=False,
                                          HAS_INF=False, ALIGNED=True,
                                          BLOCK=launch.BLOCK))
@@ -93,7 +94,7 @@ def test_kernels_leave_room_for_several_programs_per_sm(elem):
     under 96 (at least 2 programs of 8 warps per SM; 64 were measured)."""
     sig = dict(_COMMON, lr="fp32", consts="*fp64", one_minus_beta1="fp32", beta2="fp32",
                one_minus_beta2="fp32", eps="fp32")
-    ptx = _ptx(KA._adam_kernel, sig, dict(ELEM=elem, DECAY_KIND=2, AMSGRAD=True,
+    ptx = _ptx(KA._adam_kernel, sig, dict(ELEM=elem, DECAY_KIND=2, LR_POW=2, DIV_ETA0=True, AMSGRAD=True,
                                           MAXIMIZE=False, LR_IS_PTR=False, HAS_SCALE=True,
                                           HAS_INF=True, ALIGNED=True, BLOCK=launch.BLOCK))
     assert _registers(ptx) <= 96

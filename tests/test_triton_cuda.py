@@ -7,8 +7,8 @@ from triton_interpret import assert_close_ulps, triton  # noqa: F401  (importors
 
 import scaled_decay as sd
 from scaled_decay import kernels as K
-from scaled_decay.adam import adam_math
-from scaled_decay.sgd import sgd_math
+from scaled_decay.updates.adam import adam_math
+from scaled_decay.updates.sgd import sgd_math
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -7,14 +7,16 @@ within 1 ulp of the fp32 math rounded once, and nearly always bit-equal to it).
 """
 import pytest
 import torch
+
+import scaled_decay as sd
 from hypothesis import given
 from hypothesis import strategies as st
 
 from triton_interpret import assert_close_ulps, interpret  # noqa: F401  (fixture)
 
 from scaled_decay import kernels as K
-from scaled_decay.adam import adam_math
-from scaled_decay.sgd import sgd_math
+from scaled_decay.updates.adam import adam_math
+from scaled_decay.updates.sgd import sgd_math
 
 pytestmark = pytest.mark.usefixtures("interpret")
 
@@ -151,18 +153,26 @@ def test_found_inf_skips_and_grad_scale_unscales(dtype):
 
 
 def test_non_dense_tensors_go_to_reference_math():
-    """A strided slice cannot be addressed flat: it takes the foreach path, the rest the
-    kernel, in one call; a transposed (dense) tensor takes the kernel."""
+    """A strided slice cannot be addressed flat: the step plan sends it to the foreach math,
+    the rest to the kernel, in one step; a transposed (dense) tensor takes the kernel."""
     base = torch.randn(40, 30)
     sliced, transposed = base[:, ::3], torch.randn(30, 20).t()
-    p = [sliced, transposed, torch.randn(50)]
-    g = [torch.randn_like(x) for x in p]
-    ref = [x.clone() for x in p]
-    hp = dict(l2_lams=None, decay=[1e-2] * 3, lr=0.1, momentum=0.0, dampening=0.0,
-              nesterov=False, maximize=False)
-    sgd_math(ref, [x.clone() for x in g], [None] * 3, **hp)
-    K.sgd_triton(p, g, [None] * 3, **hp)
-    for a, b, before in zip(p, ref, ref):
+    start = [sliced, transposed, torch.randn(50)]
+    runs = {}
+    for backend in ("loop", "triton"):
+        p = [x.clone() if backend == "loop" else x for x in start]
+        p = [x.requires_grad_() for x in p]
+        opt = sd.SGD(p, lr=0.1, weight_decay=1e-2, backend=backend)
+        for k in range(2):
+            for x in p:
+                g = torch.randn(x.shape, generator=torch.Generator().manual_seed(k))
+                x.grad = torch.empty_like(x).copy_(g)  # the param's strides, as autograd makes
+            opt.step()
+        runs[backend] = p
+    (plan,) = opt._plan.step_plans[0].values()
+    routes = {b.backend: (list(range(3)) if b.idx is None else b.idx) for b in plan.batches}
+    assert routes == {"foreach": [0], "triton": [1, 2]}
+    for a, b in zip(runs["triton"], runs["loop"]):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert base[:, 1].ne(0).all()  # untouched columns of the sliced base stay as they were
 

@@ -28,7 +28,7 @@ from typing import List
 from torch import nn
 
 import scaled_decay as sd
-from scaled_decay.plan import PER_TENSOR_KEYS
+from scaled_decay.group_keys import PER_TENSOR_KEYS
 
 from .archs import Net, mup_lr_multiplier
 from .names import DATA_RULES, MODES, OPTIMIZERS, PARAMETRIZATIONS, RULE_LABELS, RULES

@@ -1,0 +1,132 @@
+"""The decay plan: rules -> s(p) of every tensor, computed once, for any optimizer.
+
+Shared by sd.SGD, sd.Adam, sd.AdamW and by optimizers given the package's decay from outside
+(one place, so every optimizer decays a tensor by the same number). :class:`DecayPlan`
+computes ``s(p)`` of every tensor once (cached until the groups or their rules change), holds
+the step plans built from it (``scaled_decay.step_plan``), and gives the table of
+``decay_report()``. Each step, ``lam = weight_decay * s(p)`` is used as is (mode ``"l2"``) or
+as the multiplicative amount ``c = f(lr) * lam`` with ``p *= 1 - c`` (the other modes): the
+group's weight_decay and lr are applied at run time, never baked into a per-tensor table.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from . import compiling as C
+from .group_keys import PER_TENSOR_KEYS, check_groups_for_step, check_per_tensor_keys, peak_lr
+from .modes import PEAK_LR_MODES, decay_lr_factor
+from .report import DecayReport, DecayRow, GroupSummary
+from .rules import TensorInfo, fan_in_from_shape, tensor_scale
+
+def total_param_count(param_groups: Sequence[dict]) -> int:
+    """N for ParamCount: all elements of all parameters held (global shapes)."""
+    return sum(p.numel() for g in param_groups for p in g["params"])
+
+
+def tensor_infos(group: dict, total: int) -> List[TensorInfo]:
+    """What the rules may know of each tensor of ``group``."""
+    names = group.get("param_names")
+    fan_ins = group.get("fan_ins")
+    sources = group.get("fan_in_sources")
+    refs = group.get("fan_in_references")
+    return [TensorInfo(shape=tuple(p.shape),
+                       fan_in=fan_ins[i] if fan_ins else fan_in_from_shape(p.shape),
+                       total_count=total,
+                       fan_in_reference=refs[i] if refs else None,
+                       name=names[i] if names else None,
+                       fan_in_source=sources[i] if sources else
+                       "given" if fan_ins else "1-d" if p.dim() <= 1 else "shape")
+            for i, p in enumerate(group["params"])]
+
+
+def group_amounts(group: dict, scales: Sequence[float]) -> Tuple[Optional[list], Optional[list]]:
+    """(l2_lams, decay) for a group: per-tensor ``lam`` for "l2", else per-tensor ``c``."""
+    wd = group["weight_decay"]
+    lams = [wd * s for s in scales]
+    if group["decay_mode"] == "l2":
+        return lams, None
+    # floats in eager (a tensor lr gives a float lr's numbers); tensors under torch.compile
+    f = decay_lr_factor(group["decay_mode"], C.scalar(group["lr"]), C.scalar(peak_lr(group)))
+    return None, [f * lam for lam in lams]
+
+
+def _rules_text(rules) -> str:
+    return " * ".join(map(repr, rules)) or "none"
+
+
+class DecayPlan:
+    """``s(p)`` of every tensor of a list of param groups, computed once per layout, and the
+    step plans of each group.
+
+    Holds only caches; safe to drop and rebuild at any time (pickles and deep copies of an
+    optimizer start with an empty one). ``changed()`` drops them: the owner calls it when
+    groups are added or loaded.
+    """
+
+    def __init__(self):
+        self._cache: Optional[Tuple] = None
+        self.step_plans: Dict[int, dict] = {}  # group index -> {plan key: step plan}
+
+    def changed(self) -> None:
+        self._cache = None
+        self.step_plans.clear()
+
+    def scales(self, param_groups: Sequence[dict]) -> List[List[float]]:
+        """s(p) of every tensor, per group; recomputed only when the groups' tensors (by
+        identity: frameworks swap them, e.g. accelerate), rules or per-tensor lists change."""
+        key = tuple((tuple(map(id, g["params"])), g["decay_scaling"],
+                     tuple(id(g.get(k)) for k in PER_TENSOR_KEYS))
+                    for g in param_groups)
+        if self._cache is None or self._cache[0] != key:
+            for gi, g in enumerate(param_groups):
+                try:
+                    check_per_tensor_keys(g)
+                except ValueError as e:
+                    raise ValueError(f"param_groups[{gi}]: {e}") from None
+            total = total_param_count(param_groups)
+            scales = [[tensor_scale(g["decay_scaling"], info)
+                       for info in tensor_infos(g, total)] for g in param_groups]
+            self._cache = (key, scales)
+        return self._cache[1]
+
+    def amounts(self, param_groups: Sequence[dict]):
+        """(group, l2_lams, decay) for every group: this step's decay, per tensor (for
+        ``with_scaled_decay``, whose decay is one op per group before the wrapped step).
+        Validates every group's decay keys first (mid-run edits), before any is yielded."""
+        check_groups_for_step(param_groups)
+        for group, scales in zip(param_groups, self.scales(param_groups)):
+            yield (group, *group_amounts(group, scales))
+
+    def report(self, param_groups: Sequence[dict],
+               l2_factor: Callable[[dict, float], Optional[float]]) -> DecayReport:
+        """One row per parameter: name, shape, fan-in and its source, s(p), effective lam,
+        lr, per-step factor, no-decay reason; and one :class:`GroupSummary` per group.
+        ``l2_factor(group, lam)`` is the optimizer's per-step factor for mode "l2" (or None)."""
+        check_groups_for_step(param_groups)
+        rows = DecayReport()
+        total = total_param_count(param_groups)
+        for gi, (group, scales) in enumerate(zip(param_groups, self.scales(param_groups))):
+            _, decay = group_amounts(group, scales)
+            reasons = group.get("no_decay_reasons")
+            eta0 = float(peak_lr(group)) if group["decay_mode"] in PEAK_LR_MODES else None
+            lams = []
+            for i, (info, s) in enumerate(zip(tensor_infos(group, total), scales)):
+                lam = float(group["weight_decay"] * s)
+                lams.append(lam)
+                factor = (1.0 - decay[i]) if decay is not None else l2_factor(group, lam)
+                rows.append(DecayRow(group=gi, index=i, name=info.name, shape=info.shape,
+                                     fan_in=info.fan_in, fan_in_source=info.fan_in_source,
+                                     scale=s, weight_decay=float(group["weight_decay"]),
+                                     lam=lam, decay_mode=group["decay_mode"],
+                                     lr=float(group["lr"]), peak_lr=eta0,
+                                     decay_factor=None if factor is None else float(factor),
+                                     no_decay_reason=reasons[i] if reasons else None))
+            rows.groups.append(GroupSummary(
+                group=gi, tensors=len(group["params"]),
+                elements=sum(p.numel() for p in group["params"]),
+                weight_decay=float(group["weight_decay"]), decay_mode=group["decay_mode"],
+                decay_scaling=_rules_text(group["decay_scaling"]), lr=float(group["lr"]),
+                peak_lr=eta0, lam_min=min(lams, default=0.0), lam_max=max(lams, default=0.0)))
+        return rows

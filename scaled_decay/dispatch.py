@@ -1,0 +1,205 @@
+"""The one dispatcher: a group's step plan, run on the backends it chose.
+
+``step_group`` is the whole way through a step for one param group, for every optimizer of
+the package: find (or build) the group's step plan, read this step's hyperparameters and
+decay from the group, and hand each batch of the plan to its backend - the update module's
+foreach math ("loop", "foreach"), its torch fused op ("torch_fused") or its Triton launcher
+("triton"). No other module tests a backend's name.
+
+GradScaler: the fused backends take ``grad_scale``/``found_inf`` on the device; for the
+others, ``found_inf`` is read on the host once per step (as GradScaler does for optimizers
+that cannot skip on the device) and the grads are unscaled in place.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Optional
+
+import torch
+
+from . import compiling as C
+from .group_keys import peak_lr
+from .modes import PEAK_LR_MODES
+from .step_plan import GRAD, Batch, GroupPlan
+from .updates.decay_ops import Decay, found_inf_set, unscale_grads_
+
+_MAX_PLANS = 8  # per group: plans for other keys (GradScaler on/off, params without grads)
+
+# decay_mode -> (lr power, divides by eta0) of the Triton kernels' lr factor
+_KERNEL_FACTOR = {"decoupled": (1, False), "independent": (1, True), "corrected": (2, True)}
+
+
+def plan_key(update, group: dict, capturable: bool, amp: tuple, grads_all: list) -> tuple:
+    """What selects a plan besides its tensors: the group's structural keys, whether it
+    decays at all (torch's fused ops take other code paths then), GradScaler, capturable,
+    and which params have grads."""
+    wd = group["weight_decay"]
+    decays = bool(wd != 0) if not isinstance(wd, torch.Tensor) else True
+    selection = None
+    if any(map(operator.is_, grads_all, _none_repeat(len(grads_all)))):
+        selection = bytes(map(operator.is_not, grads_all, _none_repeat(len(grads_all))))
+    return (update.structure(group), group["backend"], group["decay_mode"] == "l2", decays,
+            capturable, amp[0] is not None, amp[1] is not None, selection)
+
+
+def _none_repeat(n):
+    return [None] * n
+
+
+def group_plan(opt, update, gi: int, group: dict, scales, grads_all, capturable, amp):
+    """(plan, grads, state lists) for this step: the cached plan while it holds, else a new
+    one (kept for the next steps)."""
+    plans = opt._plan.step_plans.setdefault(gi, {})
+    key = plan_key(update, group, capturable, amp, grads_all)
+    plan = plans.get(key)
+    found = plan.lists(group, grads_all, opt.state) if plan is not None else None
+    if found is None:
+        plan = GroupPlan(opt, update, group, scales, grads_all, capturable, amp)
+        if len(plans) >= _MAX_PLANS:
+            plans.clear()
+        plans[key] = plan
+        found = plan.lists(group, grads_all, opt.state)
+        if found is None:  # only SGD's first step: buffers not made yet
+            found = ([grads_all[i] for i in plan.positions], plan.state_ids)
+    return plan, found[0]
+
+
+def step_group(opt, update, gi: int, group: dict, scales, *, capturable: bool,
+               grad_scale=None, found_inf=None) -> None:
+    """One step of ``update`` ("adam" or "sgd" module) for the group's params with grads."""
+    grads_all = list(map(GRAD, group["params"]))
+    if not any(g is not None for g in grads_all):
+        return
+    tensor_math = capturable or C.is_compiling()
+    lr = group["lr"] if tensor_math else C.scalar(group["lr"])
+    eta0 = peak_lr(group) if group["decay_mode"] in PEAK_LR_MODES else 1.0
+    eta0 = eta0 if tensor_math else C.scalar(eta0)
+    amp = (grad_scale, found_inf)
+    if C.is_compiling():  # Dynamo traces a fresh plan: no cache to guard on
+        plan = GroupPlan(opt, update, group, scales, grads_all, capturable, amp)
+        grads = [grads_all[i] for i in plan.positions]
+    else:
+        plan, grads = group_plan(opt, update, gi, group, scales, grads_all, capturable, amp)
+    hp = update.hparams(group, lr)
+    wd = group["weight_decay"]
+    skip = None  # found_inf read on the host, once, for the unfused batches
+    for batch in plan.batches:
+        fused = batch.backend in ("torch_fused", "triton")
+        if not fused:
+            if skip is None:
+                skip = found_inf_set(found_inf)
+            if skip:
+                continue
+        bgrads = plan.batch_grads(batch, grads)
+        if not fused:
+            unscale_grads_(bgrads, grad_scale)
+        decay = _decay(group, batch, wd, lr, eta0)
+        run_batch(update, batch, bgrads, decay, hp, tensor_math, grad_scale, found_inf)
+        if batch.new_buffers:
+            plan.store_new_buffers(opt, batch, update.state_keys(group)[0])
+
+
+def _decay(group: dict, batch: Batch, wd, lr, eta0) -> Optional[Decay]:
+    if not isinstance(wd, torch.Tensor) and wd == 0:
+        return None
+    return Decay(group["decay_mode"], tuple((wd * s, idx) for s, idx in batch.scale_groups),
+                 lr, eta0, wd)
+
+
+def run_batch(update, batch: Batch, grads, decay, hp, tensor_math, grad_scale,
+              found_inf) -> None:
+    """One backend call (a loop of them for "loop") on a batch of the plan."""
+    lists = [batch.params, grads] + _state_lists(update, batch, hp)
+    if batch.backend == "triton":
+        _triton(update, batch, lists, decay, hp, grad_scale, found_inf)
+    elif batch.backend == "torch_fused":
+        fused = update.adam_torch_fused if update.name == "adam" else update.sgd_torch_fused
+        extra = {} if update.name == "adam" else {"first": batch.first}
+        fused(*lists, decay=decay, **hp, **extra, grad_scale=grad_scale, found_inf=found_inf)
+    elif batch.backend == "loop":
+        math = update.adam_foreach if update.name == "adam" else update.sgd_foreach
+        lams = _per_tensor(decay, len(batch.params))
+        for i in range(len(batch.params)):
+            one = [lst[i:i + 1] if lst else lst for lst in lists]
+            math(*one, decay=None if decay is None else decay._replace(groups=((lams[i], None),)),
+                 **hp, tensor_math=tensor_math)
+            if update.name == "sgd" and lists[2]:
+                lists[2][i] = one[2][0]  # a new momentum buffer
+    else:
+        math = update.adam_foreach if update.name == "adam" else update.sgd_foreach
+        math(*lists, decay=decay, **hp, tensor_math=tensor_math)
+
+
+def _state_lists(update, batch: Batch, hp: dict) -> list:
+    """The state lists the update functions take: Adam's vmax list is empty without amsgrad;
+    SGD without momentum gets an empty buffer list (one of Nones for the math)."""
+    if update.name == "adam":
+        m, v, *rest = batch.states
+        vmax, steps = (rest if hp["amsgrad"] else ([], rest[0]))
+        return [m, v, vmax, steps]
+    return [batch.states[0] if batch.states else [None] * len(batch.params)]
+
+
+def _per_tensor(decay: Optional[Decay], n: int) -> list:
+    """Each tensor's ``lam`` (for the loop backend, one tensor a call)."""
+    lams = [0.0] * n
+    if decay is not None:
+        for lam, idx in decay.groups:
+            for i in (range(n) if idx is None else idx):
+                lams[i] = lam
+    return lams
+
+
+def _triton(update, batch: Batch, lists, decay, hp, grad_scale, found_inf) -> None:
+    """The Triton launcher with the plan's own tables: the values (s(p) and first-step
+    flags) are built once; the address table again only when a tensor moved."""
+    if batch.triton is None:
+        package = _package(batch.device)
+        tables = package.tables.Tables(max_entries=4)
+        flags = [1 if batch.first else 0] * len(batch.params)
+        values = tables.values(batch.scales, flags, batch.device)
+        batch.triton = [package, tables, values, None, None]
+    package, tables, values, rows, layout = batch.triton
+    kind, kd = package.launch, _kernel_decay(package.launch, decay)
+    if update.name == "adam":
+        p, g, m, v, vmax, s = lists
+        now = package.adam.adam_rows(p, g, m, v, vmax, s)
+        if now != rows:
+            layout = tables.layout(now, list(map(torch.Tensor.numel, p)), kind.BLOCK,
+                                   batch.device)
+            batch.triton[3:] = [now, layout]
+        package.adam.adam_launch(tables, p, g, m, v, vmax, s, values=values, kernel_decay=kd,
+                                 layout=layout, grad_scale=grad_scale, found_inf=found_inf,
+                                 **hp)
+        return
+    p, g, bufs = lists
+    momentum = hp["momentum"] != 0
+    if batch.first and momentum:
+        if found_inf is not None and found_inf_set(found_inf):
+            return  # no buffer may start from this step's gradients
+        found_inf = None
+        package.sgd.new_buffers(p, bufs, hp["momentum"])
+    b = bufs if momentum else []
+    now = package.sgd.sgd_rows(p, g, b)
+    if now != rows:
+        layout = tables.layout(now, list(map(torch.Tensor.numel, p)), kind.BLOCK, batch.device)
+        batch.triton[3:] = [now, layout]
+    package.sgd.sgd_launch(tables, p, g, b, values=values, kernel_decay=kd, layout=layout,
+                           grad_scale=grad_scale, found_inf=found_inf, **hp)
+
+
+def _package(device):
+    from .backends import triton_package
+    return triton_package(device)
+
+
+def _kernel_decay(launch, decay: Optional[Decay]):
+    """The kernels' form of this step's decay: the table holds s(p); weight_decay and the
+    mode's lr factor are launch arguments (an lr schedule rebuilds no table)."""
+    if decay is None:
+        return launch.KernelDecay(launch.NO_DECAY)
+    wd = float(decay.weight_decay)
+    if decay.l2:
+        return launch.KernelDecay(launch.L2, wd)
+    lr_pow, div = _KERNEL_FACTOR[decay.mode]
+    return launch.KernelDecay(launch.MULTIPLY, wd, lr_pow, div, float(decay.eta0))

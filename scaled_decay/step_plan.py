@@ -1,0 +1,179 @@
+"""The step plan of a param group: what a step needs that does not change between steps.
+
+Built once per (group, its tensors and their layouts), reused while nothing it depends on
+changed: which params have grads, which backend runs each tensor (``backends``), the layout
+verdicts (``layouts``) and torch fused-op verdicts (``fused_guard``) behind that choice, the
+local and real views of params and state, the tensors grouped by s(p) (so each decay op runs
+once per distinct value), and the Triton kernels' tables. Nothing in it depends on the lr or
+weight_decay: schedules of either rebuild nothing.
+
+Checking that a plan still holds costs a few C-level passes over the group's lists per step
+(``GroupPlan.lists``): the params are the same objects at the same addresses and strides, the
+grads have their params' strides (where a flat kernel runs), the state tensors are the same
+objects. Anything else (``load_state_dict``, ``p.data = ...``, a new grad layout, a param
+that gained or lost its grad) builds a new plan.
+"""
+from __future__ import annotations
+
+import itertools
+import operator
+from typing import List, Optional
+
+import torch
+
+from . import distributed as D
+from . import fused_guard as G
+from .backends import FUSED_BACKENDS, like_complex, real_view, resolve_backend, triton_package
+from .layouts import flat_layout_ok
+from .updates.decay_ops import indices_by
+
+GRAD = operator.attrgetter("grad")
+STRIDE = torch.Tensor.stride
+PTR = torch.Tensor.data_ptr
+_is, _repeat = operator.is_, itertools.repeat
+
+
+class Batch:
+    """Tensors one backend call takes each step: positions ``idx`` of the plan's lists (None:
+    all of them), their views, and ``scale_groups`` ((s, positions in the batch or None), ...)."""
+
+    def __init__(self, backend, idx, plan, scales, first=False):
+        self.backend, self.idx, self.first = backend, idx, first
+        take = (lambda lst: lst) if idx is None else (lambda lst: [lst[i] for i in idx])
+        self.params = take(plan.param_views[backend in FUSED_BACKENDS])
+        self.states = [take(lst) for lst in plan.state_views[backend in FUSED_BACKENDS]]
+        # grads need real views where the params are: fused backends, and Adam everywhere
+        self.real = plan.grad_views and (backend in FUSED_BACKENDS or plan.real_always)
+        groups = indices_by(take(scales))
+        self.scale_groups = tuple((s, None if len(groups) == 1 else i) for s, i in groups.items())
+        self.new_buffers = any(b is None for lst in self.states for b in lst)
+        self.device, self.dtype = self.params[0].device, self.params[0].dtype
+        self.triton = None  # (package, tables, values table, rows, layout), made on first use
+        self.scales = take(scales)
+
+
+class GroupPlan:
+    """The plan of one group for one combination of the plan key (see ``plan_key``)."""
+
+    def __init__(self, opt, update, group: dict, scales: List[float], grads_all: list,
+                 capturable: bool, amp: tuple):
+        params_all = group["params"]
+        self.params_all = list(params_all)
+        self.rules = group["decay_scaling"]
+        has = [g is not None for g in grads_all]
+        self.select = None if all(has) else has
+        self.positions = [i for i, h in enumerate(has) if h]
+        params = [params_all[i] for i in self.positions]
+        grads = [grads_all[i] for i in self.positions]
+        opt._check_sparse(group, self.positions, grads)
+        self.params = params
+        self.keys = update.state_keys(group)
+        requested = group["backend"]
+        # complex: Adam always takes real views (as torch.optim.Adam); SGD's loop/foreach
+        # compute in complex arithmetic (as torch.optim.SGD), its fused backends on real views
+        real_always = self.real_always = update.real_views_always
+        local = [D.local_view(p) for p in params]
+        backends = [resolve_backend(requested, real_view(p), capturable) for p in local]
+        for p, be in zip(params, backends):
+            update.init_state(opt.state[p], p, group, be in FUSED_BACKENDS or capturable)
+        states = [[opt.state[p].get(k) for p in params] for k in self.keys]
+        self.state_ids = states
+        local_states = [[D.local_view(t) for t in lst] for lst in states]
+        fused_views = ([real_view(p) for p in local],
+                       [[real_view(t) for t in lst] for lst in local_states])
+        plain_views = fused_views if real_always else (local, local_states)
+        self.param_views = {False: plain_views[0], True: fused_views[0]}
+        self.state_views = {False: plain_views[1], True: fused_views[1]}
+        self.grad_views = any(p is not v for p, v in zip(params, fused_views[0]))
+        local_grads = [real_view(D.local_view(g)) for g in grads]
+        hp = update.hparams(group, group["lr"])
+        wd = group["weight_decay"]
+        self.scale_list = [scales[i] for i in self.positions]
+        keys = []
+        for i, be in enumerate(backends):
+            pv = fused_views[0][i]
+            first = any(lst[i] is None for lst in states)
+            if grads[i].is_sparse:
+                be = "loop"  # torch's own sparse arithmetic, one tensor at a time
+            elif be in FUSED_BACKENDS:
+                companions = [local_grads[i]] + [  # (step counts are 0-d: not walked)
+                    lst[i] for k, lst in zip(self.keys, fused_views[1])
+                    if lst[i] is not None and k != "step"]
+                if not flat_layout_ok(pv, companions) or not self._kernel_takes(
+                        update, be, pv, group, wd, hp, amp, first):
+                    be = "foreach"
+            keys.append((be, pv.device, pv.dtype, first and be in FUSED_BACKENDS))
+        self.batches = [Batch(k[0], None if len(idx) == len(keys) else idx, self, self.scale_list,
+                              first=k[3]) for k, idx in indices_by(keys).items()]
+        self.check_layout = any(b.backend in FUSED_BACKENDS for b in self.batches)
+        self.p_ptrs = list(map(PTR, params))
+        self.p_strides = list(map(STRIDE, params))
+        self.g_strides = list(map(STRIDE, grads)) if self.check_layout else None
+        self.per_tensor = tuple(group.get(k) for k in ("fan_ins", "fan_in_references"))
+
+    @staticmethod
+    def _kernel_takes(update, backend, p, group, wd, hp, amp, first) -> bool:
+        """Whether the fused backend may take tensor ``p`` (its layout already checked)."""
+        if backend == "triton":
+            return triton_package(p.device).launch.dtype_ok(p.dtype)
+        from .updates.decay_ops import Decay
+        decay = None if wd == 0 else Decay(group["decay_mode"], ((1.0, None),))
+        flags = update.fused_flags(decay, wd, hp, *amp, first)
+        op = update.fused_op_name(decay)
+        return G.trusted(op, p.device, p.dtype, flags,
+                         lambda: update.probe(p.device, p.dtype, flags))
+
+    def lists(self, group: dict, grads_all: list, opt_state) -> Optional[tuple]:
+        """(grads, state lists) of this step if the plan still holds, else None: C-level passes
+        over the lists, no Python call per tensor."""
+        params_all = group["params"]
+        if len(params_all) != len(self.params_all) or group["decay_scaling"] is not self.rules \
+                or not all(map(_is, params_all, self.params_all)) \
+                or tuple(group.get(k) for k in ("fan_ins", "fan_in_references")) \
+                != self.per_tensor:
+            return None
+        grads = grads_all if self.select is None else \
+            list(itertools.compress(grads_all, self.select))
+        if any(map(_is, grads, _repeat(None))):
+            return None
+        params = self.params
+        if list(map(PTR, params)) != self.p_ptrs or list(map(STRIDE, params)) != self.p_strides:
+            return None
+        if self.check_layout:
+            try:
+                if list(map(STRIDE, grads)) != self.g_strides:
+                    return None
+            except RuntimeError:  # a sparse grad
+                return None
+        if not self.keys:
+            return grads, []
+        states = list(map(opt_state.__getitem__, params))
+        out = []
+        try:
+            for key, known in zip(self.keys, self.state_ids):
+                lst = list(map(operator.itemgetter(key), states))
+                if not all(map(_is, lst, known)):
+                    return None
+                out.append(lst)
+        except KeyError:
+            return None
+        return grads, out
+
+    def batch_grads(self, batch: Batch, grads: list) -> list:
+        """This step's grads for ``batch``, as the views its backend takes."""
+        if batch.idx is not None:
+            grads = [grads[i] for i in batch.idx]
+        if self.grad_views:
+            grads = [D.local_view(g) for g in grads]
+            if batch.real:
+                grads = [real_view(g) for g in grads]
+        return grads
+
+    def store_new_buffers(self, opt, batch: Batch, key: str) -> None:
+        """State the math made (SGD's first momentum buffers), as the params keep it."""
+        k = self.keys.index(key)
+        idx = range(len(self.params)) if batch.idx is None else batch.idx
+        for j, i in enumerate(idx):
+            buf, p = batch.states[k][j], self.params[i]
+            if buf is not None and self.state_ids[k][i] is None:
+                opt.state[p][key] = D.like_param(like_complex(buf, p), p, None)

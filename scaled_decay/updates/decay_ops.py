@@ -1,0 +1,150 @@
+"""This step's decay, and the foreach ops that apply it (SPEC "Update math" step 2).
+
+A :class:`Decay` is what one update call needs to know of the decay: the mode, the lr and
+peak lr it scales with, and the tensors grouped by their ``lam = weight_decay * s(p)``. The
+groups are made once, when a step plan is built (``scaled_decay.step_plan``); the lr and
+weight_decay are read at each step, so an lr or weight-decay schedule changes nothing per
+tensor. With ``decay_scaling=None`` there is one group, and every op below runs once over
+the whole list.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Dict, Hashable, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = ["Decay", "decay_from_lists", "indices_by", "pick", "add_decay_to_grads",
+           "apply_decoupled_decay", "found_inf_set", "unscale_grads_"]
+
+
+def indices_by(keys: Sequence[Hashable]) -> Dict[Hashable, List[int]]:
+    """Positions of equal keys, in first-seen order."""
+    out: Dict[Hashable, List[int]] = defaultdict(list)
+    for i, k in enumerate(keys):
+        out[k].append(i)
+    return out
+
+
+def pick(lst: Sequence, idx: Optional[Sequence[int]]) -> list:
+    """``lst`` at positions ``idx`` (None: all of it, no copy)."""
+    return lst if idx is None else [lst[i] for i in idx]
+
+
+class Decay(NamedTuple):
+    """One step's decay for a list of tensors.
+
+    ``mode``: a ``decay_mode`` (``"l2"``, ``"decoupled"``, ``"independent"``,
+    ``"corrected"``), or ``"amount"`` when ``groups`` already hold the multiplicative
+    amounts ``c`` (the per-tensor-list form of the reference functions).
+    ``groups``: ``((lam, positions or None for all), ...)``.
+    ``lr``/``eta0``: the group's lr now and its peak lr (floats, or tensors in the capturable
+    and compiled forms); ``weight_decay``: the group's, whose product with s(p) each ``lam``
+    is (the Triton kernels take s(p) from their table and this at launch).
+    """
+    mode: str
+    groups: Tuple[tuple, ...]
+    lr: object = 1.0
+    eta0: object = 1.0
+    weight_decay: object = 1.0
+
+    @property
+    def l2(self) -> bool:
+        return self.mode == "l2"
+
+    def amount(self, lam):
+        """``c`` with ``p *= 1 - c`` (SPEC step 2): ``f(lr) * lam``, in the order the
+        per-tensor reference computes it (``decay_lr_factor(...) * lam``), so the float
+        path gives the same bits."""
+        if self.mode == "amount":
+            return lam
+        if self.mode == "decoupled":
+            return self.lr * lam
+        if self.mode == "independent":
+            return self.lr / self.eta0 * lam
+        return self.lr * self.lr / self.eta0 * lam  # "corrected"
+
+    def fused_weight_decay(self, lam) -> float:
+        """``weight_decay`` for torch's ``_fused_adamw_``, which multiplies by
+        ``1 - lr * weight_decay``: ``lam`` itself for "decoupled" (torch AdamW's own numbers),
+        else ``c / lr`` (0 when lr is 0)."""
+        if self.mode == "decoupled":
+            return lam
+        lr = float(self.lr)
+        return float(self.amount(lam)) / lr if lr else 0.0
+
+
+def decay_from_lists(l2_lams, decay) -> Optional[Decay]:
+    """A :class:`Decay` from per-tensor lists: ``l2_lams`` (mode "l2") or ``decay`` (the
+    amounts ``c``); None for neither."""
+    if l2_lams is not None:
+        return Decay("l2", tuple(indices_by(list(l2_lams)).items()))
+    if decay is not None:
+        return Decay("amount", tuple(indices_by(list(decay)).items()))
+    return None
+
+
+def add_decay_to_grads(grads: List[torch.Tensor], params: List[torch.Tensor],
+                       decay: Decay) -> List[torch.Tensor]:
+    """``g + lam * p`` per tensor, new tensors (the user's grads are never written).
+
+    One ``_foreach_add`` per distinct ``lam``, with ``alpha=lam``: the same op as torch's
+    ``grad.add(param, alpha=weight_decay)``, so results match torch bit for bit.
+    """
+    if len(decay.groups) == 1 and decay.groups[0][1] is None:
+        lam = decay.groups[0][0]
+        return list(grads) if lam == 0 else list(torch._foreach_add(grads, params, alpha=lam))
+    out = list(grads)
+    for lam, idx in decay.groups:
+        if lam == 0:
+            continue
+        idx = range(len(grads)) if idx is None else idx
+        summed = torch._foreach_add([grads[i] for i in idx], [params[i] for i in idx], alpha=lam)
+        for i, t in zip(idx, summed):
+            out[i] = t
+    return out
+
+
+def apply_decoupled_decay(params: List[torch.Tensor], decay: Decay, found_inf=None) -> None:
+    """``p *= 1 - c`` per tensor (SPEC step 2: multiply first, then the update).
+
+    With GradScaler's ``found_inf`` (a device tensor) the factor is ``1`` where it is set,
+    chosen on the device (no sync); the factor is the same fp32 number as the float path's.
+    A float ``c`` of 0 is skipped; a tensor ``c`` (capturable, compiled) never is.
+    """
+    for lam, idx in decay.groups:
+        c = decay.amount(lam)
+        keep = 1.0 - c
+        if not isinstance(keep, torch.Tensor) and keep == 1.0:
+            continue
+        sub = pick(params, idx)
+        if found_inf is None:
+            torch._foreach_mul_(sub, keep)
+            continue
+        device = sub[0].device
+        skip = found_inf.to(device, non_blocking=True) != 0
+        keep_t = keep.to(device) if isinstance(keep, torch.Tensor) \
+            else torch.tensor(keep, dtype=torch.float32, device=device)
+        torch._foreach_mul_(sub, torch.where(skip, torch.ones((), device=device), keep_t))
+
+
+# ---- GradScaler (torch.amp) support for the backends that do not fuse it ---------------------
+def found_inf_set(found_inf) -> bool:
+    """Whether GradScaler found an inf/NaN (read on the host: one sync, as GradScaler's own
+    ``step`` does for optimizers that cannot skip on the device)."""
+    return found_inf is not None and bool(found_inf.item() != 0)
+
+
+def unscale_grads_(grads: List[torch.Tensor], grad_scale) -> None:
+    """``g *= float32(1 / scale)`` in place: GradScaler.unscale_'s own op and arithmetic
+    (``torch._amp_foreach_non_finite_check_and_unscale_``), one call per (device, dtype)."""
+    if grad_scale is None or not grads:
+        return
+    inv_scale = grad_scale.double().reciprocal().float()
+    # a sparse grad is unscaled through its values (GradScaler.unscale_ does the same)
+    grads = [g._values() if g.is_sparse else g for g in grads]
+    for idx in indices_by([(g.device, g.dtype) for g in grads]).values():
+        sub = [grads[i] for i in idx]
+        device = sub[0].device
+        torch._amp_foreach_non_finite_check_and_unscale_(
+            sub, torch.zeros((), device=device), inv_scale.to(device))
