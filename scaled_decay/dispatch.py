@@ -13,6 +13,7 @@ that cannot skip on the device) and the grads are unscaled in place.
 from __future__ import annotations
 
 import operator
+from itertools import repeat
 from typing import Optional
 
 import torch
@@ -36,14 +37,10 @@ def plan_key(update, group: dict, capturable: bool, amp: tuple, grads_all: list)
     wd = group["weight_decay"]
     decays = bool(wd != 0) if not isinstance(wd, torch.Tensor) else True
     selection = None
-    if any(map(operator.is_, grads_all, _none_repeat(len(grads_all)))):
-        selection = bytes(map(operator.is_not, grads_all, _none_repeat(len(grads_all))))
+    if any(map(operator.is_, grads_all, repeat(None))):
+        selection = bytes(map(operator.is_not, grads_all, repeat(None)))
     return (update.structure(group), group["backend"], group["decay_mode"] == "l2", decays,
             capturable, amp[0] is not None, amp[1] is not None, selection)
-
-
-def _none_repeat(n):
-    return [None] * n
 
 
 def group_plan(opt, update, gi: int, group: dict, scales, grads_all, capturable, amp):
@@ -67,15 +64,21 @@ def group_plan(opt, update, gi: int, group: dict, scales, grads_all, capturable,
 def step_group(opt, update, gi: int, group: dict, scales, *, capturable: bool,
                grad_scale=None, found_inf=None) -> None:
     """One step of ``update`` ("adam" or "sgd" module) for the group's params with grads."""
-    grads_all = list(map(GRAD, group["params"]))
-    if not any(g is not None for g in grads_all):
-        return
-    tensor_math = capturable or C.is_compiling()
+    compiling = C.is_compiling()
+    if compiling:  # (Dynamo traces comprehensions, not attrgetter/map)
+        grads_all = [p.grad for p in group["params"]]
+        if all(g is None for g in grads_all):
+            return
+    else:
+        grads_all = list(map(GRAD, group["params"]))
+        if all(map(operator.is_, grads_all, repeat(None))):
+            return
+    tensor_math = capturable or compiling
     lr = group["lr"] if tensor_math else C.scalar(group["lr"])
     eta0 = peak_lr(group) if group["decay_mode"] in PEAK_LR_MODES else 1.0
     eta0 = eta0 if tensor_math else C.scalar(eta0)
     amp = (grad_scale, found_inf)
-    if C.is_compiling():  # Dynamo traces a fresh plan: no cache to guard on
+    if compiling:  # Dynamo traces a fresh plan: no cache to guard on
         plan = GroupPlan(opt, update, group, scales, grads_all, capturable, amp)
         grads = [grads_all[i] for i in plan.positions]
     else:

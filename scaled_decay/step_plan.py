@@ -76,7 +76,11 @@ class GroupPlan:
         backends = [resolve_backend(requested, real_view(p), capturable) for p in local]
         for p, be in zip(params, backends):
             update.init_state(opt.state[p], p, group, be in FUSED_BACKENDS or capturable)
-        states = [[opt.state[p].get(k) for p in params] for k in self.keys]
+        # the per-param state dicts, looked up once (a lookup hashes the tensor in Python);
+        # load_state_dict drops the plans, other replacements of opt.state show in its size
+        self.state_obj, self.state_dicts = opt.state, [opt.state[p] for p in params]
+        self.state_len = len(opt.state)
+        states = [[d.get(k) for d in self.state_dicts] for k in self.keys]
         self.state_ids = states
         local_states = [[D.local_view(t) for t in lst] for lst in states]
         fused_views = ([real_view(p) for p in local],
@@ -147,7 +151,9 @@ class GroupPlan:
                 return None
         if not self.keys:
             return grads, []
-        states = list(map(opt_state.__getitem__, params))
+        if opt_state is not self.state_obj or len(opt_state) != self.state_len:
+            return None
+        states = self.state_dicts
         out = []
         try:
             for key, known in zip(self.keys, self.state_ids):

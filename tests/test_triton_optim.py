@@ -112,3 +112,84 @@ def test_auto_does_not_pick_triton_on_cpu():
     assert B.resolve_backend("auto", p) in ("torch_fused", "foreach")
     assert B.triton_available(torch.device("cpu"))
     assert B.resolve_backend("triton", p) == "triton"
+
+
+# ---- the plan's tables (issue 16): built once, never by a schedule ----------------------------
+def _interp_tables():
+    from scaled_decay import kernels
+    return kernels.package_for(torch.device("cpu")).tables  # the copy CPU tensors run on
+
+
+@pytest.mark.usefixtures("interpret")
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["adamw", "sgd_nesterov"])
+def test_schedules_of_lr_and_weight_decay_build_no_table(name, mode):
+    ps = make_params(0, [(9, 5), (33,), (4, 4)])
+    opt = _factory(name, mode, "fan_in", False)(ps, "triton")
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    for k in range(2):  # SGD: new buffers at step 1, their flags and addresses at step 2
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(k))
+        opt.step()
+    tables = _interp_tables()
+    before = tables.build_counts()
+    for k in range(2, 6):
+        for p in ps:  # same storage each step: the address table holds
+            p.grad.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(k)))
+        opt.step()
+        sched.step()
+        opt.param_groups[0]["weight_decay"] *= 0.8
+    assert tables.build_counts() == before
+
+
+@pytest.mark.usefixtures("interpret")
+@pytest.mark.parametrize("name", ["adamw", "sgd_nesterov"])
+def test_a_step_gradscaler_skips_leaves_nothing_behind(name):
+    """found_inf set: the run goes on exactly as if that step had not been called (the
+    kernels skip on the device; SGD's first step reads found_inf and makes no buffer; Adam's
+    first step leaves torch's fresh state, zeros at step 0, as torch's fused Adam does)."""
+    def grads(ps, k):
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(k))
+
+    runs = []
+    for skips in ((), (0, 2)):  # skipped calls before the 1st and the 2nd real step
+        ps = make_params(1, [(9, 5), (33,)])
+        opt = _factory(name, "decoupled", "fan_in", False)(ps, "triton")
+        for k in range(3):
+            if k in skips:
+                grads(ps, 99)
+                opt.grad_scale, opt.found_inf = torch.tensor(8.0), torch.tensor(1.0)
+                opt.step()
+                del opt.grad_scale, opt.found_inf
+            grads(ps, k)
+            opt.step()
+        runs.append((ps, opt))
+    (a, a_opt), (b, b_opt) = runs
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+        assert a_opt.state[x].keys() == b_opt.state[y].keys()
+        for key, value in a_opt.state[x].items():
+            assert torch.equal(value, b_opt.state[y][key]), key
+
+
+@pytest.mark.usefixtures("interpret")
+def test_capturable_triton_step_reads_nothing_on_the_host(monkeypatch):
+    ps = make_params(2, [(9, 5), (33,)])
+    ref = clone_params(ps)
+    opt = sd.AdamW(ps, lr=torch.tensor(0.01), weight_decay=0.1, backend="triton",
+                   capturable=True)
+    ref_opt = sd.AdamW(ref, lr=0.01, weight_decay=0.1, backend="foreach")
+    for k in range(3):
+        for p, r in zip(ps, ref):
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(k))
+            r.grad = p.grad.clone()
+        if k == 1:  # tables exist: the steady step must not read a tensor on the host
+            def refuse(*args, **kwargs):
+                raise AssertionError("a host sync in a capturable step")
+            monkeypatch.setattr(torch.Tensor, "item", refuse)
+            monkeypatch.setattr(torch.Tensor, "tolist", refuse)
+        opt.step()
+        monkeypatch.undo()
+        ref_opt.step()
+    _same(ps, opt, ref, ref_opt)
