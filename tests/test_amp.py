@@ -71,3 +71,23 @@ def test_overflow_step_changes_nothing(name, backend, at):
     for key, state in sd_before["state"].items():
         for name_, value in state.items():
             assert torch.equal(value.cpu(), sd_after["state"][key][name_].cpu()), name_
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_decay_with_found_inf_clear_is_the_plain_decay_in_every_dtype(dtype):
+    """The device-side skip multiplied by a 0-d fp32 factor, which torch casts to the params'
+    dtype first (1 - 0.013 became 0.98682 in fp16, 0.98828 in bf16: 1,055 and 602 of 4,000
+    elements came out other than the plain decay's). Half dtypes now read found_inf on the
+    host and multiply by the float factor."""
+    from scaled_decay.updates.decay_ops import Decay, apply_decoupled_decay
+    g = torch.Generator().manual_seed(0)
+    p = [(torch.randn(4000, generator=g) * 100).to(dtype)]
+    decay = Decay("decoupled", ((1.3, None),), lr=0.01)  # c = 0.013
+    plain, skipped_not = [p[0].clone()], [p[0].clone()]
+    apply_decoupled_decay(plain, decay)
+    apply_decoupled_decay(skipped_not, decay, found_inf=torch.zeros(()))
+    assert not torch.equal(plain[0], p[0])
+    assert torch.equal(skipped_not[0], plain[0])
+    skipped = [p[0].clone()]
+    apply_decoupled_decay(skipped, decay, found_inf=torch.ones(()))
+    assert torch.equal(skipped[0], p[0])
