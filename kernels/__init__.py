@@ -37,9 +37,12 @@ def _is_interpreted(package) -> bool:
     return type(package.adam._adam_kernel).__name__ == "InterpretedFunction"
 
 
+INTERPRETED = _is_interpreted(sys.modules[__name__])  # decided as @triton.jit ran, above
+
+
 def _interpreted_copy():
     """This package executed again under ``TRITON_INTERPRET=1`` (loaded once, then cached)."""
-    if _is_interpreted(sys.modules[__name__]):
+    if INTERPRETED:
         return sys.modules[__name__]
     package = sys.modules.get(_INTERPRETED_NAME)
     if package is None:

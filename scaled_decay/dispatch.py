@@ -154,41 +154,48 @@ def _per_tensor(decay: Optional[Decay], n: int) -> list:
 
 
 def _triton(update, batch: Batch, lists, decay, hp, grad_scale, found_inf) -> None:
-    """The Triton launcher with the plan's own tables: the values (s(p) and first-step
-    flags) are built once; the address table again only when a tensor moved."""
+    """The Triton launcher with the plan's own tables. The value table (s(p), first-step
+    flags) and the addresses of params and state are taken once per plan (the plan holds
+    while those tensors and their addresses do); each step reads only the grads' addresses
+    and builds the address table again when one moved."""
+    adam = update.name == "adam"
+    if adam:
+        p, g, m, v, vmax, s = lists
+    else:
+        p, g, bufs = lists
+        momentum = hp["momentum"] != 0
+        if batch.first and momentum:
+            if found_inf is not None and found_inf_set(found_inf):
+                return  # no buffer may start from this step's gradients
+            found_inf = None
+        if batch.first and momentum:  # (a first-step batch runs once: its plan is rebuilt)
+            _package(batch.device).sgd.new_buffers(p, bufs, hp["momentum"])
+        b = bufs if momentum else []
     if batch.triton is None:
         package = _package(batch.device)
         tables = package.tables.Tables(max_entries=4)
-        flags = [1 if batch.first else 0] * len(batch.params)
+        flags = [1 if batch.first else 0] * len(p)
         values = tables.values(batch.scales, flags, batch.device)
-        batch.triton = [package, tables, values, None, None]
+        rows = package.adam.adam_rows(p, g, m, v, vmax, s) if adam \
+            else package.sgd.sgd_rows(p, g, b)
+        layout = tables.layout(rows, list(map(torch.Tensor.numel, p)),
+                               package.launch.BLOCK, batch.device)
+        batch.triton = [package, tables, values, rows, layout]
     package, tables, values, rows, layout = batch.triton
-    kind, kd = package.launch, _kernel_decay(package.launch, decay)
-    if update.name == "adam":
-        p, g, m, v, vmax, s = lists
-        now = package.adam.adam_rows(p, g, m, v, vmax, s)
-        if now != rows:
-            layout = tables.layout(now, list(map(torch.Tensor.numel, p)), kind.BLOCK,
-                                   batch.device)
-            batch.triton[3:] = [now, layout]
+    grad_row = list(map(torch.Tensor.data_ptr, g))
+    if grad_row != rows[1]:  # new grad storage (rows: P, G, ...)
+        rows = rows[:1] + [grad_row] + rows[2:]
+        layout = tables.layout(rows, list(map(torch.Tensor.numel, p)), package.launch.BLOCK,
+                               batch.device)
+        batch.triton[3:] = [rows, layout]
+    kd = _kernel_decay(package.launch, decay)
+    if adam:
         package.adam.adam_launch(tables, p, g, m, v, vmax, s, values=values, kernel_decay=kd,
                                  layout=layout, grad_scale=grad_scale, found_inf=found_inf,
                                  **hp)
-        return
-    p, g, bufs = lists
-    momentum = hp["momentum"] != 0
-    if batch.first and momentum:
-        if found_inf is not None and found_inf_set(found_inf):
-            return  # no buffer may start from this step's gradients
-        found_inf = None
-        package.sgd.new_buffers(p, bufs, hp["momentum"])
-    b = bufs if momentum else []
-    now = package.sgd.sgd_rows(p, g, b)
-    if now != rows:
-        layout = tables.layout(now, list(map(torch.Tensor.numel, p)), kind.BLOCK, batch.device)
-        batch.triton[3:] = [now, layout]
-    package.sgd.sgd_launch(tables, p, g, b, values=values, kernel_decay=kd, layout=layout,
-                           grad_scale=grad_scale, found_inf=found_inf, **hp)
+    else:
+        package.sgd.sgd_launch(tables, p, g, b, values=values, kernel_decay=kd, layout=layout,
+                               grad_scale=grad_scale, found_inf=found_inf, **hp)
 
 
 def _package(device):
