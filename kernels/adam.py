@@ -164,4 +164,4 @@ def adam_launch(cache: "tables.Tables", p, g, m, v, vmax, s, *, values, kernel_d
         LR_POW=kernel_decay.lr_pow, DIV_ETA0=kernel_decay.div_eta0, AMSGRAD=amsgrad,
         MAXIMIZE=maximize, LR_IS_PTR=lr_is_ptr, HAS_SCALE=grad_scale is not None,
         HAS_INF=found_inf is not None, ALIGNED=layout.aligned, BLOCK=launch.BLOCK,
-        num_warps=launch.NUM_WARPS)
+        num_warps=launch.NUM_WARPS, enable_fp_fusion=launch.FP_FUSION)

@@ -19,6 +19,11 @@ from .elementwise import BF16, FP16, FP32
 # one 256M-element tensor; 1024 x 8 reaches 81-94% and 58-80% across runs, with the same bits.
 BLOCK = 1024      # elements per program
 NUM_WARPS = 8
+# No contraction of a * b + c into one fused multiply-add beyond the kernels' explicit
+# tl.fma: those stand where torch's ops fuse (lerp, addcmul, add with alpha); anywhere else
+# torch rounds the product first (p * (1 - c) before Adam's update), and so must the kernel.
+# With Triton's default (fusion on) the Adam kernel had 32 FMAs in its PTX instead of 24.
+FP_FUSION = False
 
 _ELEM = {torch.float32: FP32, torch.bfloat16: BF16, torch.float16: FP16}
 

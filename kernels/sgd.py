@@ -144,4 +144,4 @@ def sgd_launch(cache: "tables.Tables", p, g, b, *, values, kernel_decay, lr, mom
         DIV_ETA0=kernel_decay.div_eta0, MOMENTUM=momentum != 0, NESTEROV=nesterov,
         MAXIMIZE=maximize, LR_IS_PTR=lr_is_ptr, HAS_SCALE=grad_scale is not None,
         HAS_INF=found_inf is not None, ALIGNED=layout.aligned, BLOCK=launch.BLOCK,
-        num_warps=launch.NUM_WARPS)
+        num_warps=launch.NUM_WARPS, enable_fp_fusion=launch.FP_FUSION)

@@ -98,3 +98,24 @@ def test_kernels_leave_room_for_several_programs_per_sm(elem):
                                           MAXIMIZE=False, LR_IS_PTR=False, HAS_SCALE=True,
                                           HAS_INF=True, ALIGNED=True, BLOCK=launch.BLOCK))
     assert _registers(ptx) <= 96
+
+
+def test_no_fma_contraction_beyond_the_explicit_ones():
+    """``launch.FP_FUSION`` (False, passed at every launch) keeps the compiler from fusing
+    ``p * (1 - c)`` into Adam's update, which torch rounds apart: with fusion on, the PTX of
+    the decoupled Adam kernel has more FMAs than its explicit ``tl.fma`` calls give."""
+    sig = dict(_COMMON, lr="fp32", consts="*fp64", one_minus_beta1="fp32", beta2="fp32",
+               one_minus_beta2="fp32", eps="fp32")
+    consts = dict(ELEM=0, DECAY_KIND=2, LR_POW=1, DIV_ETA0=False, AMSGRAD=False,
+                  MAXIMIZE=False, LR_IS_PTR=False, HAS_SCALE=False, HAS_INF=False,
+                  ALIGNED=True, BLOCK=launch.BLOCK)
+    counts = {}
+    for fusion in (True, False):
+        s = dict(sig, **{k: "constexpr" for k in consts})
+        kernel = triton.compile(ASTSource(KA._adam_kernel, s, constexprs=consts),
+                                target=GPUTarget("cuda", 90, 32),
+                                options=dict(num_warps=launch.NUM_WARPS,
+                                             enable_fp_fusion=fusion))
+        counts[fusion] = len(re.findall(r"fma\.rn\.f32", kernel.asm["ptx"]))
+    assert launch.FP_FUSION is False
+    assert counts[False] < counts[True], counts
