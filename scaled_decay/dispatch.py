@@ -188,7 +188,7 @@ def _triton(update, batch: Batch, lists, decay, hp, grad_scale, found_inf) -> No
         layout = tables.layout(rows, list(map(torch.Tensor.numel, p)), package.launch.BLOCK,
                                batch.device)
         batch.triton[3:] = [rows, layout]
-    kd = _kernel_decay(package.launch, decay)
+    kd = _kernel_decay(package.launch, decay, batch)
     if adam:
         package.adam.adam_launch(tables, p, g, m, v, vmax, s, values=values, kernel_decay=kd,
                                  layout=layout, grad_scale=grad_scale, found_inf=found_inf,
@@ -203,13 +203,20 @@ def _package(device):
     return triton_package(device)
 
 
-def _kernel_decay(launch, decay: Optional[Decay]):
+def _kernel_decay(launch, decay: Optional[Decay], batch: Batch):
     """The kernels' form of this step's decay: the table holds s(p); weight_decay and the
-    mode's lr factor are launch arguments (an lr schedule rebuilds no table)."""
+    mode's lr factor are launch arguments (an lr schedule rebuilds no table). A tensor eta0
+    (a capturable step's peak lr) is read once, when the batch first launches: a read during
+    CUDA graph capture would sync."""
     if decay is None:
         return launch.KernelDecay(launch.NO_DECAY)
     wd = float(decay.weight_decay)
     if decay.l2:
         return launch.KernelDecay(launch.L2, wd)
     lr_pow, div = _KERNEL_FACTOR[decay.mode]
-    return launch.KernelDecay(launch.MULTIPLY, wd, lr_pow, div, float(decay.eta0))
+    eta0 = decay.eta0
+    if isinstance(eta0, torch.Tensor):
+        if batch.eta0[0] is not eta0:
+            batch.eta0 = (eta0, float(eta0))
+        eta0 = batch.eta0[1]
+    return launch.KernelDecay(launch.MULTIPLY, wd, lr_pow, div, float(eta0))

@@ -49,6 +49,7 @@ class Batch:
         self.new_buffers = any(b is None for lst in self.states for b in lst)
         self.device, self.dtype = self.params[0].device, self.params[0].dtype
         self.triton = None  # (package, tables, values table, rows, layout), made on first use
+        self.eta0 = (None, None)  # a tensor peak lr and its value, read at the first launch
         self.scales = take(scales)
 
 

@@ -174,12 +174,14 @@ def test_a_step_gradscaler_skips_leaves_nothing_behind(name):
 
 
 @pytest.mark.usefixtures("interpret")
-def test_capturable_triton_step_reads_nothing_on_the_host(monkeypatch):
+@pytest.mark.parametrize("mode", ["decoupled", "independent", "corrected", "l2"])
+def test_capturable_triton_step_reads_nothing_on_the_host(mode, monkeypatch):
     ps = make_params(2, [(9, 5), (33,)])
     ref = clone_params(ps)
     opt = sd.AdamW(ps, lr=torch.tensor(0.01), weight_decay=0.1, backend="triton",
-                   capturable=True)
-    ref_opt = sd.AdamW(ref, lr=0.01, weight_decay=0.1, backend="foreach")
+                   capturable=True, decay_mode=mode, decay_scaling="fan_in")
+    ref_opt = sd.AdamW(ref, lr=0.01, weight_decay=0.1, backend="foreach", decay_mode=mode,
+                       decay_scaling="fan_in")
     for k in range(3):
         for p, r in zip(ps, ref):
             p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(k))
