@@ -44,6 +44,14 @@ def case_shapes(args):
             "a_gpt2_small": gpt2_small_shapes()}
 
 
+def _has_optimi() -> bool:
+    try:
+        import optimi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def candidates(family, capturable=False):
     hp = dict(lr=1e-3, weight_decay=0.01)
     cap = dict(capturable=True) if capturable else {}
@@ -53,7 +61,11 @@ def candidates(family, capturable=False):
                                                         decay_scaling="fan_in", **hp),
                 "sd[foreach]": lambda p: sd.AdamW(p, backend="foreach", **hp),
                 "torch[fused]": lambda p: torch.optim.AdamW(p, fused=True, **hp, **cap),
-                "torch[foreach]": lambda p: torch.optim.AdamW(p, foreach=True, **hp)}
+                "torch[foreach]": lambda p: torch.optim.AdamW(p, foreach=True, **hp),
+                # torch-optimi's Triton AdamW, torch's hyperparameters (where it installs)
+                **({} if capturable or not _has_optimi() else {
+                    "optimi[triton]": lambda p: __import__("optimi").AdamW(
+                        p, betas=(0.9, 0.999), eps=1e-8, triton=True, **hp)})}
     return {"sd[triton]": lambda p: sd.SGD(p, momentum=0.9, backend="triton", **hp),
             "sd[foreach]": lambda p: sd.SGD(p, momentum=0.9, backend="foreach", **hp),
             "torch[fused]": lambda p: torch.optim.SGD(p, momentum=0.9, fused=True, **hp),

@@ -62,22 +62,52 @@ def make_params(shapes, dtype, device, seed=0):
 
 
 def candidates(family):
-    """(name, constructor) pairs; the constructor takes the params."""
+    """(name, constructor) pairs; the constructor takes the params and ``capturable`` (for a
+    CUDA graph of the step: sd[triton], torch[fused] AdamW; None where it has no such form)."""
     hp = dict(lr=1e-3, weight_decay=0.01)
     out = []
     for be in ("triton", "foreach", "loop", "torch_fused"):
         if family == "adamw":
-            out.append((f"sd[{be}]", lambda p, be=be: sd.AdamW(p, backend=be, **hp)))
+            out.append((f"sd[{be}]", lambda p, cap=False, be=be: sd.AdamW(
+                p, backend=be, **hp, **({"capturable": True} if cap else {}))))
         else:
-            out.append((f"sd[{be}]", lambda p, be=be: sd.SGD(p, momentum=0.9, backend=be, **hp)))
+            out.append((f"sd[{be}]", lambda p, cap=False, be=be: None if cap else sd.SGD(
+                p, momentum=0.9, backend=be, **hp)))
     for kind in ("fused", "foreach"):
         kw = {kind: True}
         if family == "adamw":
-            out.append((f"torch[{kind}]", lambda p, kw=kw: torch.optim.AdamW(p, **hp, **kw)))
-        else:
-            out.append((f"torch[{kind}]", lambda p, kw=kw: torch.optim.SGD(
-                p, momentum=0.9, **hp, **kw)))
+            out.append((f"torch[{kind}]", lambda p, cap=False, kw=kw: torch.optim.AdamW(
+                p, **hp, **kw, **({"capturable": True} if cap else {}))))
+        else:  # (torch's fused SGD has no step count, and no capturable flag)
+            out.append((f"torch[{kind}]", lambda p, cap=False, kw=kw: None if cap else
+                        torch.optim.SGD(p, momentum=0.9, **hp, **kw)))
+    if family == "adamw":  # torch-optimi's Triton AdamW (PyPI torch-optimi), torch's hparams
+        out.append(("optimi[triton]", lambda p, cap=False: None if cap else _optimi_adamw(p)))
     return out
+
+
+def _optimi_adamw(params):
+    import optimi
+    return optimi.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+                        triton=True)
+
+
+def graph_ms(make, params, device, iters):
+    """ms per replay of one captured step (the device's time: no host work between steps),
+    or None where the candidate has no capturable form."""
+    opt = make(params, True)
+    if opt is None or device.type != "cuda":
+        return None
+    for _ in range(3):
+        opt.step()
+    graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph, stream=stream):
+            opt.step()
+    torch.cuda.current_stream().wait_stream(stream)
+    ms, _, _ = timed(graph.replay, device, 3, iters)
+    return ms
 
 
 def timed(fn, device, warmup, iters):
@@ -112,6 +142,12 @@ def copy_bandwidth(device, n_bytes, iters):
 
 
 def skip_reason(name, device, dtype):
+    if name == "optimi[triton]":
+        try:
+            import optimi  # noqa: F401
+        except ImportError:
+            return "torch-optimi is not installed"
+        return None if device.type == "cuda" else "optimi's Triton kernels need CUDA"
     if name == "sd[triton]":
         if device.type == "cpu":
             return "Triton runs CPU tensors only in its interpreter (a correctness tool)"
@@ -153,8 +189,17 @@ def run(args):
                         opt = None
                         gc.collect()
                     gbs = n_bytes / (ms * 1e-3) / 1e9
+                    graph = None
+                    try:
+                        graph = graph_ms(make, params, device, args.iters)
+                    except Exception as e:  # a capture that fails is reported, not fatal
+                        row["graph_error"] = f"{type(e).__name__}: {e}"[:200]
+                    finally:
+                        gc.collect()
                     rows.append(dict(row, ms=ms, ms_min=lo, ms_max=hi, gb_s=gbs,
-                                     of_copy=gbs / copy_gbs))
+                                     of_copy=gbs / copy_gbs, graph_ms=graph,
+                                     graph_of_copy=None if graph is None else
+                                     n_bytes / (graph * 1e-3) / 1e9 / copy_gbs))
                     print(f"{case:13s} {family:12s} {row['dtype']:9s} {name:18s} "
                           f"{ms:9.3f} ms  [{lo:.3f}, {hi:.3f}]  {gbs:7.1f} GB/s  "
                           f"{gbs / copy_gbs:5.1%} of copy")
@@ -177,7 +222,7 @@ def ratios(rows):
     out = []
     for case in ("a_gpt2_small", "b_2000x4K", "c_one_256M"):
         for dt in ("float32", "bfloat16"):
-            for other in ("torch[fused]", "sd[foreach]"):
+            for other in ("torch[fused]", "sd[foreach]", "optimi[triton]"):
                 key, ref = (case, "adamw", dt, "sd[triton]"), (case, "adamw", dt, other)
                 if key in ms and ref in ms:
                     out.append(f"AdamW {case} {dt}: sd[triton] is {ms[ref] / ms[key]:.2f}x "
@@ -211,16 +256,19 @@ def write(args, copy_gbs, rows):
              + (f" Load average at the end {meta['load_average_1_5_15']} on "
                 f"{meta['cpu_count']} CPUs." if "cpu_count" in meta else "")
              + (f" Note: {args.note}" if args.note else ""), "",
-             "| case | optimizer | dtype | impl | ms/step | [min, max] | GB/s | of copy |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| case | optimizer | dtype | impl | ms/step | [min, max] | GB/s | of copy "
+             "| graph replay ms | of copy (replay) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "ms" in r:
+            replay = "" if r.get("graph_ms") is None else \
+                f"{r['graph_ms']:.3f} | {r['graph_of_copy']:.1%}"
             lines.append(f"| {r['case']} | {r['optimizer']} | {r['dtype']} | {r['impl']} | "
                          f"{r['ms']:.3f} | [{r['ms_min']:.3f}, {r['ms_max']:.3f}] | "
-                         f"{r['gb_s']:.1f} | {r['of_copy']:.1%} |")
+                         f"{r['gb_s']:.1f} | {r['of_copy']:.1%} | {replay or '|'} |")
         else:
             lines.append(f"| {r['case']} | {r['optimizer']} | {r['dtype']} | {r['impl']} | "
-                         f"skipped: {r['skipped']} | | | |")
+                         f"skipped: {r['skipped']} | | | | | |")
     lines += ["", *(f"- {s}" for s in ratios(rows) or ["no triton timings on this device"])]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {stem}.json and {stem}.md")

@@ -3,14 +3,21 @@
 # as is, with kernels/ linked in as scaled_decay/kernels, as the wheel ships it):
 #   OUT=DIR bash benchmarks/gpu_session.sh [suite|tests|probe|sweep|best|host|bench]...
 #   (best: bench_triton.py with the config sweep_triton.py found fastest)
-#   (default: tests host bench)
-# Writes all.log, the CUDA test log and the benchmarks' .json/.md under $OUT.
+#   (default: tests host bench, about 9 minutes on an H200)
+# Writes all.log, the CUDA test log and the benchmarks' .json/.md (device and date inside)
+# under $OUT; copy them to benchmarks/results/cuda/ to record them. Wheels in .whl (carried
+# with the call: torch-optimi for the side-by-side rows, the study's packages for "suite")
+# are installed first where present.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 [ -e scaled_decay/kernels ] || ln -s ../kernels scaled_decay/kernels
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HYPOTHESIS_PROFILE=ci
 log() { tee -a "$OUT/all.log"; }
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+    export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
 steps=${*:-tests host bench}
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem \
     --format=csv; python3 -c "import torch, triton; print('torch', torch.__version__,
@@ -18,14 +25,11 @@ steps=${*:-tests host bench}
 for s in $steps; do
   echo "=== $s $(date -u +%T) ===" | log
   case $s in
-    suite) # the whole suite under the image's torch (CI runs 2.13/2.14.1 on CPU only); the
-           # study's packages travel as wheels in .whl (carry it)
-           python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
-             export PYTHONPATH=$PYTHONPATH:/tmp/site
+    suite) # the whole suite under the image's torch (CI runs 2.13/2.14.1 on CPU only)
            timeout 170 python3 -m pytest -q -rf -p no:cacheprovider -n 8 --junitxml="$OUT/junit.xml" \
              tests/ 2>&1 | log ;;
     tests) timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_cuda.py \
-             tests/test_triton_compile.py 2>&1 | log ;;
+             tests/test_triton_compile.py tests/test_capture.py tests/test_step_plan.py 2>&1 | log ;;
     probe) timeout 90 python3 benchmarks/probe_fused.py --out "$OUT" 2>&1 | log ;;
     sweep) timeout 240 python3 benchmarks/sweep_triton.py --out "$OUT" 2>&1 | log ;;
     host) timeout 150 python3 benchmarks/bench_host.py --steps 20 --out "$OUT" 2>&1 | log ;;
