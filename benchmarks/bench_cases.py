@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import scaled_decay as sd
-from bench_step import transformer_shapes
+from bench_step import make_params, transformer_shapes
 
 WD = 0.01
 
@@ -73,14 +73,6 @@ PAIRS = [("sd AdamW", "torch AdamW fused", 1.00),
          ("sd SGD decoupled", "torch SGD fused", 1.40),
          ("sd SGD l2", "torch SGD fused", 1.00),
          ("sd SGD l2 foreach", "torch SGD foreach", 1.00)]
-
-
-def make_params(shapes, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    params = [torch.randn(s, generator=g).requires_grad_() for s in shapes]
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=g) * 1e-2
-    return params
 
 
 def run_case(shapes, names, rounds, steps):
