@@ -112,35 +112,23 @@ def _decay(group: dict, batch: Batch, wd, lr, eta0) -> Optional[Decay]:
 def run_batch(update, batch: Batch, grads, decay, hp, tensor_math, grad_scale,
               found_inf) -> None:
     """One backend call (a loop of them for "loop") on a batch of the plan."""
-    lists = [batch.params, grads] + _state_lists(update, batch, hp)
+    lists = [batch.params, grads] + update.state_lists(batch.states, hp, len(batch.params))
     if batch.backend == "triton":
         _triton(update, batch, lists, decay, hp, grad_scale, found_inf)
     elif batch.backend == "torch_fused":
-        fused = update.adam_torch_fused if update.name == "adam" else update.sgd_torch_fused
-        extra = {} if update.name == "adam" else {"first": batch.first}
-        fused(*lists, decay=decay, **hp, **extra, grad_scale=grad_scale, found_inf=found_inf)
+        update.torch_fused(*lists, decay=decay, **hp, first=batch.first, grad_scale=grad_scale,
+                           found_inf=found_inf)
     elif batch.backend == "loop":
-        math = update.adam_foreach if update.name == "adam" else update.sgd_foreach
         lams = _per_tensor(decay, len(batch.params))
         for i in range(len(batch.params)):
             one = [lst[i:i + 1] if lst else lst for lst in lists]
-            math(*one, decay=None if decay is None else decay._replace(groups=((lams[i], None),)),
-                 **hp, tensor_math=tensor_math)
-            if update.name == "sgd" and lists[2]:
-                lists[2][i] = one[2][0]  # a new momentum buffer
+            update.foreach(*one, decay=None if decay is None else decay._replace(
+                groups=((lams[i], None),)), **hp, tensor_math=tensor_math)
+            for lst, new in zip(lists, one):
+                if lst:
+                    lst[i] = new[0]  # (state the math made: SGD's first momentum buffer)
     else:
-        math = update.adam_foreach if update.name == "adam" else update.sgd_foreach
-        math(*lists, decay=decay, **hp, tensor_math=tensor_math)
-
-
-def _state_lists(update, batch: Batch, hp: dict) -> list:
-    """The state lists the update functions take: Adam's vmax list is empty without amsgrad;
-    SGD without momentum gets an empty buffer list (one of Nones for the math)."""
-    if update.name == "adam":
-        m, v, *rest = batch.states
-        vmax, steps = (rest if hp["amsgrad"] else ([], rest[0]))
-        return [m, v, vmax, steps]
-    return [batch.states[0] if batch.states else [None] * len(batch.params)]
+        update.foreach(*lists, decay=decay, **hp, tensor_math=tensor_math)
 
 
 def _per_tensor(decay: Optional[Decay], n: int) -> list:
@@ -164,11 +152,10 @@ def _triton(update, batch: Batch, lists, decay, hp, grad_scale, found_inf) -> No
     else:
         p, g, bufs = lists
         momentum = hp["momentum"] != 0
-        if batch.first and momentum:
+        if batch.first and momentum:  # (a first-step batch runs once: its plan is rebuilt)
             if found_inf is not None and found_inf_set(found_inf):
                 return  # no buffer may start from this step's gradients
             found_inf = None
-        if batch.first and momentum:  # (a first-step batch runs once: its plan is rebuilt)
             _package(batch.device).sgd.new_buffers(p, bufs, hp["momentum"])
         b = bufs if momentum else []
     if batch.triton is None:

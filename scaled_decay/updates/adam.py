@@ -55,6 +55,14 @@ def structure(group: dict) -> tuple:
     return group["amsgrad"], group["maximize"]
 
 
+def state_lists(states: list, hp: dict, n: int) -> list:
+    """The state lists the update functions take, from the plan's lists (``state_keys``
+    order): exp_avgs, exp_avg_sqs, max_exp_avg_sqs (empty without amsgrad), steps."""
+    m, v, *rest = states
+    vmax, steps = rest if hp["amsgrad"] else ([], rest[0])
+    return [m, v, vmax, steps]
+
+
 def adam_math(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, l2_lams, decay,
               lr, beta1, beta2, eps, amsgrad, maximize) -> None:
     """The reference, with per-tensor lists: ``l2_lams`` (mode "l2") or ``decay`` (the
@@ -133,13 +141,14 @@ def fused_flags(decay, weight_decay, hp: dict, grad_scale, found_inf, first=Fals
 
 
 def adam_torch_fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, decay, lr,
-                     beta1, beta2, eps, amsgrad, maximize, grad_scale=None,
-                     found_inf=None) -> None:
+                     beta1, beta2, eps, amsgrad, maximize, grad_scale=None, found_inf=None,
+                     first=False) -> None:
     """Torch's fused kernels on lists the step plan has checked (flat layouts, a trusted op),
     one call per decay group. "l2" maps onto ``torch._fused_adam_`` with ``weight_decay=lam``,
     the other modes onto ``torch._fused_adamw_`` (``Decay.fused_weight_decay``). GradScaler's
     tensors go to the op, which unscales and skips on the device; the step counts are then
-    taken back where ``found_inf`` is set, as torch's fused Adam does."""
+    taken back where ``found_inf`` is set, as torch's fused Adam does. (``first``: SGD's
+    flag, unused here.)"""
     torch._foreach_add_(steps, 1.0)
     fused = getattr(torch, fused_op_name(decay))
     groups = decay.groups if decay is not None else ((0.0, None),)
@@ -184,3 +193,8 @@ def probe(device, dtype, flags) -> Dict[str, float]:
               l2_lams=None if adamw else [wd], decay=[hp["lr"] * wd] if adamw else None, **hp)
     names = ["param", None, "exp_avg", "exp_avg_sq", "max_exp_avg_sq"][:5 if amsgrad else 4]
     return {name: G.ulps_off(out[i], ref[i], ins[i]) for i, name in enumerate(names) if name}
+
+
+# what the dispatcher calls, by role
+foreach = adam_foreach
+torch_fused = adam_torch_fused

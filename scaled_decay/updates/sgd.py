@@ -44,6 +44,12 @@ def structure(group: dict) -> tuple:
     return group["momentum"] != 0, group["nesterov"], group["maximize"], group["dampening"] != 0
 
 
+def state_lists(states: list, hp: dict, n: int) -> list:
+    """The state lists the update functions take: the momentum buffers (Nones without
+    momentum, which the math then ignores)."""
+    return [states[0] if states else [None] * n]
+
+
 def sgd_math(params: List[torch.Tensor], grads: List[torch.Tensor],
              bufs: List[Optional[torch.Tensor]], *, l2_lams, decay, lr, momentum, dampening,
              nesterov, maximize) -> None:
@@ -148,3 +154,8 @@ def probe(device, dtype, flags) -> Dict[str, float]:
     if has_momentum:
         worst["momentum_buffer"] = G.ulps_off(out_b[0], ref_b[0], b)
     return worst
+
+
+# what the dispatcher calls, by role
+foreach = sgd_foreach
+torch_fused = sgd_torch_fused

@@ -100,7 +100,7 @@ def math_spy():
     """Records the tensor types the update math receives (FSDP2: local shards, not DTensors)."""
     import scaled_decay.updates.adam as adam_mod
     import scaled_decay.updates.sgd as sgd_mod
-    seen, originals = set(), (adam_mod.adam_foreach, sgd_mod.sgd_foreach)
+    seen, originals = set(), (adam_mod.foreach, sgd_mod.foreach)
 
     def spy(fn):
         def wrapped(params, *args, **kwargs):
@@ -108,11 +108,11 @@ def math_spy():
             return fn(params, *args, **kwargs)
         return wrapped
 
-    adam_mod.adam_foreach, sgd_mod.sgd_foreach = spy(originals[0]), spy(originals[1])
+    adam_mod.foreach, sgd_mod.foreach = spy(originals[0]), spy(originals[1])
     try:
         yield seen
     finally:
-        adam_mod.adam_foreach, sgd_mod.sgd_foreach = originals
+        adam_mod.foreach, sgd_mod.foreach = originals
 
 
 def run_case(wrap: str, cls, kw: dict, kind: str) -> dict:
