@@ -75,21 +75,28 @@ class DecayPlan:
 
     def scales(self, param_groups: Sequence[dict]) -> List[List[float]]:
         """s(p) of every tensor, per group; recomputed only when the groups' tensors (by
-        identity: frameworks swap them, e.g. accelerate), rules or per-tensor lists change."""
+        identity: frameworks swap them, e.g. accelerate), rules or per-tensor lists change.
+        While torch.compile traces, the cache is read but not checked or written (Dynamo
+        2.11 cannot trace ``id()`` of a tensor; it guards on what the trace read)."""
+        if torch.compiler.is_compiling():
+            return self._cache[1] if self._cache is not None else self._compute(param_groups)
         key = tuple((tuple(map(id, g["params"])), g["decay_scaling"],
                      tuple(id(g.get(k)) for k in PER_TENSOR_KEYS))
                     for g in param_groups)
         if self._cache is None or self._cache[0] != key:
-            for gi, g in enumerate(param_groups):
-                try:
-                    check_per_tensor_keys(g)
-                except ValueError as e:
-                    raise ValueError(f"param_groups[{gi}]: {e}") from None
-            total = total_param_count(param_groups)
-            scales = [[tensor_scale(g["decay_scaling"], info)
-                       for info in tensor_infos(g, total)] for g in param_groups]
-            self._cache = (key, scales)
+            self._cache = (key, self._compute(param_groups))
         return self._cache[1]
+
+    @staticmethod
+    def _compute(param_groups: Sequence[dict]) -> List[List[float]]:
+        for gi, g in enumerate(param_groups):
+            try:
+                check_per_tensor_keys(g)
+            except ValueError as e:
+                raise ValueError(f"param_groups[{gi}]: {e}") from None
+        total = total_param_count(param_groups)
+        return [[tensor_scale(g["decay_scaling"], info) for info in tensor_infos(g, total)]
+                for g in param_groups]
 
     def amounts(self, param_groups: Sequence[dict]):
         """(group, l2_lams, decay) for every group: this step's decay, per tensor (for
