@@ -7,7 +7,7 @@ launchers read them at each call (``launch.BLOCK``), so a benchmark can try othe
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 

@@ -17,7 +17,7 @@ from typing import Dict, List
 import torch
 
 from .. import fused_guard as G
-from .decay_ops import (Decay, add_decay_to_grads, apply_decoupled_decay, decay_from_lists,
+from .decay_ops import (add_decay_to_grads, apply_decoupled_decay, decay_from_lists,
                         pick)
 
 name = "adam"
