@@ -44,21 +44,19 @@ def plan_key(update, group: dict, capturable: bool, amp: tuple, grads_all: list)
 
 
 def group_plan(opt, update, gi: int, group: dict, scales, grads_all, capturable, amp):
-    """(plan, grads, state lists) for this step: the cached plan while it holds, else a new
-    one (kept for the next steps)."""
+    """(plan, this step's grads of the params it updates): the cached plan while it holds,
+    else a new one (kept for the next steps)."""
     plans = opt._plan.step_plans.setdefault(gi, {})
     key = plan_key(update, group, capturable, amp, grads_all)
     plan = plans.get(key)
-    found = plan.lists(group, grads_all, opt.state) if plan is not None else None
-    if found is None:
+    grads = plan.grads_if_holds(group, grads_all, opt.state) if plan is not None else None
+    if grads is None:
         plan = GroupPlan(opt, update, group, scales, grads_all, capturable, amp)
         if len(plans) >= _MAX_PLANS:
             plans.clear()
         plans[key] = plan
-        found = plan.lists(group, grads_all, opt.state)
-        if found is None:  # only SGD's first step: buffers not made yet
-            found = ([grads_all[i] for i in plan.positions], plan.state_ids)
-    return plan, found[0]
+        grads = [grads_all[i] for i in plan.positions]
+    return plan, grads
 
 
 def step_group(opt, update, gi: int, group: dict, scales, *, capturable: bool,

@@ -8,7 +8,7 @@ once per distinct value), and the Triton kernels' tables. Nothing in it depends 
 weight_decay: schedules of either rebuild nothing.
 
 Checking that a plan still holds costs a few C-level passes over the group's lists per step
-(``GroupPlan.lists``): the params are the same objects at the same addresses and strides, the
+(``GroupPlan.grads_if_holds``): the params are the same objects at the same addresses and strides, the
 grads have their params' strides (where a flat kernel runs), the state tensors are the same
 objects. Anything else (``load_state_dict``, ``p.data = ...``, a new grad layout, a param
 that gained or lost its grad) builds a new plan.
@@ -30,7 +30,7 @@ from .updates.decay_ops import indices_by
 GRAD = operator.attrgetter("grad")
 STRIDE = torch.Tensor.stride
 PTR = torch.Tensor.data_ptr
-_is, _repeat = operator.is_, itertools.repeat
+_is = operator.is_
 
 
 class Batch:
@@ -44,13 +44,13 @@ class Batch:
         self.states = [take(lst) for lst in plan.state_views[backend in FUSED_BACKENDS]]
         # grads need real views where the params are: fused backends, and Adam everywhere
         self.real = plan.grad_views and (backend in FUSED_BACKENDS or plan.real_always)
-        groups = indices_by(take(scales))
+        self.scales = take(scales)
+        groups = indices_by(self.scales)
         self.scale_groups = tuple((s, None if len(groups) == 1 else i) for s, i in groups.items())
         self.new_buffers = any(b is None for lst in self.states for b in lst)
         self.device, self.dtype = self.params[0].device, self.params[0].dtype
         self.triton = None  # (package, tables, values table, rows, layout), made on first use
         self.eta0 = (None, None)  # a tensor peak lr and its value, read at the first launch
-        self.scales = take(scales)
 
 
 class GroupPlan:
@@ -128,9 +128,10 @@ class GroupPlan:
         return G.trusted(op, p.device, p.dtype, flags,
                          lambda: update.probe(p.device, p.dtype, flags))
 
-    def lists(self, group: dict, grads_all: list, opt_state) -> Optional[tuple]:
-        """(grads, state lists) of this step if the plan still holds, else None: C-level passes
-        over the lists, no Python call per tensor."""
+    def grads_if_holds(self, group: dict, grads_all: list, opt_state) -> Optional[list]:
+        """This step's grads (of the params the plan updates) if the plan still holds, else
+        None: C-level passes over the lists, no Python call per tensor. (Which grads are None
+        is part of the plan's key, so the selected grads are never None.)"""
         params_all = group["params"]
         if len(params_all) != len(self.params_all) or group["decay_scaling"] is not self.rules \
                 or not all(map(_is, params_all, self.params_all)) \
@@ -139,8 +140,6 @@ class GroupPlan:
             return None
         grads = grads_all if self.select is None else \
             list(itertools.compress(grads_all, self.select))
-        if any(map(_is, grads, _repeat(None))):
-            return None
         params = self.params
         if list(map(PTR, params)) != self.p_ptrs or list(map(STRIDE, params)) != self.p_strides:
             return None
@@ -151,20 +150,16 @@ class GroupPlan:
             except RuntimeError:  # a sparse grad
                 return None
         if not self.keys:
-            return grads, []
+            return grads
         if opt_state is not self.state_obj or len(opt_state) != self.state_len:
             return None
-        states = self.state_dicts
-        out = []
         try:
             for key, known in zip(self.keys, self.state_ids):
-                lst = list(map(operator.itemgetter(key), states))
-                if not all(map(_is, lst, known)):
+                if not all(map(_is, map(operator.itemgetter(key), self.state_dicts), known)):
                     return None
-                out.append(lst)
         except KeyError:
             return None
-        return grads, out
+        return grads
 
     def batch_grads(self, batch: Batch, grads: list) -> list:
         """This step's grads for ``batch``, as the views its backend takes."""
