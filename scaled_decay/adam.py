@@ -28,15 +28,23 @@ class _AdamBase(ScaledDecayOptimizer):
     apart); sparse gradients raise RuntimeError naming the parameter; ``foreach``,
     ``fused``, ``capturable``, ``differentiable`` choose the backend
     (``backends.backend_for_torch_kwargs``).
+
+    Low precision (``scaled_decay.updates.low_precision``): ``low_precision="kahan"`` keeps a
+    compensation buffer per bf16/fp16 weight through which the whole step (decay and update)
+    is added, ``"stochastic"`` rounds the fp32 result up or down without bias (seeded from the
+    optimizer state: a resumed run draws the same bits); None (default) rounds to nearest as
+    torch.optim does, and warns once where the decay is then lost. ``state_dtype`` stores the
+    moments in another dtype (e.g. ``torch.float32`` for bf16 weights).
     """
 
     _update = adam_update
 
     def __init__(self, params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
-                 decay_scaling, backend, **torch_kwargs):
+                 decay_scaling, backend, low_precision, state_dtype, **torch_kwargs):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize, decay_mode=decay_mode,
-                        decay_scaling=decay_scaling, backend=backend)
+                        decay_scaling=decay_scaling, backend=backend,
+                        low_precision=low_precision, state_dtype=state_dtype)
         super().__init__(params, defaults, **torch_kwargs)
 
     def _check_hparams(self, group: dict) -> None:
@@ -66,10 +74,12 @@ class Adam(_AdamBase):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, *, maximize=False, decay_mode="l2", decay_scaling=None,
-                 backend="auto", foreach=None, capturable=False, differentiable=False,
+                 backend="auto", low_precision=None, state_dtype=None,
+                 foreach=None, capturable=False, differentiable=False,
                  fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
-                         decay_scaling, backend, foreach=foreach, capturable=capturable,
+                         decay_scaling, backend, low_precision, state_dtype, foreach=foreach,
+                         capturable=capturable,
                          differentiable=differentiable, fused=fused)
 
 
@@ -80,8 +90,10 @@ class AdamW(_AdamBase):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, decay_mode="decoupled", decay_scaling=None,
-                 backend="auto", foreach=None, capturable=False, differentiable=False,
+                 backend="auto", low_precision=None, state_dtype=None,
+                 foreach=None, capturable=False, differentiable=False,
                  fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
-                         decay_scaling, backend, foreach=foreach, capturable=capturable,
+                         decay_scaling, backend, low_precision, state_dtype, foreach=foreach,
+                         capturable=capturable,
                          differentiable=differentiable, fused=fused)

@@ -22,6 +22,7 @@ from . import compiling as C
 from .group_keys import peak_lr
 from .modes import PEAK_LR_MODES
 from .step_plan import GRAD, Batch, GroupPlan
+from .updates import low_precision as LP
 from .updates.decay_ops import Decay, found_inf_set, unscale_grads_
 
 _MAX_PLANS = 8  # per group: plans for other keys (GradScaler on/off, params without grads)
@@ -40,7 +41,8 @@ def plan_key(update, group: dict, capturable: bool, amp: tuple, grads_all: list)
     if any(map(operator.is_, grads_all, repeat(None))):
         selection = bytes(map(operator.is_not, grads_all, repeat(None)))
     return (update.structure(group), group["backend"], group["decay_mode"] == "l2", decays,
-            capturable, amp[0] is not None, amp[1] is not None, selection)
+            capturable, amp[0] is not None, amp[1] is not None, selection,
+            group.get("low_precision"), group.get("state_dtype"))
 
 
 def group_plan(opt, update, gi: int, group: dict, scales, grads_all, capturable, amp):
@@ -110,33 +112,52 @@ def _decay(group: dict, batch: Batch, wd, lr, eta0) -> Optional[Decay]:
 def run_batch(update, batch: Batch, grads, decay, hp, tensor_math, grad_scale,
               found_inf) -> None:
     """One backend call (a loop of them for "loop") on a batch of the plan."""
-    lists = [batch.params, grads] + update.state_lists(batch.states, hp, len(batch.params))
-    if batch.backend == "triton":
+    n_own = batch.n_update_states
+    lists = [batch.params, grads] + update.state_lists(batch.states[:n_own], hp,
+                                                       len(batch.params))
+    if batch.wide is not None:  # storage narrower (or wider) than the math: loop/foreach only
+        rounding, state_dtype = batch.wide
+        lp_states = batch.states[n_own:]
+        if batch.backend == "loop":
+            for i, one_decay in enumerate(_per_tensor(decay, len(batch.params))):
+                one = [lst[i:i + 1] if lst else lst for lst in lists]
+                LP.wide_step(update.foreach, one, [lst[i:i + 1] for lst in lp_states],
+                             rounding=rounding, state_dtype=state_dtype, salt=i,
+                             decay=one_decay, **hp, tensor_math=tensor_math)
+                _write_back(lists, one, i)
+        else:
+            LP.wide_step(update.foreach, lists, lp_states, rounding=rounding,
+                         state_dtype=state_dtype, decay=decay, **hp, tensor_math=tensor_math)
+    elif batch.backend == "triton":
         _triton(update, batch, lists, decay, hp, grad_scale, found_inf)
     elif batch.backend == "torch_fused":
         update.torch_fused(*lists, decay=decay, **hp, first=batch.first, grad_scale=grad_scale,
                            found_inf=found_inf)
     elif batch.backend == "loop":
-        lams = _per_tensor(decay, len(batch.params))
-        for i in range(len(batch.params)):
+        for i, one_decay in enumerate(_per_tensor(decay, len(batch.params))):
             one = [lst[i:i + 1] if lst else lst for lst in lists]
-            update.foreach(*one, decay=None if decay is None else decay._replace(
-                groups=((lams[i], None),)), **hp, tensor_math=tensor_math)
-            for lst, new in zip(lists, one):
-                if lst:
-                    lst[i] = new[0]  # (state the math made: SGD's first momentum buffer)
+            update.foreach(*one, decay=one_decay, **hp, tensor_math=tensor_math)
+            _write_back(lists, one, i)
     else:
         update.foreach(*lists, decay=decay, **hp, tensor_math=tensor_math)
 
 
+def _write_back(lists: list, one: list, i: int) -> None:
+    """State the math made for tensor ``i`` (SGD's first momentum buffer), into the lists."""
+    for lst, new in zip(lists, one):
+        if lst:
+            lst[i] = new[0]
+
+
 def _per_tensor(decay: Optional[Decay], n: int) -> list:
-    """Each tensor's ``lam`` (for the loop backend, one tensor a call)."""
+    """Each tensor's own decay (the loop backend: one tensor a call)."""
+    if decay is None:
+        return [None] * n
     lams = [0.0] * n
-    if decay is not None:
-        for lam, idx in decay.groups:
-            for i in (range(n) if idx is None else idx):
-                lams[i] = lam
-    return lams
+    for lam, idx in decay.groups:
+        for i in (range(n) if idx is None else idx):
+            lams[i] = lam
+    return [decay._replace(groups=((lam, None),)) for lam in lams]
 
 
 def _triton(update, batch: Batch, lists, decay, hp, grad_scale, found_inf) -> None:

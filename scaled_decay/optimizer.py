@@ -17,6 +17,7 @@ from . import dispatch
 from .backends import backend_for_torch_kwargs, check_backend
 from .group_keys import check_decay_group, check_groups_for_step
 from .owner import DecayPlanOwner
+from .updates import low_precision as LP
 
 
 # torch.optim's keyword arguments that choose how a step runs; here they choose ``backend``
@@ -70,6 +71,7 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
     def _check_group(self, group: dict) -> None:
         check_decay_group(group)
         check_backend(group["backend"])
+        LP.check_keys(group)
         if not isinstance(group["maximize"], bool):
             raise ValueError(f"maximize must be a bool, got {group['maximize']!r}")
         if not isinstance(group.get("capturable", False), bool):

@@ -27,6 +27,10 @@ class SGD(ScaledDecayOptimizer):
     Complex parameters are updated in complex arithmetic, as torch.optim.SGD does (it takes
     no real view, unlike Adam), by the ``loop`` and ``foreach`` backends; the fused backends
     update their real views (the same math, rounded differently: within 1 ulp).
+
+    ``low_precision`` (None, ``"kahan"``, ``"stochastic"``) keeps the decay and update of
+    bf16/fp16 weights that rounding to nearest would drop; ``state_dtype`` stores the momentum
+    buffer in another dtype (``scaled_decay.updates.low_precision``).
     """
 
     _sparse_grads_ok = True
@@ -34,10 +38,12 @@ class SGD(ScaledDecayOptimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, decay_mode="decoupled", decay_scaling=None,
-                 backend="auto", foreach=None, differentiable=False, fused=None):
+                 backend="auto", low_precision=None, state_dtype=None, foreach=None,
+                 differentiable=False, fused=None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                        decay_mode=decay_mode, decay_scaling=decay_scaling, backend=backend)
+                        decay_mode=decay_mode, decay_scaling=decay_scaling, backend=backend,
+                        low_precision=low_precision, state_dtype=state_dtype)
         super().__init__(params, defaults, foreach=foreach, fused=fused,
                          differentiable=differentiable)
 

@@ -25,6 +25,7 @@ from . import distributed as D
 from . import fused_guard as G
 from .backends import FUSED_BACKENDS, like_complex, real_view, resolve_backend, triton_package
 from .layouts import flat_layout_ok
+from .updates import low_precision as LP
 from .updates.decay_ops import indices_by
 
 GRAD = operator.attrgetter("grad")
@@ -47,8 +48,14 @@ class Batch:
         self.scales = take(scales)
         groups = indices_by(self.scales)
         self.scale_groups = tuple((s, None if len(groups) == 1 else i) for s, i in groups.items())
-        self.new_buffers = any(b is None for lst in self.states for b in lst)
+        self.n_update_states = plan.n_update_states
+        self.new_buffers = any(b is None for lst in self.states[:self.n_update_states]
+                               for b in lst)
         self.device, self.dtype = self.params[0].device, self.params[0].dtype
+        # (rounding, state_dtype) where loop/foreach run on upcast copies, else None
+        self.wide = None
+        if backend not in FUSED_BACKENDS and LP.needs_wide(self.dtype, plan.lp):
+            self.wide = (plan.lp["low_precision"], plan.lp["state_dtype"])
         self.triton = None  # (package, tables, values table, rows, layout), made on first use
         self.eta0 = (None, None)  # a tensor peak lr and its value, read at the first launch
 
@@ -68,7 +75,9 @@ class GroupPlan:
         grads = [grads_all[i] for i in self.positions]
         opt._check_sparse(group, self.positions, grads)
         self.params = params
-        self.keys = update.state_keys(group)
+        self.lp = {k: group.get(k) for k in ("low_precision", "state_dtype")}
+        self.n_update_states = len(update.state_keys(group))
+        self.keys = update.state_keys(group) + LP.state_keys(group)
         requested = group["backend"]
         # complex: Adam always takes real views (as torch.optim.Adam); SGD's loop/foreach
         # compute in complex arithmetic (as torch.optim.SGD), its fused backends on real views
@@ -77,6 +86,7 @@ class GroupPlan:
         backends = [resolve_backend(requested, real_view(p), capturable) for p in local]
         for p, be in zip(params, backends):
             update.init_state(opt.state[p], p, group, be in FUSED_BACKENDS or capturable)
+            LP.init_state(opt.state[p], p, group)
         # the per-param state dicts, looked up once (a lookup hashes the tensor in Python);
         # load_state_dict drops the plans, other replacements of opt.state show in its size
         self.state_obj, self.state_dicts = opt.state, [opt.state[p] for p in params]
@@ -97,13 +107,13 @@ class GroupPlan:
         keys = []
         for i, be in enumerate(backends):
             pv = fused_views[0][i]
-            first = any(lst[i] is None for lst in states)
+            first = any(lst[i] is None for lst in states[:self.n_update_states])
             if grads[i].is_sparse:
                 be = "loop"  # torch's own sparse arithmetic, one tensor at a time
             elif be in FUSED_BACKENDS:
                 companions = [local_grads[i]] + [  # (step counts are 0-d: not walked)
                     lst[i] for k, lst in zip(self.keys, fused_views[1])
-                    if lst[i] is not None and k != "step"]
+                    if lst[i] is not None and k not in ("step", LP.COUNT)]
                 if not flat_layout_ok(pv, companions) or not self._kernel_takes(
                         update, be, pv, group, wd, hp, amp, first):
                     be = "foreach"
@@ -119,6 +129,8 @@ class GroupPlan:
     @staticmethod
     def _kernel_takes(update, backend, p, group, wd, hp, amp, first) -> bool:
         """Whether the fused backend may take tensor ``p`` (its layout already checked)."""
+        if LP.needs_wide(p.dtype, group):  # (the Triton kernels round in fp32 as they store)
+            return False
         if backend == "triton":
             return triton_package(p.device).launch.dtype_ok(p.dtype)
         from .updates.decay_ops import Decay
@@ -153,12 +165,9 @@ class GroupPlan:
             return grads
         if opt_state is not self.state_obj or len(opt_state) != self.state_len:
             return None
-        try:
-            for key, known in zip(self.keys, self.state_ids):
-                if not all(map(_is, map(operator.itemgetter(key), self.state_dicts), known)):
-                    return None
-        except KeyError:
-            return None
+        for key, known in zip(self.keys, self.state_ids):  # (fp32 params lack the LP keys)
+            if not all(map(_is, map(dict.get, self.state_dicts, itertools.repeat(key)), known)):
+                return None
         return grads
 
     def batch_grads(self, batch: Batch, grads: list) -> list:

@@ -19,6 +19,7 @@ import torch
 from .. import fused_guard as G
 from .decay_ops import (add_decay_to_grads, apply_decoupled_decay, decay_from_lists,
                         pick)
+from .low_precision import moment_dtype
 
 name = "adam"
 real_views_always = True  # complex params: real views of param, grad and state (as torch)
@@ -31,15 +32,19 @@ def state_keys(group: dict) -> tuple:
 
 
 def init_state(state: dict, p: torch.Tensor, group: dict, steps_on_device: bool) -> None:
-    """torch.optim's lazy state, with its keys and dtypes; the step count lives on the
-    parameter's device where a fused or capturable step reads it there (as torch keeps it)."""
+    """torch.optim's lazy state, with its keys and dtypes (the moments in the group's
+    ``state_dtype`` where set); the step count lives on the parameter's device where a fused
+    or capturable step reads it there (as torch keeps it)."""
+    dtype = moment_dtype(p, group)
     if "step" not in state:
         state["step"] = torch.zeros((), dtype=torch.float32,
                                     device=p.device if steps_on_device else "cpu")
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, dtype=dtype,
+                                               memory_format=torch.preserve_format)
     if group["amsgrad"] and "max_exp_avg_sq" not in state:
-        state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["max_exp_avg_sq"] = torch.zeros_like(p, dtype=dtype,
+                                                   memory_format=torch.preserve_format)
     if steps_on_device and state["step"].device != p.device:
         state["step"] = state["step"].to(p.device)
 

@@ -1,0 +1,188 @@
+"""Weights stored narrower than the math: compensated (Kahan) and stochastic rounding.
+
+A bf16 weight keeps 8 significant bits. A step that changes it by less than half an ulp
+(2**-9 of it, 2**-12 for fp16) is rounded away: AdamW's shrink ``lr * lam * s(p)`` (1e-4 at
+lr 1e-3 and weight decay 0.1) is lost at every step, in torch.optim as in any optimizer that
+rounds to nearest (``survives``). Two ways keep it (group key ``low_precision``):
+
+- ``"kahan"``: a compensation buffer ``kahan_comp`` per bf16/fp16 parameter, in its dtype,
+  holds what rounding took away. The step's working value is ``x = p + comp`` in fp32; the
+  whole step (decay and update) runs on ``x``; then ``p = round(x)`` and
+  ``comp = round(x - p)``. The pair carries ~16 significant bits, so a shrink of 1e-4 per step
+  accumulates (compensated summation: Kahan 1965; the error of each store is carried to the
+  next step instead of dropped).
+- ``"stochastic"``: the fp32 result rounds up or down with probability proportional to its
+  distance to either neighbour (unbiased: E[round(x)] = x; Gupta et al. 2015, Zamirai et al.
+  2020), from a counter hash of (``rounding_step``, position), so a run restarted from a
+  checkpoint draws the same bits. One 0-d int64 counter per parameter, advanced each step.
+
+``state_dtype`` stores the moments in another dtype than the parameter (fp32 moments for
+bf16 weights, or bf16 moments to halve their memory). Whenever a step's storage differs from
+its math (``needs_wide``), the "loop" and "foreach" backends upcast params, grads and state,
+run the optimizer's one foreach math in fp32, and store back once (``wide_step``): the order
+the Triton kernel computes in. fp32/fp64 parameters are never rounded here.
+"""
+from __future__ import annotations
+
+from itertools import repeat
+from typing import List, Optional
+
+import torch
+
+LOW_DTYPES = (torch.bfloat16, torch.float16)
+ROUNDINGS = (None, "kahan", "stochastic")
+COMP, COUNT = "kahan_comp", "rounding_step"
+_M32 = 0xFFFFFFFF
+
+
+def check_keys(group: dict) -> None:
+    """``low_precision`` and ``state_dtype`` of a group (ValueError naming the key)."""
+    mode = group.get("low_precision")
+    if mode not in ROUNDINGS:
+        raise ValueError(f"low_precision must be one of None, 'kahan', 'stochastic', got "
+                         f"{mode!r}")
+    dtype = group.get("state_dtype")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point
+                                  and not dtype.is_complex):
+        raise ValueError(f"state_dtype must be None or a floating torch.dtype (e.g. "
+                         f"torch.float32), got {dtype!r}")
+
+
+def state_keys(group: dict) -> tuple:
+    """The extra state a group's low-precision parameters keep (none for fp32/fp64 ones)."""
+    mode = group.get("low_precision")
+    return (COMP,) if mode == "kahan" else (COUNT,) if mode == "stochastic" else ()
+
+
+def init_state(state: dict, p: torch.Tensor, group: dict) -> None:
+    if p.dtype not in LOW_DTYPES:
+        return
+    mode = group.get("low_precision")
+    if mode == "kahan" and COMP not in state:
+        state[COMP] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    elif mode == "stochastic" and COUNT not in state:
+        # on the parameter's device: the kernels and a captured step read it there
+        state[COUNT] = torch.zeros((), dtype=torch.int64, device=p.device)
+
+
+def moment_dtype(p: torch.Tensor, group: dict) -> torch.dtype:
+    """The dtype of a new moment buffer of ``p``: the group's ``state_dtype``, else p's."""
+    return group.get("state_dtype") or p.dtype
+
+
+def needs_wide(dtype: torch.dtype, group: dict) -> bool:
+    """Whether a (loop/foreach) step of ``dtype`` params runs on upcast copies: a rounding
+    mode on low-precision params, or moments stored in another dtype."""
+    if group.get("low_precision") is not None and dtype in LOW_DTYPES:
+        return True
+    state = group.get("state_dtype")
+    return state is not None and state != dtype
+
+
+def half_ulp(dtype: torch.dtype) -> float:
+    """Half the smallest relative spacing of ``dtype``: a multiplicative change below it is
+    rounded away from every value."""
+    return torch.finfo(dtype).eps / 4
+
+
+def survives(amount: Optional[float], dtype: torch.dtype) -> Optional[bool]:
+    """Whether a shrink ``p *= 1 - amount`` changes a stored ``dtype`` value (None: no
+    multiplicative decay)."""
+    if amount is None or amount == 0:
+        return None
+    return dtype not in LOW_DTYPES or amount >= half_ulp(dtype)
+
+
+# ---- the step -------------------------------------------------------------------------------
+def _wide(lst: list, dtype: torch.dtype) -> list:
+    """Upcast copies (the tensor itself where it has ``dtype`` already; None stays)."""
+    if all(t is not None for t in lst):
+        return list(map(torch.Tensor.to, lst, repeat(dtype)))
+    return [None if t is None else t.to(dtype) for t in lst]
+
+
+def wide_step(foreach, lists: list, lp_states: list, *, rounding, state_dtype, salt=0,
+              **kwargs) -> None:
+    """``foreach(*lists, **kwargs)`` on fp32 copies (fp64 for fp64 params), then one store:
+    state rounded to nearest into its dtype, params by ``rounding`` (see module doc).
+
+    ``lists``: params, grads, then the update's state lists; ``lp_states``: the
+    ``state_keys`` lists (compensation buffers or counters of these params); ``salt``: what
+    tells this call's random stream from other calls of the same step (the loop backend's
+    tensor index). New state the math made (SGD's first buffer) is written into its list in
+    ``state_dtype`` (the params' dtype when None).
+    """
+    params = lists[0]
+    dtype = params[0].dtype
+    compute = torch.promote_types(dtype, torch.float32)
+    low = dtype in LOW_DTYPES
+    rounding = rounding if low else None
+    work = [_wide(lst, compute) if lst else lst for lst in lists]
+    wp = work[0]
+    if rounding == "kahan":
+        torch._foreach_add_(wp, lp_states[0])  # x = p + comp
+    foreach(*work, **kwargs)
+    for orig, new in zip(lists[2:], work[2:]):  # state: back into its own dtype
+        pairs = [(i, o, n) for i, (o, n) in enumerate(zip(orig, new)) if o is not n]
+        made = [(i, n) for i, o, n in pairs if o is None]
+        for i, n in made:
+            orig[i] = n.to(state_dtype or dtype)
+        old = [(o, n) for i, o, n in pairs if o is not None]
+        if old:
+            torch._foreach_copy_([o for o, _ in old], [n for _, n in old])
+    if wp is params:
+        return
+    if rounding == "stochastic":
+        counts = lp_states[0]
+        torch._foreach_add_(counts, 1)
+        stochastic_round_(params, wp, counts[0], salt)
+        return
+    torch._foreach_copy_(params, wp)  # round to nearest
+    if rounding == "kahan":
+        torch._foreach_sub_(wp, params)  # exact in fp32: what rounding took away
+        torch._foreach_copy_(lp_states[0], wp)
+
+
+# ---- stochastic rounding ---------------------------------------------------------------------
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply finalizer) in int64 arithmetic; multipliers
+    below 2**31 keep every product inside int64. The kernels use the same steps."""
+    h = h ^ (h >> 16)
+    h = (h * 0x7FEB352D) & _M32
+    h = h ^ (h >> 15)
+    h = (h * 0x297A2D39) & _M32
+    return h ^ (h >> 16)
+
+
+def uniform(count, salt: int, n: int, device) -> torch.Tensor:
+    """``n`` fp32 values in [0, 1) (24 random bits each) from a counter hash of ``count``
+    (an int or 0-d int64 tensor: no host read) and ``salt``: the same arguments give the same
+    values, on any device and under torch.compile or CUDA-graph capture."""
+    key = _mix32((count * 0x3C6EF372 + salt * 0x1B873593 + 1) & _M32)
+    i = torch.arange(n, device=device, dtype=torch.int64)
+    h = _mix32((i * 0x2C1B3C6D + key) & _M32)
+    return (h >> 8).to(torch.float32) * 2.0 ** -24
+
+
+def stochastic_round(x: torch.Tensor, dtype: torch.dtype, u: torch.Tensor) -> torch.Tensor:
+    """``x`` (fp32) in ``dtype``, rounded up or down: to the neighbour ``n`` of the nearest
+    value ``r`` (on x's side) when ``u < (x - r) / (n - r)``, so that E[result] = x for
+    ``u`` uniform in [0, 1). Exact values, inf and NaN stay as rounding to nearest gives."""
+    r = x.to(dtype)
+    rf = r.to(x.dtype)
+    d = x - rf
+    toward = torch.where(d > 0, torch.tensor(float("inf"), dtype=dtype, device=x.device),
+                         torch.tensor(float("-inf"), dtype=dtype, device=x.device))
+    n = torch.nextafter(r, toward)
+    up = u.view_as(x) < d / (n.to(x.dtype) - rf)  # NaN (inf inputs) compares False
+    return torch.where(up, n, r)
+
+
+def stochastic_round_(params: List[torch.Tensor], work: List[torch.Tensor], count,
+                      salt: int = 0) -> None:
+    """``params[i] = stochastic_round(work[i])``, the list as one flat tensor (one hash)."""
+    flat = torch.cat(list(map(torch.flatten, work)))
+    out = stochastic_round(flat, params[0].dtype, uniform(count, salt, flat.numel(),
+                                                          flat.device))
+    chunks = out.split(list(map(torch.Tensor.numel, params)))
+    torch._foreach_copy_(params, list(map(torch.Tensor.view_as, chunks, params)))
