@@ -14,11 +14,12 @@ import triton.language as tl
 
 from . import launch, tables
 from .elementwise import (decay_scale, f32, grad_and_decayed_param, inv_scale, ld, not_skipped,
-                          powi, read_lr, st, tensor_block)
+                          powi, read_lr, st, store_param, tensor_block)
 from .launch import L2, MULTIPLY, NO_DECAY, KernelDecay, elem_code, lr_args, split64
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
-P, G, M, V, VMAX, STEP, NUMEL = (tl.constexpr(i) for i in range(7))
+# (COMP: Kahan compensations, COUNT: stochastic rounding's step counters; zeros when unused)
+P, G, M, V, VMAX, STEP, COMP, COUNT, NUMEL = (tl.constexpr(i) for i in range(9))
 
 
 @triton.jit
@@ -36,42 +37,49 @@ def _adam_steps_kernel(table, n_tensors, found_inf_ptr, HAS_INF: tl.constexpr,
 @triton.jit
 def _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt, scale,
                 one_minus_beta1, beta2, one_minus_beta2, eps, ELEM: tl.constexpr,
-                DECAY_KIND: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
-                HAS_SCALE: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr):
+                STATE_ELEM: tl.constexpr, DECAY_KIND: tl.constexpr, AMSGRAD: tl.constexpr,
+                MAXIMIZE: tl.constexpr, HAS_SCALE: tl.constexpr, ROUNDING: tl.constexpr,
+                EVEN: tl.constexpr, ALIGNED: tl.constexpr):
     p_addr = tl.load(table + P * n_tensors + ti)
     g_addr = tl.load(table + G * n_tensors + ti)
     m_addr = tl.load(table + M * n_tensors + ti)
     v_addr = tl.load(table + V * n_tensors + ti)
-    p, g = grad_and_decayed_param(p_addr, g_addr, offs, mask, lam, keep, scale, ELEM,
-                                  DECAY_KIND, MAXIMIZE, HAS_SCALE, EVEN, ALIGNED)
-    m = ld(m_addr, offs, mask, ELEM, EVEN, ALIGNED)
+    comp_addr = tl.load(table + COMP * n_tensors + ti)
+    p, g = grad_and_decayed_param(p_addr, g_addr, comp_addr, offs, mask, lam, keep, scale,
+                                  ELEM, DECAY_KIND, MAXIMIZE, HAS_SCALE, ROUNDING, EVEN,
+                                  ALIGNED)
+    m = ld(m_addr, offs, mask, STATE_ELEM, EVEN, ALIGNED)
     # torch.lerp(m, g, w): the form it uses depends on |w| < 0.5, each one fused multiply-add
     # (as torch's CPU and CUDA lerp kernels compute it)
     m = tl.where(one_minus_beta1 < 0.5, tl.fma(one_minus_beta1, g - m, m),
                  tl.fma(m - g, 1.0 - one_minus_beta1, g))
-    v = ld(v_addr, offs, mask, ELEM, EVEN, ALIGNED)
+    v = ld(v_addr, offs, mask, STATE_ELEM, EVEN, ALIGNED)
     v = v * beta2
     v = tl.fma(one_minus_beta2 * g, g, v)
-    st(m_addr, offs, m, mask, ELEM, EVEN, ALIGNED)
-    st(v_addr, offs, v, mask, ELEM, EVEN, ALIGNED)
+    st(m_addr, offs, m, mask, STATE_ELEM, EVEN, ALIGNED)
+    st(v_addr, offs, v, mask, STATE_ELEM, EVEN, ALIGNED)
     if AMSGRAD:
         vmax_addr = tl.load(table + VMAX * n_tensors + ti)
-        vmax = ld(vmax_addr, offs, mask, ELEM, EVEN, ALIGNED)
+        vmax = ld(vmax_addr, offs, mask, STATE_ELEM, EVEN, ALIGNED)
         vmax = tl.maximum(vmax, v, propagate_nan=tl.PropagateNan.ALL)
-        st(vmax_addr, offs, vmax, mask, ELEM, EVEN, ALIGNED)
+        st(vmax_addr, offs, vmax, mask, STATE_ELEM, EVEN, ALIGNED)
         v = vmax
     denom = tl.div_rn(tl.sqrt_rn(v), bc2_sqrt) + eps
     p = p + tl.div_rn(step_size * m, denom)  # addcdiv: p + (value * m) / denom
-    st(p_addr, offs, p, mask, ELEM, EVEN, ALIGNED)
+    count = 0
+    if ROUNDING == 2:
+        count = tl.load(tl.load(table + COUNT * n_tensors + ti).to(tl.pointer_type(tl.int64)))
+    store_param(p_addr, comp_addr, offs, p, mask, count, ti, ELEM, ROUNDING, EVEN, ALIGNED)
 
 
 @triton.jit
 def _adam_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, wd_hi, wd_lo, eta0_hi,
                  eta0_lo, consts, one_minus_beta1, beta2, one_minus_beta2, eps, grad_scale_ptr,
-                 found_inf_ptr, ELEM: tl.constexpr, DECAY_KIND: tl.constexpr,
-                 LR_POW: tl.constexpr, DIV_ETA0: tl.constexpr, AMSGRAD: tl.constexpr,
-                 MAXIMIZE: tl.constexpr, LR_IS_PTR: tl.constexpr, HAS_SCALE: tl.constexpr,
-                 HAS_INF: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+                 found_inf_ptr, ELEM: tl.constexpr, STATE_ELEM: tl.constexpr,
+                 DECAY_KIND: tl.constexpr, LR_POW: tl.constexpr, DIV_ETA0: tl.constexpr,
+                 AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, LR_IS_PTR: tl.constexpr,
+                 HAS_SCALE: tl.constexpr, HAS_INF: tl.constexpr, ROUNDING: tl.constexpr,
+                 ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
     one_minus_beta1 = f32(one_minus_beta1)
     beta2 = f32(beta2)
     one_minus_beta2 = f32(one_minus_beta2)
@@ -91,12 +99,12 @@ def _adam_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, wd_hi, w
             scale = inv_scale(grad_scale_ptr)
         if full:
             _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt, scale,
-                        one_minus_beta1, beta2, one_minus_beta2, eps, ELEM, DECAY_KIND, AMSGRAD,
-                        MAXIMIZE, HAS_SCALE, True, ALIGNED)
+                        one_minus_beta1, beta2, one_minus_beta2, eps, ELEM, STATE_ELEM,
+                        DECAY_KIND, AMSGRAD, MAXIMIZE, HAS_SCALE, ROUNDING, True, ALIGNED)
         else:
             _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt, scale,
-                        one_minus_beta1, beta2, one_minus_beta2, eps, ELEM, DECAY_KIND, AMSGRAD,
-                        MAXIMIZE, HAS_SCALE, False, ALIGNED)
+                        one_minus_beta1, beta2, one_minus_beta2, eps, ELEM, STATE_ELEM,
+                        DECAY_KIND, AMSGRAD, MAXIMIZE, HAS_SCALE, ROUNDING, False, ALIGNED)
 
 
 def adam_triton(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, l2_lams,
@@ -127,19 +135,24 @@ def adam_triton(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *,
                 amsgrad=amsgrad, maximize=maximize, grad_scale=grad_scale, found_inf=found_inf)
 
 
-def adam_rows(p, g, m, v, vmax, s) -> list:
-    """The address table's rows (P, G, M, V, VMAX, STEP) for these lists."""
+def adam_rows(p, g, m, v, vmax, s, comps=(), counts=()) -> list:
+    """The address table's rows (P, G, M, V, VMAX, STEP, COMP, COUNT) for these lists
+    (``comps``/``counts``: Kahan compensations or rounding counters, where used)."""
     ptr = torch.Tensor.data_ptr
+    none = [0] * len(p)
     return [list(map(ptr, p)), list(map(ptr, g)), list(map(ptr, m)), list(map(ptr, v)),
-            list(map(ptr, vmax)) if vmax else [0] * len(p), list(map(ptr, s))]
+            list(map(ptr, vmax)) if vmax else none, list(map(ptr, s)),
+            list(map(ptr, comps)) if comps else none, list(map(ptr, counts)) if counts else none]
 
 
 def adam_launch(cache: "tables.Tables", p, g, m, v, vmax, s, *, values, kernel_decay, lr, beta1,
                 beta2, eps, amsgrad, maximize, grad_scale, found_inf, rows=None,
-                layout=None) -> None:
+                layout=None, rounding=0) -> None:
     """Launch the step on flat lists with tables from ``cache`` (``values``: the value
     table). ``rows``/``layout``: the caller's addresses and address table when it has them
-    already (a step plan whose tensors did not move)."""
+    already (a step plan whose tensors did not move). ``rounding``: how p is stored
+    (``elementwise.NEAREST``/``KAHAN``/``STOCHASTIC``; the last two need the COMP or COUNT
+    row); the moments may have another dtype than p."""
     device = p[0].device
     if layout is None:
         layout = cache.layout(rows or adam_rows(p, g, m, v, vmax, s),
@@ -160,7 +173,8 @@ def adam_launch(cache: "tables.Tables", p, g, m, v, vmax, s, *, values, kernel_d
     _adam_kernel[(layout.n_programs,)](
         layout.table, values, layout.work, layout.n_tensors, layout.n_programs, lr, lr_lo,
         wd_hi, wd_lo, eta0_hi, eta0_lo, consts, 1 - beta1, beta2, 1 - beta2, eps, grad_scale,
-        found_inf, ELEM=elem_code(p[0].dtype), DECAY_KIND=kernel_decay.kind,
+        found_inf, ELEM=elem_code(p[0].dtype), STATE_ELEM=elem_code(m[0].dtype),
+        ROUNDING=rounding, DECAY_KIND=kernel_decay.kind,
         LR_POW=kernel_decay.lr_pow, DIV_ETA0=kernel_decay.div_eta0, AMSGRAD=amsgrad,
         MAXIMIZE=maximize, LR_IS_PTR=lr_is_ptr, HAS_SCALE=grad_scale is not None,
         HAS_INF=found_inf is not None, ALIGNED=layout.aligned, BLOCK=launch.BLOCK,

@@ -12,47 +12,55 @@ import triton.language as tl
 
 from . import launch, tables
 from .elementwise import (decay_scale, f32, grad_and_decayed_param, inv_scale, ld, not_skipped,
-                          read_lr, st, tensor_block)
+                          read_lr, st, store_param, tensor_block)
 from .launch import L2, MULTIPLY, NO_DECAY, KernelDecay, elem_code, lr_args, split64
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
-P, G, BUF, NUMEL = (tl.constexpr(i) for i in range(4))
+# (COMP: Kahan compensations, COUNT: stochastic rounding's step counters; zeros when unused)
+P, G, BUF, COMP, COUNT, NUMEL = (tl.constexpr(i) for i in range(6))
 
 
 @triton.jit
 def _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momentum,
-               one_minus_dampening, scale, ELEM: tl.constexpr, DECAY_KIND: tl.constexpr,
-               MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
-               HAS_SCALE: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr):
+               one_minus_dampening, scale, ELEM: tl.constexpr, STATE_ELEM: tl.constexpr,
+               DECAY_KIND: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
+               MAXIMIZE: tl.constexpr, HAS_SCALE: tl.constexpr, ROUNDING: tl.constexpr,
+               EVEN: tl.constexpr, ALIGNED: tl.constexpr):
     p_addr = tl.load(table + P * n_tensors + ti)
     g_addr = tl.load(table + G * n_tensors + ti)
-    p, g = grad_and_decayed_param(p_addr, g_addr, offs, mask, lam, keep, scale, ELEM,
-                                  DECAY_KIND, MAXIMIZE, HAS_SCALE, EVEN, ALIGNED)
+    comp_addr = tl.load(table + COMP * n_tensors + ti)
+    p, g = grad_and_decayed_param(p_addr, g_addr, comp_addr, offs, mask, lam, keep, scale,
+                                  ELEM, DECAY_KIND, MAXIMIZE, HAS_SCALE, ROUNDING, EVEN,
+                                  ALIGNED)
     d = g
     if MOMENTUM:
         buf_addr = tl.load(table + BUF * n_tensors + ti)
         if first != 0:  # first step: buf = d (the buffer's memory is not read)
             buf = g
         else:
-            buf = ld(buf_addr, offs, mask, ELEM, EVEN, ALIGNED)
+            buf = ld(buf_addr, offs, mask, STATE_ELEM, EVEN, ALIGNED)
             buf = buf * momentum
             buf = tl.fma(one_minus_dampening, g, buf)
-        st(buf_addr, offs, buf, mask, ELEM, EVEN, ALIGNED)
+        st(buf_addr, offs, buf, mask, STATE_ELEM, EVEN, ALIGNED)
         if NESTEROV:
             d = tl.fma(momentum, buf, g)
         else:
             d = buf
     p = tl.fma(neg_lr, d, p)
-    st(p_addr, offs, p, mask, ELEM, EVEN, ALIGNED)
+    count = 0
+    if ROUNDING == 2:
+        count = tl.load(tl.load(table + COUNT * n_tensors + ti).to(tl.pointer_type(tl.int64)))
+    store_param(p_addr, comp_addr, offs, p, mask, count, ti, ELEM, ROUNDING, EVEN, ALIGNED)
 
 
 @triton.jit
 def _sgd_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, wd_hi, wd_lo, eta0_hi,
                 eta0_lo, momentum, one_minus_dampening, grad_scale_ptr, found_inf_ptr,
-                ELEM: tl.constexpr, DECAY_KIND: tl.constexpr, LR_POW: tl.constexpr,
-                DIV_ETA0: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
-                MAXIMIZE: tl.constexpr, LR_IS_PTR: tl.constexpr, HAS_SCALE: tl.constexpr,
-                HAS_INF: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+                ELEM: tl.constexpr, STATE_ELEM: tl.constexpr, DECAY_KIND: tl.constexpr,
+                LR_POW: tl.constexpr, DIV_ETA0: tl.constexpr, MOMENTUM: tl.constexpr,
+                NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr, LR_IS_PTR: tl.constexpr,
+                HAS_SCALE: tl.constexpr, HAS_INF: tl.constexpr, ROUNDING: tl.constexpr,
+                ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
     momentum = f32(momentum)
     one_minus_dampening = f32(one_minus_dampening)
     if not_skipped(found_inf_ptr, HAS_INF) != 0:
@@ -67,12 +75,12 @@ def _sgd_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, wd_hi, wd
             scale = inv_scale(grad_scale_ptr)
         if full:
             _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momentum,
-                       one_minus_dampening, scale, ELEM, DECAY_KIND, MOMENTUM, NESTEROV,
-                       MAXIMIZE, HAS_SCALE, True, ALIGNED)
+                       one_minus_dampening, scale, ELEM, STATE_ELEM, DECAY_KIND, MOMENTUM,
+                       NESTEROV, MAXIMIZE, HAS_SCALE, ROUNDING, True, ALIGNED)
         else:
             _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momentum,
-                       one_minus_dampening, scale, ELEM, DECAY_KIND, MOMENTUM, NESTEROV,
-                       MAXIMIZE, HAS_SCALE, False, ALIGNED)
+                       one_minus_dampening, scale, ELEM, STATE_ELEM, DECAY_KIND, MOMENTUM,
+                       NESTEROV, MAXIMIZE, HAS_SCALE, ROUNDING, False, ALIGNED)
 
 
 def sgd_triton(params, grads, bufs, *, l2_lams, decay, lr, momentum, dampening, nesterov,
@@ -102,29 +110,32 @@ def sgd_triton(params, grads, bufs, *, l2_lams, decay, lr, momentum, dampening, 
                found_inf=found_inf)
 
 
-def new_buffers(params, bufs, momentum) -> list:
-    """Makes the missing momentum buffers (filled by the kernel: ``buf = d``), written into
-    ``bufs``; returns each tensor's first-step flag (1: new)."""
+def new_buffers(params, bufs, momentum, dtype=None) -> list:
+    """Makes the missing momentum buffers (filled by the kernel: ``buf = d``; ``dtype``: the
+    params' when None), written into ``bufs``; returns each tensor's first-step flag."""
     first = [0] * len(params)
     if momentum != 0:
         for i, p in enumerate(params):
             if bufs[i] is None:  # sgd_math would clone d: same layout, filled by the kernel
-                bufs[i] = torch.empty_like(p, memory_format=torch.preserve_format)
+                bufs[i] = torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format)
                 first[i] = 1
     return first
 
 
-def sgd_rows(p, g, b) -> list:
-    """The address table's rows (P, G, BUF) for these lists."""
+def sgd_rows(p, g, b, comps=(), counts=()) -> list:
+    """The address table's rows (P, G, BUF, COMP, COUNT) for these lists."""
     ptr = torch.Tensor.data_ptr
-    return [list(map(ptr, p)), list(map(ptr, g)), list(map(ptr, b)) if b else [0] * len(p)]
+    none = [0] * len(p)
+    return [list(map(ptr, p)), list(map(ptr, g)), list(map(ptr, b)) if b else none,
+            list(map(ptr, comps)) if comps else none, list(map(ptr, counts)) if counts else none]
 
 
 def sgd_launch(cache: "tables.Tables", p, g, b, *, values, kernel_decay, lr, momentum,
                dampening, nesterov, maximize, grad_scale, found_inf, rows=None,
-               layout=None) -> None:
+               layout=None, rounding=0) -> None:
     """Launch the step on flat lists (``b`` empty without momentum) with tables from
-    ``cache``; ``values`` holds each tensor's decay value and first-step flag."""
+    ``cache``; ``values`` holds each tensor's decay value and first-step flag; ``rounding``
+    as for ``adam_launch``."""
     device = p[0].device
     if layout is None:
         layout = cache.layout(rows or sgd_rows(p, g, b), list(map(torch.Tensor.numel, p)),
@@ -140,7 +151,8 @@ def sgd_launch(cache: "tables.Tables", p, g, b, *, values, kernel_decay, lr, mom
     _sgd_kernel[(layout.n_programs,)](
         layout.table, values, layout.work, layout.n_tensors, layout.n_programs, lr, lr_lo,
         wd_hi, wd_lo, eta0_hi, eta0_lo, momentum, 1 - dampening, grad_scale, found_inf,
-        ELEM=elem_code(p[0].dtype), DECAY_KIND=kernel_decay.kind, LR_POW=kernel_decay.lr_pow,
+        ELEM=elem_code(p[0].dtype), STATE_ELEM=elem_code(b[0].dtype if b else p[0].dtype),
+        ROUNDING=rounding, DECAY_KIND=kernel_decay.kind, LR_POW=kernel_decay.lr_pow,
         DIV_ETA0=kernel_decay.div_eta0, MOMENTUM=momentum != 0, NESTEROV=nesterov,
         MAXIMIZE=maximize, LR_IS_PTR=lr_is_ptr, HAS_SCALE=grad_scale is not None,
         HAS_INF=found_inf is not None, ALIGNED=layout.aligned, BLOCK=launch.BLOCK,

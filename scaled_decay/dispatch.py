@@ -129,7 +129,7 @@ def run_batch(update, batch: Batch, grads, decay, hp, tensor_math, grad_scale,
             LP.wide_step(update.foreach, lists, lp_states, rounding=rounding,
                          state_dtype=state_dtype, decay=decay, **hp, tensor_math=tensor_math)
     elif batch.backend == "triton":
-        _triton(update, batch, lists, decay, hp, grad_scale, found_inf)
+        _triton(update, batch, lists, batch.states[n_own:], decay, hp, grad_scale, found_inf)
     elif batch.backend == "torch_fused":
         update.torch_fused(*lists, decay=decay, **hp, first=batch.first, grad_scale=grad_scale,
                            found_inf=found_inf)
@@ -160,12 +160,18 @@ def _per_tensor(decay: Optional[Decay], n: int) -> list:
     return [decay._replace(groups=((lam, None),)) for lam in lams]
 
 
-def _triton(update, batch: Batch, lists, decay, hp, grad_scale, found_inf) -> None:
+def _triton(update, batch: Batch, lists, lp_states, decay, hp, grad_scale, found_inf) -> None:
     """The Triton launcher with the plan's own tables. The value table (s(p), first-step
     flags) and the addresses of params and state are taken once per plan (the plan holds
     while those tensors and their addresses do); each step reads only the grads' addresses
-    and builds the address table again when one moved."""
+    and builds the address table again when one moved. Low-precision params are stored by
+    the kernel's ``rounding`` (their compensations or counters are table rows)."""
     adam = update.name == "adam"
+    rounding = batch.rounding
+    if rounding == 2:  # stochastic: this step's counters (one op for the batch)
+        torch._foreach_add_(lp_states[0], 1)
+    comps, counts = (lp_states[0], []) if rounding == 1 else \
+        ([], lp_states[0]) if rounding == 2 else ([], [])
     if adam:
         p, g, m, v, vmax, s = lists
     else:
@@ -175,15 +181,15 @@ def _triton(update, batch: Batch, lists, decay, hp, grad_scale, found_inf) -> No
             if found_inf is not None and found_inf_set(found_inf):
                 return  # no buffer may start from this step's gradients
             found_inf = None
-            _package(batch.device).sgd.new_buffers(p, bufs, hp["momentum"])
+            _package(batch.device).sgd.new_buffers(p, bufs, hp["momentum"], batch.state_dtype)
         b = bufs if momentum else []
     if batch.triton is None:
         package = _package(batch.device)
         tables = package.tables.Tables(max_entries=4)
         flags = [1 if batch.first else 0] * len(p)
         values = tables.values(batch.scales, flags, batch.device)
-        rows = package.adam.adam_rows(p, g, m, v, vmax, s) if adam \
-            else package.sgd.sgd_rows(p, g, b)
+        rows = package.adam.adam_rows(p, g, m, v, vmax, s, comps, counts) if adam \
+            else package.sgd.sgd_rows(p, g, b, comps, counts)
         layout = tables.layout(rows, list(map(torch.Tensor.numel, p)),
                                package.launch.BLOCK, batch.device)
         batch.triton = [package, tables, values, rows, layout]
@@ -198,10 +204,11 @@ def _triton(update, batch: Batch, lists, decay, hp, grad_scale, found_inf) -> No
     if adam:
         package.adam.adam_launch(tables, p, g, m, v, vmax, s, values=values, kernel_decay=kd,
                                  layout=layout, grad_scale=grad_scale, found_inf=found_inf,
-                                 **hp)
+                                 rounding=rounding, **hp)
     else:
         package.sgd.sgd_launch(tables, p, g, b, values=values, kernel_decay=kd, layout=layout,
-                               grad_scale=grad_scale, found_inf=found_inf, **hp)
+                               grad_scale=grad_scale, found_inf=found_inf, rounding=rounding,
+                               **hp)
 
 
 def _package(device):

@@ -38,21 +38,24 @@ def _same_strides(a: torch.Tensor, b: torch.Tensor) -> bool:
     return all(sa == sb for sa, sb, n in zip(a.stride(), b.stride(), a.shape) if n != 1)
 
 
-def flat_layout_ok(p: torch.Tensor, others: Sequence[torch.Tensor]) -> bool:
+def flat_layout_ok(p: torch.Tensor, others: Sequence[torch.Tensor],
+                   any_dtype: bool = False) -> bool:
     """Whether a kernel may treat ``p`` and its companions (grad, state) as one flat run of
     ``numel`` elements: p is dense (any dim order) and each companion is a dense strided
-    tensor with p's dtype, device, shape and strides, so element k of one is element k of
-    all. (Written for speed: it runs for every tensor of every fused step.)"""
-    strided, shape, dtype, device = torch.strided, p.shape, p.dtype, p.device
+    tensor with p's dtype (any float dtype with ``any_dtype``: moments kept in their own
+    ``state_dtype``), device, shape and strides, so element k of one is element k of all.
+    (Written for speed: it runs for every tensor of every fused step.)"""
+    strided, shape, device = torch.strided, p.shape, p.device
+    dtype = None if any_dtype else p.dtype
     if p.layout is not strided:
         return False
     if p.is_contiguous():  # the common case: contiguous companions of the same shape match
-        if all(o.layout is strided and o.dtype is dtype and o.shape == shape
+        if all(o.layout is strided and (dtype is None or o.dtype is dtype) and o.shape == shape
                and o.is_contiguous() and o.device == device for o in others):
             return True
     elif not _dense(p):
         return False
-    return all(o.layout is strided and o.dtype is dtype and o.shape == shape
+    return all(o.layout is strided and (dtype is None or o.dtype is dtype) and o.shape == shape
                and o.device == device and _same_strides(o, p) for o in others)
 
 

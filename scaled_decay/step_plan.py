@@ -56,6 +56,9 @@ class Batch:
         self.wide = None
         if backend not in FUSED_BACKENDS and LP.needs_wide(self.dtype, plan.lp):
             self.wide = (plan.lp["low_precision"], plan.lp["state_dtype"])
+        # the Triton kernels' store of p (elementwise.NEAREST/KAHAN/STOCHASTIC)
+        self.rounding = LP.kernel_rounding(self.dtype, plan.lp)
+        self.state_dtype = plan.lp["state_dtype"]
         self.triton = None  # (package, tables, values table, rows, layout), made on first use
         self.eta0 = (None, None)  # a tensor peak lr and its value, read at the first launch
 
@@ -111,10 +114,12 @@ class GroupPlan:
             if grads[i].is_sparse:
                 be = "loop"  # torch's own sparse arithmetic, one tensor at a time
             elif be in FUSED_BACKENDS:
-                companions = [local_grads[i]] + [  # (step counts are 0-d: not walked)
+                state = [  # (step counts are 0-d: not walked)
                     lst[i] for k, lst in zip(self.keys, fused_views[1])
                     if lst[i] is not None and k not in ("step", LP.COUNT)]
-                if not flat_layout_ok(pv, companions) or not self._kernel_takes(
+                if not flat_layout_ok(pv, [local_grads[i]]) \
+                        or not flat_layout_ok(pv, state, any_dtype=be == "triton") \
+                        or not self._kernel_takes(
                         update, be, pv, group, wd, hp, amp, first):
                     be = "foreach"
             keys.append((be, pv.device, pv.dtype, first and be in FUSED_BACKENDS))
@@ -129,10 +134,11 @@ class GroupPlan:
     @staticmethod
     def _kernel_takes(update, backend, p, group, wd, hp, amp, first) -> bool:
         """Whether the fused backend may take tensor ``p`` (its layout already checked)."""
-        if LP.needs_wide(p.dtype, group):  # (the Triton kernels round in fp32 as they store)
+        if backend == "triton":  # (the kernels compute in fp32 and round as they store)
+            ok = triton_package(p.device).launch.dtype_ok
+            return ok(p.dtype) and ok(LP.moment_dtype(p, group))
+        if LP.needs_wide(p.dtype, group):  # torch's fused ops store to nearest, in p's dtype
             return False
-        if backend == "triton":
-            return triton_package(p.device).launch.dtype_ok(p.dtype)
         from .updates.decay_ops import Decay
         decay = None if wd == 0 else Decay(group["decay_mode"], ((1.0, None),))
         flags = update.fused_flags(decay, wd, hp, *amp, first)

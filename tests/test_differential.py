@@ -205,7 +205,7 @@ def test_triton_matches_loop(seed, specs, dtype, name, mode, scaling, maximize, 
 @pytest.fixture
 def guard_off(monkeypatch):
     """torch's fused ops trusted for every tensor: no layout routing, no probe."""
-    monkeypatch.setattr(step_plan, "flat_layout_ok", lambda p, companions: True)
+    monkeypatch.setattr(step_plan, "flat_layout_ok", lambda p, companions, any_dtype=False: True)
     monkeypatch.setattr(G, "trusted", lambda *args, **kwargs: True)
 
 

@@ -79,6 +79,14 @@ def needs_wide(dtype: torch.dtype, group: dict) -> bool:
     return state is not None and state != dtype
 
 
+def kernel_rounding(dtype: torch.dtype, group: dict) -> int:
+    """How the Triton kernels store params of ``dtype``: 0 to nearest, 1 Kahan, 2
+    stochastic (``kernels.elementwise``'s codes)."""
+    if dtype not in LOW_DTYPES:
+        return 0
+    return {None: 0, "kahan": 1, "stochastic": 2}[group.get("low_precision")]
+
+
 def half_ulp(dtype: torch.dtype) -> float:
     """Half the smallest relative spacing of ``dtype``: a multiplicative change below it is
     rounded away from every value."""
