@@ -18,6 +18,7 @@ from . import compiling as C
 from .group_keys import PER_TENSOR_KEYS, check_groups_for_step, check_per_tensor_keys, peak_lr
 from .modes import PEAK_LR_MODES, decay_lr_factor
 from .report import DecayReport, DecayRow, GroupSummary
+from .updates import low_precision as LP
 from .rules import TensorInfo, fan_in_from_shape, tensor_scale
 
 def total_param_count(param_groups: Sequence[dict]) -> int:
@@ -123,13 +124,19 @@ class DecayPlan:
                 lam = float(group["weight_decay"] * s)
                 lams.append(lam)
                 factor = (1.0 - decay[i]) if decay is not None else l2_factor(group, lam)
+                dtype = group["params"][i].dtype
+                shrink = None if factor is None else 1.0 - float(factor)
+                survives = LP.survives(shrink, dtype)
+                kept_by = group.get("low_precision") if dtype in LP.LOW_DTYPES else None
                 rows.append(DecayRow(group=gi, index=i, name=info.name, shape=info.shape,
                                      fan_in=info.fan_in, fan_in_source=info.fan_in_source,
                                      scale=s, weight_decay=float(group["weight_decay"]),
                                      lam=lam, decay_mode=group["decay_mode"],
                                      lr=float(group["lr"]), peak_lr=eta0,
                                      decay_factor=None if factor is None else float(factor),
-                                     no_decay_reason=reasons[i] if reasons else None))
+                                     no_decay_reason=reasons[i] if reasons else None,
+                                     dtype=str(dtype), decay_survives=survives,
+                                     compensated_by=kept_by if survives is not None else None))
             rows.groups.append(GroupSummary(
                 group=gi, tensors=len(group["params"]),
                 elements=sum(p.numel() for p in group["params"]),

@@ -15,6 +15,7 @@ from .decay_plan import DecayPlan
 from .group_keys import PER_TENSOR_KEYS, RESET_ON_LOAD, align_param_names
 from .report import DecayReport
 from .rules import rules_to_plain
+from .updates import low_precision as LP
 
 
 def _plain_rules(optimizer, state_dict: dict) -> None:
@@ -96,11 +97,40 @@ class DecayPlanOwner:
             for group in self.param_groups:
                 self._check_group(group)
             self._check_state_shapes()
+            self._restore_state_dtypes(state_dict)
         except Exception:
             self.state, self.param_groups = before
             raise
         finally:
             self._plan.changed()
+
+    def _loaded_state_dtype(self, group: dict, p: torch.Tensor):
+        """The dtype a loaded moment of ``p`` keeps (None: torch's cast to p's dtype)."""
+        return group.get("state_dtype")
+
+    def _restore_state_dtypes(self, state_dict: dict) -> None:
+        """torch's load casts every floating state tensor but ``step`` to its parameter's
+        dtype. Undone where that loses what the state holds: the stochastic-rounding counter
+        keeps its int64 (a bf16 copy could not count on), and moments follow the group's
+        ``state_dtype``; both are taken from the saved tensors, not from the cast copies."""
+        saved = state_dict.get("state", {})
+        ids = iter([i for g in state_dict.get("param_groups", []) for i in g["params"]])
+        for group in self.param_groups:
+            for p, pid in zip(group["params"], ids):
+                want = self._loaded_state_dtype(group, p)
+                for key, value in saved.get(pid, {}).items():
+                    now = self.state[p].get(key)
+                    if type(now) is not torch.Tensor or not isinstance(value, torch.Tensor):
+                        continue
+                    if key == LP.COUNT:
+                        dtype = value.dtype
+                    elif want is not None and value.is_floating_point() \
+                            and key not in ("step", LP.COMP):
+                        dtype = want
+                    else:
+                        continue
+                    if now.dtype != dtype:
+                        self.state[p][key] = value.to(device=now.device, dtype=dtype)
 
     def _check_state_shapes(self) -> None:
         for group in self.param_groups:

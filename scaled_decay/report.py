@@ -17,6 +17,10 @@ class DecayRow:
     (exact without momentum) and None for Adam, whose coupled decay is rescaled by the
     second-moment estimate. ``no_decay_reason``: why ``sd.param_groups`` put the tensor in
     its ``weight_decay=0`` group (None for decayed tensors and groups built otherwise).
+    ``dtype``: the parameter's; ``decay_survives``: whether one step's shrink ``1 -
+    decay_factor`` is at least half an ulp of that dtype (False: rounding to nearest drops it
+    every step; None: no fixed shrink); ``compensated_by``: the group's ``low_precision``
+    where it keeps a bf16/fp16 tensor's decay ("kahan", "stochastic"), else None.
     """
 
     group: int
@@ -33,6 +37,18 @@ class DecayRow:
     peak_lr: Optional[float]
     decay_factor: Optional[float]
     no_decay_reason: Optional[str] = None
+    dtype: str = ""
+    decay_survives: Optional[bool] = None
+    compensated_by: Optional[str] = None
+
+    @property
+    def decay_kept(self) -> str:
+        """"yes", the mode that keeps it, "LOST" (rounded away every step) or "-"."""
+        if self.decay_survives is None:
+            return "-"
+        if self.compensated_by:
+            return self.compensated_by
+        return "yes" if self.decay_survives else "LOST"
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,7 @@ class DecayReport(list):
     group; ``str()`` gives both tables, ``to_dicts()`` the rows as plain data."""
 
     _COLUMNS = ("group", "name", "shape", "fan_in", "fan_in_from", "scale", "lam", "lr",
-                "decay_factor", "no_decay")
+                "decay_factor", "dtype", "decay_kept", "no_decay")
     _GROUP_COLUMNS = ("group", "tensors", "elements", "weight_decay", "decay_mode",
                       "decay_scaling", "lr", "peak_lr", "lam")
 
@@ -86,7 +102,7 @@ class DecayReport(list):
                 "x".join(map(str, row.shape)) or "scalar", str(row.fan_in), row.fan_in_source,
                 _number(row.scale), _number(row.lam), _number(row.lr),
                 "-" if row.decay_factor is None else f"{row.decay_factor:.8f}",
-                row.no_decay_reason or ""]
+                row.dtype.replace("torch.", ""), row.decay_kept, row.no_decay_reason or ""]
 
     @staticmethod
     def _group_cells(g: GroupSummary) -> List[str]:

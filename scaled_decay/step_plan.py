@@ -21,10 +21,13 @@ from typing import List, Optional
 
 import torch
 
+from . import compiling as C
 from . import distributed as D
 from . import fused_guard as G
 from .backends import FUSED_BACKENDS, like_complex, real_view, resolve_backend, triton_package
+from .group_keys import peak_lr
 from .layouts import flat_layout_ok
+from .modes import PEAK_LR_MODES
 from .updates import low_precision as LP
 from .updates.decay_ops import indices_by
 
@@ -107,6 +110,9 @@ class GroupPlan:
         hp = update.hparams(group, group["lr"])
         wd = group["weight_decay"]
         self.scale_list = [scales[i] for i in self.positions]
+        if not C.is_compiling():
+            eta0 = peak_lr(group) if group["decay_mode"] in PEAK_LR_MODES else 1.0
+            LP.warn_if_lost(opt, group, params, self.positions, self.scale_list, eta0)
         keys = []
         for i, be in enumerate(backends):
             pv = fused_views[0][i]

@@ -37,6 +37,7 @@ from . import distributed as D
 from .group_keys import check_decay_group
 from .optimizer import ScaledDecayOptimizer
 from .owner import DecayPlanOwner
+from .updates import low_precision as LP
 from .updates.decay_ops import (add_decay_to_grads, apply_decoupled_decay, decay_from_lists,
                                 indices_by)
 
@@ -118,7 +119,7 @@ class ScaledDecayMixin(DecayPlanOwner):
     _sd_signature: inspect.Signature
 
     def __init__(self, params, *args, weight_decay=_NO_DEFAULT, decay_mode="decoupled",
-                 decay_scaling=None, **kwargs):
+                 decay_scaling=None, low_precision=None, **kwargs):
         try:
             bound = self._sd_signature.bind_partial(params, *args, **kwargs)
         except TypeError as e:
@@ -135,7 +136,8 @@ class ScaledDecayMixin(DecayPlanOwner):
                                            or self._sd_holds not in bound.arguments):
             bound.arguments[self._sd_holds] = 0.0  # else a nonzero value is refused below
         self.__dict__["_sd_defaults"] = dict(
-            weight_decay=weight_decay, decay_mode=decay_mode, decay_scaling=decay_scaling)
+            weight_decay=weight_decay, decay_mode=decay_mode, decay_scaling=decay_scaling,
+            low_precision=low_precision)
         super().__init__(*bound.args, **bound.kwargs)
         self.defaults.update(self._sd_defaults)
         self._new_plan()
@@ -147,6 +149,11 @@ class ScaledDecayMixin(DecayPlanOwner):
             raise ValueError(f"{type(self).__name__}: the package's decay needs an 'lr' "
                              f"group key, which {self._sd_wrapped.__name__} does not have")
         check_decay_group(group)
+        LP.check_keys(group)
+        if group.get("state_dtype") is not None:
+            raise ValueError(f"state_dtype={group['state_dtype']!r} is not taken by "
+                             f"with_scaled_decay: the wrapped optimizer makes its own state "
+                             f"(fp32 for the bf16/fp16 params of a low_precision group)")
         own = self._sd_own_decay
         if own not in (None, "weight_decay") and group.get(own, 0) != 0:
             raise ValueError(
@@ -176,8 +183,10 @@ class ScaledDecayMixin(DecayPlanOwner):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._new_plan()
+        self.defaults.setdefault("low_precision", None)  # (pickled before it existed)
         self.__dict__["_sd_defaults"] = {k: self.defaults[k] for k in
-                                         ("weight_decay", "decay_mode", "decay_scaling")}
+                                         ("weight_decay", "decay_mode", "decay_scaling",
+                                          "low_precision")}
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -211,18 +220,66 @@ class ScaledDecayMixin(DecayPlanOwner):
         hold = self._sd_holds == "weight_decay"
         saved_wd = [g["weight_decay"] for g in self.param_groups] if hold else []
         restore_grads: List[tuple] = []
+        widened = self._widen()
+        done = False
         try:
             self._decay(restore_grads, grad_scale, found_inf)
             if hold:
                 for group in self.param_groups:
                     group["weight_decay"] = 0.0
             _unhooked(self._sd_wrapped.step)(self)
+            done = True
         finally:
             for group, wd in zip(self.param_groups, saved_wd):
                 group["weight_decay"] = wd
             for p, g in restore_grads:
                 p.grad = g
+            self._narrow(widened, store=done)
         return loss
+
+    def _loaded_state_dtype(self, group: dict, p: torch.Tensor):
+        """Under ``low_precision`` the wrapped optimizer's state of a bf16/fp16 param is fp32
+        (it was made while the param stepped as fp32): a load keeps it so."""
+        if group.get("low_precision") is not None and p.dtype in LP.LOW_DTYPES:
+            return torch.float32
+        return None
+
+    @torch.no_grad()
+    def _widen(self) -> list:
+        """``low_precision`` groups: each bf16/fp16 param with a grad steps as an fp32 copy
+        (``p + comp`` for "kahan"; ``p.data`` and ``p.grad`` swapped for the step), so that
+        the decay and the wrapped optimizer's whole update reach ``_narrow``, which stores
+        them by the group's rounding. Costs an fp32 copy of those params and grads during
+        the step, and the wrapped optimizer's state for them is fp32."""
+        out = []
+        for group in self.param_groups:
+            mode = group.get("low_precision")
+            if mode is None:
+                continue
+            for p in group["params"]:
+                if p.grad is None or p.dtype not in LP.LOW_DTYPES:
+                    continue
+                work = p.detach().float()
+                comp = self.state[p].get(LP.COMP)
+                if comp is not None:
+                    work.add_(comp)
+                out.append((p, p.data, p.grad, group))
+                p.data, p.grad = work, p.grad.float()
+        return out
+
+    @torch.no_grad()
+    def _narrow(self, widened: list, store: bool) -> None:
+        """Puts each param's own storage and grad back, stored from its fp32 result."""
+        for i, (p, narrow, grad, group) in enumerate(widened):
+            work = p.data
+            p.data, p.grad = narrow, grad
+            if store:
+                # made after the wrapped step: before it, a non-empty state would tell
+                # torch's optimizers that theirs is initialized
+                state = self.state[p]
+                LP.init_state(state, p, group)
+                mode = group["low_precision"]
+                LP.store_([narrow], [work], mode, [[state[LP.state_keys(group)[0]]]], salt=i)
 
     @torch.no_grad()
     def _decay(self, restore: List[tuple], grad_scale, found_inf) -> None:

@@ -101,6 +101,37 @@ def survives(amount: Optional[float], dtype: torch.dtype) -> Optional[bool]:
     return dtype not in LOW_DTYPES or amount >= half_ulp(dtype)
 
 
+def warn_if_lost(opt, group: dict, params: list, positions: list, scales: list, eta0) -> None:
+    """Warns once per optimizer, naming ``low_precision``, when a group that rounds to nearest
+    has bf16/fp16 params whose per-step shrink (at the current lr) is below half an ulp:
+    their decay is then a no-op. Runs when a step plan is built, not per step."""
+    from .decay_ops import Decay  # (decay_ops imports nothing from here)
+    if group.get("low_precision") is not None or group["decay_mode"] == "l2" \
+            or opt.__dict__.get("_sd_lost_decay_warned") \
+            or not any(p.dtype in LOW_DTYPES for p in params) \
+            or any(isinstance(v, torch.Tensor) for v in (group["lr"], group["weight_decay"],
+                                                          eta0)):
+        return  # (a tensor lr is a capturable or compiled step's: reading it would sync)
+    wd, lr = float(group["weight_decay"]), float(group["lr"])
+    decay = Decay(group["decay_mode"], (), lr, float(eta0), wd)
+    lost = [(i, p.dtype, float(decay.amount(wd * s))) for i, p, s in
+            zip(positions, params, scales) if p.dtype in LOW_DTYPES]
+    lost = [(i, dtype, c) for i, dtype, c in lost if 0 < c < half_ulp(dtype)]
+    if not lost:
+        return
+    import warnings
+    names = group.get("param_names")
+    i, dtype, c = lost[0]
+    first = repr(names[i]) if names else f"params[{i}]"
+    warnings.warn(
+        f"scaled_decay: the weight decay of {len(lost)} {str(dtype)[6:]} tensor(s) (e.g. "
+        f"{first}: a shrink of {c:.3g} per step) is below half an ulp of their dtype "
+        f"({half_ulp(dtype):.3g}) and is rounded away at every step: set "
+        f"low_precision='kahan' or 'stochastic' to keep it (decay_report() lists them)",
+        UserWarning, stacklevel=2)
+    opt.__dict__["_sd_lost_decay_warned"] = True
+
+
 # ---- the step -------------------------------------------------------------------------------
 def _wide(lst: list, dtype: torch.dtype) -> list:
     """Upcast copies (the tensor itself where it has ``dtype`` already; None stays)."""
@@ -138,17 +169,26 @@ def wide_step(foreach, lists: list, lp_states: list, *, rounding, state_dtype, s
         old = [(o, n) for i, o, n in pairs if o is not None]
         if old:
             torch._foreach_copy_([o for o, _ in old], [n for _, n in old])
-    if wp is params:
-        return
+    if wp is not params:
+        store_(params, wp, rounding, lp_states, salt)
+
+
+@torch.compiler.disable  # (see the docstring)
+def store_(params: list, work: list, rounding, lp_states: list, salt: int = 0) -> None:
+    """``params`` from their step's fp32 results ``work`` (overwritten): to nearest, Kahan
+    (``lp_states[0]``: the compensations) or stochastic (``lp_states[0]``: the counters,
+    advanced here). Never compiled: Inductor keeps values in fp32 across a fused
+    ``x.to(bf16)`` (it does not emulate the cast's rounding), so ``x - round(x)`` would be 0
+    and the compensation and the rounding choice lost; run eagerly, the casts round."""
     if rounding == "stochastic":
         counts = lp_states[0]
         torch._foreach_add_(counts, 1)
-        stochastic_round_(params, wp, counts[0], salt)
+        stochastic_round_(params, work, counts[0], salt)
         return
-    torch._foreach_copy_(params, wp)  # round to nearest
+    torch._foreach_copy_(params, work)  # round to nearest
     if rounding == "kahan":
-        torch._foreach_sub_(wp, params)  # exact in fp32: what rounding took away
-        torch._foreach_copy_(lp_states[0], wp)
+        torch._foreach_sub_(work, params)  # exact in fp32: what rounding took away
+        torch._foreach_copy_(lp_states[0], work)
 
 
 # ---- stochastic rounding ---------------------------------------------------------------------
