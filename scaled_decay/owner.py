@@ -15,6 +15,7 @@ from .decay_plan import DecayPlan
 from .group_keys import PER_TENSOR_KEYS, RESET_ON_LOAD, align_param_names
 from .report import DecayReport
 from .rules import rules_to_plain
+from . import timescale as T
 
 
 def _plain_rules(optimizer, state_dict: dict) -> None:
@@ -69,10 +70,15 @@ class DecayPlanOwner:
 
     # ---- group edits ----------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
+        """As torch.optim's, plus: a group with ``timescale`` (its own or the default, where
+        it has no ``weight_decay`` of its own) gets its ``weight_decay`` from it, once
+        (``scaled_decay.timescale``)."""
         align_param_names(self.param_groups, param_group)  # named and unnamed groups may mix
+        T.claim(param_group, self.defaults.get("timescale"))
         super().add_param_group(param_group)  # fills the defaults (torch's setdefault)
         try:
             self._check_group(self.param_groups[-1])
+            T.derive_weight_decay(self.param_groups[-1])
             if "_decay_plan" in self.__dict__:  # after construction: rule errors now
                 self._plan.changed()
                 self._plan.scales(self.param_groups)

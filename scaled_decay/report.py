@@ -17,6 +17,9 @@ class DecayRow:
     (exact without momentum) and None for Adam, whose coupled decay is rescaled by the
     second-moment estimate. ``no_decay_reason``: why ``sd.param_groups`` put the tensor in
     its ``weight_decay=0`` group (None for decayed tensors and groups built otherwise).
+    ``timescale``: the weights' EMA timescale in steps at the peak lr, ``1 / c(eta0)``
+    (Wang & Aitchison 2024; ``timescale=`` sets it for ``s(p) = 1``); None for mode
+    ``"l2"`` and for tensors that do not decay.
     """
 
     group: int
@@ -33,6 +36,7 @@ class DecayRow:
     peak_lr: Optional[float]
     decay_factor: Optional[float]
     no_decay_reason: Optional[str] = None
+    timescale: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class DecayReport(list):
     group; ``str()`` gives both tables, ``to_dicts()`` the rows as plain data."""
 
     _COLUMNS = ("group", "name", "shape", "fan_in", "fan_in_from", "scale", "lam", "lr",
-                "decay_factor", "no_decay")
+                "decay_factor", "timescale", "no_decay")
     _GROUP_COLUMNS = ("group", "tensors", "elements", "weight_decay", "decay_mode",
                       "decay_scaling", "lr", "peak_lr", "lam")
 
@@ -86,7 +90,7 @@ class DecayReport(list):
                 "x".join(map(str, row.shape)) or "scalar", str(row.fan_in), row.fan_in_source,
                 _number(row.scale), _number(row.lam), _number(row.lr),
                 "-" if row.decay_factor is None else f"{row.decay_factor:.8f}",
-                row.no_decay_reason or ""]
+                _number(row.timescale), row.no_decay_reason or ""]
 
     @staticmethod
     def _group_cells(g: GroupSummary) -> List[str]:
