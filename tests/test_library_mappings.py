@@ -66,9 +66,12 @@ ADAM = dict(betas=(0.9, 0.99), eps=1e-6)  # optimi's defaults, given to both
 
 
 @both
-def test_optimi_adamw_is_sd_adamw(schedule):
+@pytest.mark.parametrize("cls", ["AdamW", "Adam(decouple_wd=True)"])
+def test_optimi_adamw_is_sd_adamw(schedule, cls):
     optimi = pytest.importorskip("optimi")
-    _check(lambda p: optimi.AdamW(p, lr=LR, weight_decay=0.1, foreach=False, **ADAM),
+    make = (lambda p, **k: optimi.AdamW(p, **k)) if cls == "AdamW" else \
+        (lambda p, **k: optimi.Adam(p, decouple_wd=True, **k))
+    _check(lambda p: make(p, lr=LR, weight_decay=0.1, foreach=False, **ADAM),
            lambda p: sd.AdamW(p, lr=LR, weight_decay=0.1, **ADAM),
            lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0, **ADAM), schedule)
 

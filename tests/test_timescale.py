@@ -123,3 +123,26 @@ def test_a_failed_add_param_group_changes_nothing():
     with pytest.raises(ValueError, match="decay_mode='l2'"):
         opt.add_param_group({"params": [nn.Parameter(torch.ones(2))], "decay_mode": "l2"})
     assert len(opt.param_groups) == 1
+
+
+def test_the_readmes_data_size_script_runs_and_derives_lambda_from_tau_epoch(tmp_path):
+    """benchmarks/timescale_data_size.py (the README's table) at a tiny scale: each run's
+    weight decay is 1 / (lr * tau_epoch * M), M from its own data size."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    pytest.importorskip("mnist1d")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "timescale_data_size.py"
+    spec = importlib.util.spec_from_file_location("timescale_data_size", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--sizes", "128", "512", "--epochs", "1", "--seeds", "1",
+                 "--out", str(tmp_path)])
+    runs = json.loads((tmp_path / "timescale_data_size.json").read_text())["runs"]
+    assert {r["steps_per_epoch"] for r in runs} == {2, 8}
+    for r in runs:
+        want = 0.0 if r["tau_epoch"] is None else \
+            1 / (script.LR * r["tau_epoch"] * r["steps_per_epoch"])
+        assert r["weight_decay"] == pytest.approx(want, rel=1e-12)
+    assert "| tau_epoch (`sd.Timescale(epochs=...)`) |" in \
+        (tmp_path / "timescale_data_size.md").read_text()
