@@ -26,7 +26,8 @@ def _run(make, schedule: bool):
     g = torch.Generator().manual_seed(0)
     w = nn.Parameter(torch.randn(5, 4, generator=g, dtype=torch.float64))
     b = nn.Parameter(torch.randn(5, generator=g, dtype=torch.float64))
-    opt = make([w, b])
+    made = make([w, b])  # an optimizer, or (optimizer, a weight-decay scheduler)
+    opt, wd_sched = made if isinstance(made, tuple) else (made, None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine) if schedule else None
     for _ in range(STEPS):
         x = torch.randn(8, 4, generator=g, dtype=torch.float64)
@@ -36,6 +37,8 @@ def _run(make, schedule: bool):
         opt.step()
         if sched is not None:
             sched.step()
+        if wd_sched is not None:
+            wd_sched.step()
     return torch.cat([w.detach().flatten(), b.detach()])
 
 
@@ -126,14 +129,23 @@ def test_pytorch_optimizer_adamc_is_sd(schedule, kind):
            lambda p: ours(p, lr=LR, weight_decay=0.0, decay_mode=kind, **PO_ADAM), schedule)
 
 
-def test_pytorch_optimizer_fixed_decay_is_sd_independent_at_a_constant_lr():
-    """``fixed_decay=True``: ``p *= 1 - wd`` whatever the lr; sd's "independent" follows the
-    lr schedule (``(lr / eta0) * wd``), so the two agree at a constant lr only (README)."""
+@both
+def test_pytorch_optimizer_fixed_decay_is_sd_independent_against_the_lr_schedule(schedule):
+    """``fixed_decay=True``: ``p *= 1 - wd`` whatever the lr. sd's "independent" is
+    ``(lr / eta0) * wd``: the same at a constant lr; under an lr schedule with factor f(t), a
+    weight-decay schedule 1 / f(t) cancels it (README)."""
     po = pytest.importorskip("pytorch_optimizer")
-    _check(lambda p: po.AdamC(p, lr=LR, weight_decay=1e-2, fixed_decay=True, **PO_ADAM),
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=1e-2, decay_mode="independent",
-                              **PO_ADAM),
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0, **PO_ADAM), schedule=False)
+
+    def ours(p):
+        opt = sd.AdamW(p, lr=LR, weight_decay=1e-2, decay_mode="independent", **PO_ADAM)
+        if not schedule:
+            return opt
+        # (the factor after the last step is never used: cosine reaches 0 there)
+        return opt, sd.WeightDecayScheduler(
+            opt, lambda t: 1 / _warmup_cosine(min(t, STEPS - 1)))
+
+    _check(lambda p: po.AdamC(p, lr=LR, weight_decay=1e-2, fixed_decay=True, **PO_ADAM), ours,
+           lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0, **PO_ADAM), schedule)
 
 
 # ---- timm -----------------------------------------------------------------------------------
