@@ -146,3 +146,12 @@ def test_the_readmes_data_size_script_runs_and_derives_lambda_from_tau_epoch(tmp
         assert r["weight_decay"] == pytest.approx(want, rel=1e-12)
     assert "| tau_epoch (`sd.Timescale(epochs=...)`) |" in \
         (tmp_path / "timescale_data_size.md").read_text()
+
+
+def test_trainer_factory_takes_a_timescale():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2))
+    opt = sd.trainer_factory(sd.AdamW)()(model, lr=LR, timescale=50)
+    assert opt.param_groups[0]["weight_decay"] == pytest.approx(1 / (LR * 50))
+    assert opt.param_groups[1]["weight_decay"] == 0.0 and opt.param_groups[1]["timescale"] is None
+    with pytest.raises(ValueError, match="timescale=50 and weight_decay=0.1"):
+        sd.trainer_factory(sd.AdamW)()(model, lr=LR, timescale=50, weight_decay=0.1)
