@@ -109,7 +109,8 @@ class DecayPlan:
     def report(self, param_groups: Sequence[dict],
                l2_factor: Callable[[dict, float], Optional[float]]) -> DecayReport:
         """One row per parameter: name, shape, fan-in and its source, s(p), effective lam,
-        lr, per-step factor, no-decay reason, EMA timescale in steps at the peak lr; and one :class:`GroupSummary` per group.
+        lr, per-step factor, no-decay reason, EMA timescale in steps at the peak lr; and one
+        :class:`GroupSummary` per group.
         ``l2_factor(group, lam)`` is the optimizer's per-step factor for mode "l2" (or None)."""
         check_groups_for_step(param_groups)
         rows = DecayReport()

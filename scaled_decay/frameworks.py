@@ -114,10 +114,11 @@ def trainer_factory(optimizer_cls) -> _TrainerFactory:
             {"lr": 3e-4, "weight_decay": 0.1, "decay_scaling": "fan_in"}))
 
     The kwargs go to the optimizer, except ``weight_decay`` (or ``timescale``: one is
-    required), ``no_decay``, ``decay_1d`` and ``base_model``, which go to ``sd.param_groups``. transformers 5 treats
-    anything in ``optimizer_cls_and_kwargs`` that is not an Optimizer class as a factory
-    and calls ``factory()(model, **kwargs)``. ``TrainingArguments.learning_rate`` and
-    ``weight_decay`` do not reach this route, as with any ``optimizer_cls_and_kwargs``.
+    required), ``no_decay``, ``decay_1d`` and ``base_model``, which go to
+    ``sd.param_groups``. transformers 5 treats anything in ``optimizer_cls_and_kwargs`` that
+    is not an Optimizer class as a factory and calls ``factory()(model, **kwargs)``.
+    ``TrainingArguments.learning_rate`` and ``weight_decay`` do not reach this route, as with
+    any ``optimizer_cls_and_kwargs``.
     """
     if not (inspect.isclass(optimizer_cls) and issubclass(optimizer_cls, torch.optim.Optimizer)):
         raise ValueError(f"trainer_factory needs an optimizer class, got {optimizer_cls!r}")

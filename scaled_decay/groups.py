@@ -203,8 +203,8 @@ def param_groups(model: nn.Module, weight_decay: float = None, *, no_decay: Iter
     at the base width (muP-style transfer). ``group_options`` (lr, decay_mode,
     decay_scaling, ...) go into both groups. ``timescale=`` instead of ``weight_decay``
     gives the decayed group a timescale (``scaled_decay.timescale``): the optimizer derives
-    its weight decay; the other group keeps ``weight_decay=0``. The split is in the result's ``.split``
-    (printable) and logged at INFO level on the ``"scaled_decay"`` logger.
+    its weight decay; the other group keeps ``weight_decay=0``. The split is in the result's
+    ``.split`` (printable) and logged at INFO level on the ``"scaled_decay"`` logger.
     """
     if timescale is not None:
         if weight_decay is not None:
