@@ -195,7 +195,7 @@ def grad_and_decayed_param(p_addr, g_addr, comp_addr, offs, mask, lam, keep, sca
         g = -g
     p = ld(p_addr, offs, mask, ELEM, EVEN, ALIGNED)
     if ROUNDING == 1:
-        p = p + ld(comp_addr, offs, mask, ELEM, EVEN, ALIGNED)
+        p = p + ld(comp_addr, offs, mask, COMP_ELEM, EVEN, ALIGNED)
     if DECAY_KIND == 1:
         g = tl.fma(lam, p, g)
     elif DECAY_KIND == 2:
@@ -206,6 +206,9 @@ def grad_and_decayed_param(p_addr, g_addr, comp_addr, offs, mask, lam, keep, sca
 # ---- low-precision stores (scaled_decay.updates.low_precision has the torch twin) ------------
 # ROUNDING of the kernels: how p is stored
 NEAREST, KAHAN, STOCHASTIC = 0, 1, 2
+# Kahan compensations are bf16 for bf16 and fp16 weights alike (fp32's exponent range: an
+# fp16 weight's residuals would underflow in fp16); the caller allocates them so
+COMP_ELEM: tl.constexpr = tl.constexpr(BF16)
 
 
 @triton.jit
@@ -267,7 +270,7 @@ def store_param(p_addr, comp_addr, offs, x, mask, count, ti, ELEM: tl.constexpr,
     if ROUNDING == 1:
         r = nearest(x, ELEM)
         st(p_addr, offs, r, mask, ELEM, EVEN, ALIGNED)
-        st(comp_addr, offs, x - r, mask, ELEM, EVEN, ALIGNED)
+        st(comp_addr, offs, x - r, mask, COMP_ELEM, EVEN, ALIGNED)
     elif ROUNDING == 2:
         st(p_addr, offs, stochastic(x, uniform(count, ti, offs), ELEM), mask, ELEM, EVEN,
            ALIGNED)

@@ -5,6 +5,7 @@
 >>> print(opt.decay_report())
 """
 from .adam import Adam, AdamW
+from .decay_schedule import WeightDecayScheduler
 from .equilibrium import EquilibriumMonitor, EquilibriumReport, EquilibriumRow
 from .frameworks import decay_report, register_timm_optimizers, trainer_factory
 from .groups import DecaySplit, ParamGroups, param_groups
@@ -13,6 +14,7 @@ from .modules import register_module
 from .report import DecayReport, DecayRow, GroupSummary
 from .rules import FanIn, MuonShape, ParamCount, StepsPerEpoch
 from .sgd import SGD
+from .timescale import Timescale
 from .wrap import with_scaled_decay
 
 __version__ = "0.1.0"
@@ -22,4 +24,5 @@ __all__ = [
     "DecayReport", "DecayRow", "DECAY_MODES", "GroupSummary", "DecaySplit", "ParamGroups",
     "register_module", "decay_report", "trainer_factory", "register_timm_optimizers",
     "MuonShape", "with_scaled_decay", "EquilibriumMonitor", "EquilibriumReport", "EquilibriumRow",
+    "WeightDecayScheduler", "Timescale",
 ]

@@ -6,6 +6,7 @@ import torch
 from .errors import ArgumentIndexError, ArgumentRuntimeError, ArgumentTypeError
 from .group_keys import check_non_negative
 from .optimizer import ScaledDecayOptimizer
+from .timescale import DefaultDecay
 from .updates import adam as adam_update
 
 
@@ -19,6 +20,9 @@ class _AdamBase(ScaledDecayOptimizer):
     (``vmax = max(vmax, v)`` used for v with amsgrad), and
     ``p -= (lr / (1 - b1**t)) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)``.
     ``lam = weight_decay * s(p)`` with ``s`` the product of the ``decay_scaling`` rules.
+    ``timescale=T`` instead of ``weight_decay``: the weights' EMA timescale in steps (or an
+    ``sd.Timescale``), from which each group's weight decay is derived at its peak lr
+    (``scaled_decay.timescale``; Wang & Aitchison 2024).
 
     The update runs as ``scaled_decay.updates.adam`` says, on the backend each tensor's step
     plan chose (``backend``; ``scaled_decay.dispatch``).
@@ -40,10 +44,11 @@ class _AdamBase(ScaledDecayOptimizer):
     _update = adam_update
 
     def __init__(self, params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
-                 decay_scaling, backend, low_precision, state_dtype, **torch_kwargs):
+                 decay_scaling, backend, timescale, low_precision, state_dtype,
+                 **torch_kwargs):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize, decay_mode=decay_mode,
-                        decay_scaling=decay_scaling, backend=backend,
+                        decay_scaling=decay_scaling, backend=backend, timescale=timescale,
                         low_precision=low_precision, state_dtype=state_dtype)
         super().__init__(params, defaults, **torch_kwargs)
 
@@ -72,15 +77,15 @@ class Adam(_AdamBase):
     Defaults as ``torch.optim.Adam``: ``weight_decay=0``, ``decay_mode="l2"``.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False, decay_mode="l2", decay_scaling=None,
-                 backend="auto", low_precision=None, state_dtype=None,
-                 foreach=None, capturable=False, differentiable=False,
-                 fused=None):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay=DefaultDecay(0.0), amsgrad=False, *, maximize=False,
+                 decay_mode="l2", decay_scaling=None, backend="auto", timescale=None,
+                 low_precision=None, state_dtype=None,
+                 foreach=None, capturable=False, differentiable=False, fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
-                         decay_scaling, backend, low_precision, state_dtype, foreach=foreach,
-                         capturable=capturable,
-                         differentiable=differentiable, fused=fused)
+                         decay_scaling, backend, timescale, low_precision, state_dtype,
+                         foreach=foreach,
+                         capturable=capturable, differentiable=differentiable, fused=fused)
 
 
 class AdamW(_AdamBase):
@@ -88,12 +93,12 @@ class AdamW(_AdamBase):
     Defaults as ``torch.optim.AdamW``: ``weight_decay=1e-2``, ``decay_mode="decoupled"``.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, decay_mode="decoupled", decay_scaling=None,
-                 backend="auto", low_precision=None, state_dtype=None,
-                 foreach=None, capturable=False, differentiable=False,
-                 fused=None):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay=DefaultDecay(1e-2), amsgrad=False, *, maximize=False,
+                 decay_mode="decoupled", decay_scaling=None, backend="auto", timescale=None,
+                 low_precision=None, state_dtype=None,
+                 foreach=None, capturable=False, differentiable=False, fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
-                         decay_scaling, backend, low_precision, state_dtype, foreach=foreach,
-                         capturable=capturable,
-                         differentiable=differentiable, fused=fused)
+                         decay_scaling, backend, timescale, low_precision, state_dtype,
+                         foreach=foreach,
+                         capturable=capturable, differentiable=differentiable, fused=fused)

@@ -110,7 +110,8 @@ class DecayPlan:
     def report(self, param_groups: Sequence[dict],
                l2_factor: Callable[[dict, float], Optional[float]]) -> DecayReport:
         """One row per parameter: name, shape, fan-in and its source, s(p), effective lam,
-        lr, per-step factor, no-decay reason; and one :class:`GroupSummary` per group.
+        lr, per-step factor, no-decay reason, EMA timescale in steps at the peak lr; and one
+        :class:`GroupSummary` per group.
         ``l2_factor(group, lam)`` is the optimizer's per-step factor for mode "l2" (or None)."""
         check_groups_for_step(param_groups)
         rows = DecayReport()
@@ -118,7 +119,10 @@ class DecayPlan:
         for gi, (group, scales) in enumerate(zip(param_groups, self.scales(param_groups))):
             _, decay = group_amounts(group, scales)
             reasons = group.get("no_decay_reasons")
-            eta0 = float(peak_lr(group)) if group["decay_mode"] in PEAK_LR_MODES else None
+            mode = group["decay_mode"]
+            eta0 = float(peak_lr(group)) if mode in PEAK_LR_MODES else None
+            # per step at the peak lr: c = f(eta0) * lam, an EMA of timescale 1 / c steps
+            f_peak = decay_lr_factor(mode, float(peak_lr(group)), float(peak_lr(group)))
             lams = []
             for i, (info, s) in enumerate(zip(tensor_infos(group, total), scales)):
                 lam = float(group["weight_decay"] * s)
@@ -136,7 +140,9 @@ class DecayPlan:
                                      decay_factor=None if factor is None else float(factor),
                                      no_decay_reason=reasons[i] if reasons else None,
                                      dtype=str(dtype), decay_survives=survives,
-                                     compensated_by=kept_by if survives is not None else None))
+                                     compensated_by=kept_by if survives is not None else None,
+                                     timescale=1.0 / (f_peak * lam) if f_peak * lam > 0
+                                     else None))
             rows.groups.append(GroupSummary(
                 group=gi, tensors=len(group["params"]),
                 elements=sum(p.numel() for p in group["params"]),

@@ -82,11 +82,13 @@ class _TrainerBuilder:
         self.optimizer_cls = optimizer_cls
 
     def __call__(self, model, **kwargs):
-        group_kwargs = {k: kwargs.pop(k) for k in _GROUP_KWARGS if k in kwargs}
-        if "weight_decay" not in kwargs:
-            raise ValueError("sd.trainer_factory: put weight_decay into the kwargs of "
-                             "optimizer_cls_and_kwargs (the Trainer passes only those)")
-        groups = param_groups(model, kwargs.pop("weight_decay"), **group_kwargs)
+        group_kwargs = {k: kwargs.pop(k) for k in _GROUP_KWARGS + ("timescale",)
+                        if k in kwargs}
+        if "weight_decay" not in kwargs and "timescale" not in group_kwargs:
+            raise ValueError("sd.trainer_factory: put weight_decay (or timescale) into the "
+                             "kwargs of optimizer_cls_and_kwargs (the Trainer passes only "
+                             "those)")
+        groups = param_groups(model, kwargs.pop("weight_decay", None), **group_kwargs)
         log.info("sd.trainer_factory: %s", groups.split)
         return self.optimizer_cls(groups, **kwargs)
 
@@ -111,11 +113,12 @@ def trainer_factory(optimizer_cls) -> _TrainerFactory:
             sd.trainer_factory(sd.AdamW),
             {"lr": 3e-4, "weight_decay": 0.1, "decay_scaling": "fan_in"}))
 
-    The kwargs go to the optimizer, except ``weight_decay`` (required), ``no_decay``,
-    ``decay_1d`` and ``base_model``, which go to ``sd.param_groups``. transformers 5 treats
-    anything in ``optimizer_cls_and_kwargs`` that is not an Optimizer class as a factory
-    and calls ``factory()(model, **kwargs)``. ``TrainingArguments.learning_rate`` and
-    ``weight_decay`` do not reach this route, as with any ``optimizer_cls_and_kwargs``.
+    The kwargs go to the optimizer, except ``weight_decay`` (or ``timescale``: one is
+    required), ``no_decay``, ``decay_1d`` and ``base_model``, which go to
+    ``sd.param_groups``. transformers 5 treats anything in ``optimizer_cls_and_kwargs`` that
+    is not an Optimizer class as a factory and calls ``factory()(model, **kwargs)``.
+    ``TrainingArguments.learning_rate`` and ``weight_decay`` do not reach this route, as with
+    any ``optimizer_cls_and_kwargs``.
     """
     if not (inspect.isclass(optimizer_cls) and issubclass(optimizer_cls, torch.optim.Optimizer)):
         raise ValueError(f"trainer_factory needs an optimizer class, got {optimizer_cls!r}")

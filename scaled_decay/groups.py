@@ -13,6 +13,7 @@ from typing import Dict, Iterable, List, Tuple
 from torch import nn
 
 from .modules import param_facts
+from .timescale import timescale_steps
 
 __all__ = ["param_groups", "module_fan_ins", "DecaySplit", "ParamGroups", "NO_DECAY_REASONS"]
 
@@ -168,8 +169,8 @@ def _named_bias(name: str) -> bool:
     return any("bias" in part.split("_") for part in name.split(".")[-2:])
 
 
-def param_groups(model: nn.Module, weight_decay: float, *, no_decay: Iterable = (),
-                 decay_1d: bool = False, base_model: nn.Module = None,
+def param_groups(model: nn.Module, weight_decay: float = None, *, no_decay: Iterable = (),
+                 decay_1d: bool = False, base_model: nn.Module = None, timescale=None,
                  **group_options) -> ParamGroups:
     """Param groups for an sd optimizer: decayed weights, and a ``weight_decay=0`` group.
 
@@ -200,10 +201,17 @@ def param_groups(model: nn.Module, weight_decay: float, *, no_decay: Iterable = 
     ``fan_in_references``: the fan-in of the same-named tensor of the base model, which
     :class:`~scaled_decay.FanIn` uses as its reference, so ``lam == weight_decay`` exactly
     at the base width (muP-style transfer). ``group_options`` (lr, decay_mode,
-    decay_scaling, ...) go into both groups. The split is in the result's ``.split``
-    (printable) and logged at INFO level on the ``"scaled_decay"`` logger.
+    decay_scaling, ...) go into both groups. ``timescale=`` instead of ``weight_decay``
+    gives the decayed group a timescale (``scaled_decay.timescale``): the optimizer derives
+    its weight decay; the other group keeps ``weight_decay=0``. The split is in the result's
+    ``.split`` (printable) and logged at INFO level on the ``"scaled_decay"`` logger.
     """
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
+    if timescale is not None:
+        if weight_decay is not None:
+            raise ValueError(f"timescale={timescale!r} and weight_decay={weight_decay!r} were "
+                             f"both given: give one (timescale sets weight_decay)")
+        timescale_steps(timescale)  # bad values fail here, naming timescale
+    elif isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
             or not weight_decay >= 0:
         raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
     if not isinstance(decay_1d, bool):
@@ -222,7 +230,8 @@ def param_groups(model: nn.Module, weight_decay: float, *, no_decay: Iterable = 
                 f"base_model {missing[:5]}, only in base_model {extra[:5]}")
 
     keys = ("params", "param_names", "fan_ins", "fan_in_sources")
-    decay = dict({k: [] for k in keys}, weight_decay=weight_decay)
+    decay = dict({k: [] for k in keys}, weight_decay=weight_decay) if timescale is None \
+        else dict({k: [] for k in keys}, timescale=timescale)
     if base_fan_ins is not None:
         decay["fan_in_references"] = []
     plain = dict({k: [] for k in keys}, no_decay_reasons=[], weight_decay=0.0)

@@ -18,6 +18,7 @@ from .backends import backend_for_torch_kwargs, check_backend
 from .group_keys import check_decay_group, check_groups_for_step
 from .owner import DecayPlanOwner
 from .updates import low_precision as LP
+from .timescale import check_arguments
 
 
 # torch.optim's keyword arguments that choose how a step runs; here they choose ``backend``
@@ -50,10 +51,14 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
     _update = None  # the update module (scaled_decay.updates.adam / .sgd)
 
     def __init__(self, params, defaults: dict, **torch_kwargs):
-        """``torch_kwargs``: torch.optim's ``foreach``, ``fused``, ``capturable``,
+        """``defaults`` hold ``weight_decay`` and ``timescale`` (at most one given:
+        ``scaled_decay.timescale``).
+        ``torch_kwargs``: torch.optim's ``foreach``, ``fused``, ``capturable``,
         ``differentiable``, mapped onto ``defaults["backend"]``
         (``backends.backend_for_torch_kwargs``); ``capturable``, where the class takes it
         (Adam/AdamW, as torch's), is also a group key that each step reads."""
+        defaults["weight_decay"] = check_arguments(defaults["weight_decay"],
+                                                   defaults["timescale"])
         if not isinstance(params, torch.Tensor):  # torch.optim raises TypeError for a tensor
             params = list(params)
             defaults["backend"] = backend_for_torch_kwargs(

@@ -15,6 +15,7 @@ from .decay_plan import DecayPlan
 from .group_keys import PER_TENSOR_KEYS, RESET_ON_LOAD, align_param_names
 from .report import DecayReport
 from .rules import rules_to_plain
+from . import timescale as T
 from .updates import low_precision as LP
 
 
@@ -70,10 +71,15 @@ class DecayPlanOwner:
 
     # ---- group edits ----------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
+        """As torch.optim's, plus: a group with ``timescale`` (its own or the default, where
+        it has no ``weight_decay`` of its own) gets its ``weight_decay`` from it, once
+        (``scaled_decay.timescale``)."""
         align_param_names(self.param_groups, param_group)  # named and unnamed groups may mix
+        T.claim(param_group, self.defaults.get("timescale"))
         super().add_param_group(param_group)  # fills the defaults (torch's setdefault)
         try:
             self._check_group(self.param_groups[-1])
+            T.derive_weight_decay(self.param_groups[-1])
             if "_decay_plan" in self.__dict__:  # after construction: rule errors now
                 self._plan.changed()
                 self._plan.scales(self.param_groups)
@@ -111,7 +117,8 @@ class DecayPlanOwner:
     def _restore_state_dtypes(self, state_dict: dict) -> None:
         """torch's load casts every floating state tensor but ``step`` to its parameter's
         dtype. Undone where that loses what the state holds: the stochastic-rounding counter
-        keeps its int64 (a bf16 copy could not count on), and moments follow the group's
+        keeps its int64 (a bf16 copy could not count on), a Kahan compensation its bf16 (an
+        fp16 copy would underflow), and moments follow the group's
         ``state_dtype``; both are taken from the saved tensors, not from the cast copies."""
         saved = state_dict.get("state", {})
         ids = iter([i for g in state_dict.get("param_groups", []) for i in g["params"]])
@@ -122,7 +129,7 @@ class DecayPlanOwner:
                     now = self.state[p].get(key)
                     if type(now) is not torch.Tensor or not isinstance(value, torch.Tensor):
                         continue
-                    if key == LP.COUNT:
+                    if key in (LP.COUNT, LP.COMP):
                         dtype = value.dtype
                     elif want is not None and value.is_floating_point() \
                             and key not in ("step", LP.COMP):

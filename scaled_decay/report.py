@@ -21,6 +21,9 @@ class DecayRow:
     decay_factor`` is at least half an ulp of that dtype (False: rounding to nearest drops it
     every step; None: no fixed shrink); ``compensated_by``: the group's ``low_precision``
     where it keeps a bf16/fp16 tensor's decay ("kahan", "stochastic"), else None.
+    ``timescale``: the weights' EMA timescale in steps at the peak lr, ``1 / c(eta0)``
+    (Wang & Aitchison 2024; ``timescale=`` sets it for ``s(p) = 1``); None for mode
+    ``"l2"`` and for tensors that do not decay.
     """
 
     group: int
@@ -37,6 +40,7 @@ class DecayRow:
     peak_lr: Optional[float]
     decay_factor: Optional[float]
     no_decay_reason: Optional[str] = None
+    timescale: Optional[float] = None
     dtype: str = ""
     decay_survives: Optional[bool] = None
     compensated_by: Optional[str] = None
@@ -84,7 +88,7 @@ class DecayReport(list):
     group; ``str()`` gives both tables, ``to_dicts()`` the rows as plain data."""
 
     _COLUMNS = ("group", "name", "shape", "fan_in", "fan_in_from", "scale", "lam", "lr",
-                "decay_factor", "dtype", "decay_kept", "no_decay")
+                "decay_factor", "timescale", "dtype", "decay_kept", "no_decay")
     _GROUP_COLUMNS = ("group", "tensors", "elements", "weight_decay", "decay_mode",
                       "decay_scaling", "lr", "peak_lr", "lam")
 
@@ -102,7 +106,8 @@ class DecayReport(list):
                 "x".join(map(str, row.shape)) or "scalar", str(row.fan_in), row.fan_in_source,
                 _number(row.scale), _number(row.lam), _number(row.lr),
                 "-" if row.decay_factor is None else f"{row.decay_factor:.8f}",
-                row.dtype.replace("torch.", ""), row.decay_kept, row.no_decay_reason or ""]
+                _number(row.timescale), row.dtype.replace("torch.", ""), row.decay_kept,
+                row.no_decay_reason or ""]
 
     @staticmethod
     def _group_cells(g: GroupSummary) -> List[str]:

@@ -14,7 +14,8 @@ from typing import Iterable, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "FanIn", "MuonShape", "ParamCount", "StepsPerEpoch", "TensorInfo",
-    "as_rules", "fan_in_from_shape", "muon_lr_adjustment", "rules_to_plain", "tensor_scale",
+    "as_rules", "fan_in_from_shape", "muon_lr_adjustment", "muon_matrix_shape",
+    "rules_to_plain", "tensor_scale",
 ]
 
 
@@ -134,11 +135,20 @@ class StepsPerEpoch:
 MUON_ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
 
+def muon_matrix_shape(shape: Sequence[int]) -> Tuple[int, int]:
+    """The matrix Muon orthogonalizes for a weight of ``shape``: ``(shape[0],
+    prod(shape[1:]))``, a conv kernel (out, in, kh, kw) as (out, in*kh*kw), as Keller Jordan's
+    reference Muon flattens it (and, since its PR #60, adjusts its lr by), and as
+    pytorch-optimizer's Muon and torch's PR #180561 do. A matrix is itself."""
+    return int(shape[0]), int(math.prod(shape[1:]))
+
+
 def muon_lr_adjustment(adjust_lr_fn: Optional[str], shape: Sequence[int]) -> float:
     """``a(A, B)``: the factor ``torch.optim.Muon`` multiplies the lr of an A x B update by:
     ``sqrt(max(1, A/B))`` ("original", the default) or ``0.2 * sqrt(max(A, B))``
-    ("match_rms_adamw"). 1 for an empty matrix (nothing to update)."""
-    a, b = (int(n) for n in shape[:2])
+    ("match_rms_adamw"), with (A, B) = :func:`muon_matrix_shape` (a > 2-D weight: its
+    flattened matrix). 1 for an empty matrix (nothing to update)."""
+    a, b = muon_matrix_shape(shape)
     if a == 0 or b == 0:
         return 1.0
     if adjust_lr_fn == "match_rms_adamw":
@@ -167,12 +177,22 @@ class MuonShape:
     for every shape and width (and at ``reference_shape`` ``lam`` is ``weight_decay``
     exactly). The price: the EMA rate ``c`` now follows ``a``. ``reference_shape=None``
     means ``a = 1`` (``R = 1/weight_decay``: weight_decay is the inverse spectral radius).
-    ``adjust_lr_fn`` must be the Muon group's own (checked where the group has the key).
-    2-D tensors only, as Muon.
+    ``adjust_lr_fn`` must be the Muon group's own (checked where the group has the key:
+    torch's ``adjust_lr_fn``, or pytorch-optimizer's ``use_adjusted_lr``, True meaning
+    "match_rms_adamw").
+
+    Weights of more than 2 dims (conv kernels) are the matrix Muon flattens them to,
+    ``(shape[0], prod(shape[1:]))`` (:func:`muon_matrix_shape`), for ``a`` of the tensor and
+    of ``reference_shape`` alike: the decay gets the adjustment the flattened update gets.
+    Fewer than 2 dims: a ValueError (Muon updates no vectors).
+
+    lambda per group: ``weight_decay`` is a group key like any other, so matrices and conv
+    kernels may sit in groups of their own ``weight_decay`` (and ``reference_shape``); each
+    tensor decays by ``c = eta * weight_decay_of_its_group * s(p)`` per step.
     """
 
     adjust_lr_fn: Optional[str] = None
-    reference_shape: Optional[Tuple[int, int]] = None
+    reference_shape: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
         if self.adjust_lr_fn not in MUON_ADJUST_LR_FNS:
@@ -181,17 +201,17 @@ class MuonShape:
         ref = self.reference_shape
         if ref is not None:
             if isinstance(ref, (str, bytes)) or not isinstance(ref, Sequence) \
-                    or len(ref) != 2 or any(isinstance(n, bool) or not isinstance(n, int)
-                                            or n <= 0 for n in ref):
-                raise ValueError(f"MuonShape reference_shape must be two positive ints "
-                                 f"(A, B), got {ref!r}")
+                    or len(ref) < 2 or any(isinstance(n, bool) or not isinstance(n, int)
+                                           or n <= 0 for n in ref):
+                raise ValueError(f"MuonShape reference_shape must be two or more positive "
+                                 f"ints (A, B, ...), got {ref!r}")
             object.__setattr__(self, "reference_shape", tuple(ref))  # lists from state dicts
 
     def scale(self, info: TensorInfo) -> float:
-        if len(info.shape) != 2:
+        if len(info.shape) < 2:
             where = f" ({info.name})" if info.name else ""
-            raise ValueError(f"MuonShape applies to 2-D tensors (Muon's), got shape "
-                             f"{tuple(info.shape)}{where}")
+            raise ValueError(f"MuonShape applies to tensors of 2 or more dims (Muon's "
+                             f"matrices, conv kernels), got shape {tuple(info.shape)}{where}")
         ref = 1.0 if self.reference_shape is None \
             else muon_lr_adjustment(self.adjust_lr_fn, self.reference_shape)
         return muon_lr_adjustment(self.adjust_lr_fn, info.shape) / ref
@@ -199,6 +219,8 @@ class MuonShape:
     def check_group(self, group: dict) -> None:
         """A rule for another adjustment than the group's Muon uses is a silent error."""
         own = group.get("adjust_lr_fn", self.adjust_lr_fn)
+        if "use_adjusted_lr" in group:  # pytorch-optimizer's Muon
+            own = "match_rms_adamw" if group["use_adjusted_lr"] else "original"
         if (own or "original") != (self.adjust_lr_fn or "original"):
             raise ValueError(f"MuonShape(adjust_lr_fn={self.adjust_lr_fn!r}) in a group whose "
                              f"adjust_lr_fn is {own!r}: they must match")

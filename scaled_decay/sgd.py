@@ -6,6 +6,7 @@ from typing import Optional
 
 from .group_keys import check_non_negative
 from .optimizer import ScaledDecayOptimizer
+from .timescale import DefaultDecay
 from .updates import sgd as sgd_update
 
 
@@ -17,7 +18,9 @@ class SGD(ScaledDecayOptimizer):
     which with ``decay_scaling=None`` is ``torch.optim.SGD`` step for step); then momentum
     ``buf = mu * buf + (1 - dampening) * g`` (``buf = g`` at the first step), ``d = g + mu*buf``
     if nesterov else ``buf``, and ``p -= lr * d``. ``lam = weight_decay * s(p)`` with ``s`` the
-    product of the ``decay_scaling`` rules.
+    product of the ``decay_scaling`` rules. ``timescale=T`` instead of ``weight_decay``: the
+    weights' EMA timescale in steps (or an ``sd.Timescale``), from which each group's weight
+    decay is derived at its peak lr (``scaled_decay.timescale``; Wang & Aitchison 2024).
 
     As torch.optim.SGD: ``foreach``/``fused``/``differentiable`` choose the backend
     (``backends.backend_for_torch_kwargs``); sparse gradients (``nn.Embedding(sparse=True)``)
@@ -36,14 +39,16 @@ class SGD(ScaledDecayOptimizer):
     _sparse_grads_ok = True
     _update = sgd_update
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, *, maximize=False, decay_mode="decoupled", decay_scaling=None,
-                 backend="auto", low_precision=None, state_dtype=None, foreach=None,
-                 differentiable=False, fused=None):
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0,
+                 weight_decay=DefaultDecay(0.0), nesterov=False, *, maximize=False,
+                 decay_mode="decoupled", decay_scaling=None, backend="auto", timescale=None,
+                 low_precision=None, state_dtype=None, foreach=None, differentiable=False,
+                 fused=None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                         decay_mode=decay_mode, decay_scaling=decay_scaling, backend=backend,
-                        low_precision=low_precision, state_dtype=state_dtype)
+                        timescale=timescale, low_precision=low_precision,
+                        state_dtype=state_dtype)
         super().__init__(params, defaults, foreach=foreach, fused=fused,
                          differentiable=differentiable)
 

@@ -1,10 +1,11 @@
 """``sd.with_scaled_decay(OptimizerClass)``: this package's decay for any torch optimizer.
 
 The returned class subclasses the given ``torch.optim.Optimizer`` subclass (RAdam, NAdam,
-Adagrad, Muon, a third-party one...). It takes the package's ``weight_decay``,
-``decay_mode`` and ``decay_scaling`` (per group too, with ``sd.param_groups`` metadata) and
-has ``decay_report()``. Each step, for every parameter with a gradient, with
-``lam = weight_decay * s(p)`` from the one decay plan (``scaled_decay.decay_plan``):
+Adagrad, Muon, a third-party one...). It takes the package's ``weight_decay`` (or
+``timescale``, ``scaled_decay.timescale``), ``decay_mode`` and ``decay_scaling`` (per group
+too, with ``sd.param_groups`` metadata) and has ``decay_report()``. Each step, for every
+parameter with a gradient, with ``lam = weight_decay * s(p)`` from the one decay plan
+(``scaled_decay.decay_plan``):
 
 - modes ``"decoupled"``, ``"independent"``, ``"corrected"``: ``p *= 1 - c`` first
   (``updates.decay_ops.apply_decoupled_decay``), then the wrapped optimizer's own update;
@@ -34,6 +35,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import distributed as D
+from . import timescale as T
 from .group_keys import check_decay_group
 from .optimizer import ScaledDecayOptimizer
 from .owner import DecayPlanOwner
@@ -119,7 +121,7 @@ class ScaledDecayMixin(DecayPlanOwner):
     _sd_signature: inspect.Signature
 
     def __init__(self, params, *args, weight_decay=_NO_DEFAULT, decay_mode="decoupled",
-                 decay_scaling=None, low_precision=None, **kwargs):
+                 decay_scaling=None, timescale=None, low_precision=None, **kwargs):
         try:
             bound = self._sd_signature.bind_partial(params, *args, **kwargs)
         except TypeError as e:
@@ -128,6 +130,10 @@ class ScaledDecayMixin(DecayPlanOwner):
             if weight_decay is not _NO_DEFAULT:
                 raise TypeError(f"{type(self).__name__}: got multiple values for weight_decay")
             weight_decay = bound.arguments.pop("weight_decay")
+        if timescale is not None:  # (the groups' weight decay comes from it)
+            T.check_arguments(T.DefaultDecay(0.0) if weight_decay is _NO_DEFAULT
+                              else weight_decay, timescale)
+            weight_decay = 0.0
         if weight_decay is _NO_DEFAULT:  # the wrapped class's default (Muon: 0.1), else 0
             p = self._sd_signature.parameters.get(self._sd_holds or "")
             weight_decay = p.default if self._sd_holds == "weight_decay" \
@@ -137,7 +143,7 @@ class ScaledDecayMixin(DecayPlanOwner):
             bound.arguments[self._sd_holds] = 0.0  # else a nonzero value is refused below
         self.__dict__["_sd_defaults"] = dict(
             weight_decay=weight_decay, decay_mode=decay_mode, decay_scaling=decay_scaling,
-            low_precision=low_precision)
+            timescale=timescale, low_precision=low_precision)
         super().__init__(*bound.args, **bound.kwargs)
         self.defaults.update(self._sd_defaults)
         self._new_plan()
@@ -175,18 +181,19 @@ class ScaledDecayMixin(DecayPlanOwner):
                 check(group)
 
     def add_param_group(self, param_group: dict) -> None:
-        param_group = dict(param_group)
-        for key, value in self.__dict__["_sd_defaults"].items():
-            param_group.setdefault(key, value)
+        defaults = self.__dict__["_sd_defaults"]
+        param_group = T.claim(dict(param_group), defaults["timescale"])
+        for key, value in defaults.items():
+            if key != "weight_decay" or param_group["timescale"] is None:
+                param_group.setdefault(key, value)  # (else derived from the timescale)
         super().add_param_group(param_group)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._new_plan()
-        self.defaults.setdefault("low_precision", None)  # (pickled before it existed)
-        self.__dict__["_sd_defaults"] = {k: self.defaults[k] for k in
+        self.__dict__["_sd_defaults"] = {k: self.defaults.get(k) for k in
                                          ("weight_decay", "decay_mode", "decay_scaling",
-                                          "low_precision")}
+                                          "timescale", "low_precision")}
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)

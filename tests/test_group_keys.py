@@ -159,7 +159,7 @@ def test_report_has_lr_source_and_reason_columns_and_a_group_summary():
     report = opt.decay_report()
     header = str(report).splitlines()[0].split()
     assert header == ["group", "name", "shape", "fan_in", "fan_in_from", "scale", "lam", "lr",
-                      "decay_factor", "dtype", "decay_kept", "no_decay"]
+                      "decay_factor", "timescale", "dtype", "decay_kept", "no_decay"]
     rows = {r.name: r for r in report}
     assert rows["0.weight"].fan_in_source == "Linear" and rows["0.weight"].lr == 0.1
     assert rows["1.weight"].no_decay_reason == "1-d" and rows["0.weight"].no_decay_reason is None

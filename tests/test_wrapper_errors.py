@@ -34,7 +34,8 @@ def test_refused_classes_and_arguments():
     (dict(lr=-1.0), "learning rate"),  # RAdam's own check comes first
     (dict(differentiable=True), "differentiable=True is not supported"),
     (dict(capturable=True), "capturable=True is not supported"),
-    (dict(decay_scaling=sd.MuonShape()), r"MuonShape applies to 2-D tensors.*got shape \(7,\)"),
+    (dict(decay_scaling=sd.MuonShape()),
+     r"MuonShape applies to tensors of 2 or more dims.*got shape \(7,\)"),
 ])
 def test_bad_hyperparameters_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -5,8 +5,9 @@ A bf16 weight keeps 8 significant bits. A step that changes it by less than half
 lr 1e-3 and weight decay 0.1) is lost at every step, in torch.optim as in any optimizer that
 rounds to nearest (``survives``). Two ways keep it (group key ``low_precision``):
 
-- ``"kahan"``: a compensation buffer ``kahan_comp`` per bf16/fp16 parameter, in its dtype,
-  holds what rounding took away. The step's working value is ``x = p + comp`` in fp32; the
+- ``"kahan"``: a compensation buffer ``kahan_comp`` per bf16/fp16 parameter, in bf16
+  (``COMP_DTYPE``), holds what rounding took away. The step's working value is
+  ``x = p + comp`` in fp32; the
   whole step (decay and update) runs on ``x``; then ``p = round(x)`` and
   ``comp = round(x - p)``. The pair carries ~16 significant bits, so a shrink of 1e-4 per step
   accumulates (compensated summation: Kahan 1965; the error of each store is carried to the
@@ -32,6 +33,10 @@ import torch
 LOW_DTYPES = (torch.bfloat16, torch.float16)
 ROUNDINGS = (None, "kahan", "stochastic")
 COMP, COUNT = "kahan_comp", "rounding_step"
+# The compensation's dtype: 2 bytes, and fp32's exponent range, so that the residuals of an
+# fp16 weight (below 2**-11 of it) do not underflow into fp16's subnormals; 8 bits of them
+# are kept, which keeps p + comp within an ulp of the exact sum (tests/test_low_precision.py)
+COMP_DTYPE = torch.bfloat16
 _M32 = 0xFFFFFFFF
 
 
@@ -59,7 +64,8 @@ def init_state(state: dict, p: torch.Tensor, group: dict) -> None:
         return
     mode = group.get("low_precision")
     if mode == "kahan" and COMP not in state:
-        state[COMP] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state[COMP] = torch.zeros_like(p, dtype=COMP_DTYPE,
+                                       memory_format=torch.preserve_format)
     elif mode == "stochastic" and COUNT not in state:
         # on the parameter's device: the kernels and a captured step read it there
         state[COUNT] = torch.zeros((), dtype=torch.int64, device=p.device)
