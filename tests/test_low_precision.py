@@ -99,13 +99,17 @@ def test_fp16_kahan_and_stochastic(backend, request):
 # ---- the properties -------------------------------------------------------------------------
 @settings(max_examples=25, deadline=None)
 @given(x=st.floats(1e-3, 1e3) | st.floats(-1e3, -1e-3),
-       dtype=st.sampled_from([torch.bfloat16, torch.float16]), count=st.integers(0, 2 ** 40))
-def test_stochastic_rounding_is_unbiased(x, dtype, count):
+       dtype=st.sampled_from([torch.bfloat16, torch.float16]), count=st.integers(0, 2 ** 40),
+       on_device=st.booleans())
+def test_stochastic_rounding_is_unbiased(x, dtype, count, on_device):
     """E[round(x)] = x: the mean over 20,000 draws is within 5 standard errors of x, and
-    every draw is one of x's two neighbours in the dtype."""
+    every draw is one of x's two neighbours in the dtype (bf16 by its bits, fp16 by its
+    neighbours; random bits from the generator or, capturable, the counter hash)."""
     n = 20000
     xs = torch.full((n,), x, dtype=torch.float32)
-    out = LP.stochastic_round(xs, dtype, LP.uniform(count, 0, n, "cpu")).double()
+    rounded = torch.empty(n, dtype=dtype)
+    LP.stochastic_round_([rounded], [xs], torch.tensor(count), on_device=on_device)
+    out = rounded.double()
     x32 = float(xs[0])
     lo, hi = float(out.min()), float(out.max())
     assert lo <= x32 <= hi and len(set(out.tolist())) <= 2

@@ -176,20 +176,22 @@ def wide_step(foreach, lists: list, lp_states: list, *, rounding, state_dtype, s
         if old:
             torch._foreach_copy_([o for o, _ in old], [n for _, n in old])
     if wp is not params:
-        store_(params, wp, rounding, lp_states, salt)
+        store_(params, wp, rounding, lp_states, salt, on_device=kwargs["tensor_math"])
 
 
 @torch.compiler.disable  # (see the docstring)
-def store_(params: list, work: list, rounding, lp_states: list, salt: int = 0) -> None:
+def store_(params: list, work: list, rounding, lp_states: list, salt: int = 0,
+           on_device: bool = False) -> None:
     """``params`` from their step's fp32 results ``work`` (overwritten): to nearest, Kahan
     (``lp_states[0]``: the compensations) or stochastic (``lp_states[0]``: the counters,
-    advanced here). Never compiled: Inductor keeps values in fp32 across a fused
+    advanced here; ``on_device``: no host read of them, for a capturable step). Never
+    compiled: Inductor keeps values in fp32 across a fused
     ``x.to(bf16)`` (it does not emulate the cast's rounding), so ``x - round(x)`` would be 0
     and the compensation and the rounding choice lost; run eagerly, the casts round."""
     if rounding == "stochastic":
         counts = lp_states[0]
         torch._foreach_add_(counts, 1)
-        stochastic_round_(params, work, counts[0], salt)
+        stochastic_round_(params, work, counts[0], salt, on_device)
         return
     torch._foreach_copy_(params, work)  # round to nearest
     if rounding == "kahan":
@@ -218,6 +220,26 @@ def uniform(count, salt: int, n: int, device) -> torch.Tensor:
     return (h >> 8).to(torch.float32) * 2.0 ** -24
 
 
+def random_bits(count, salt: int, n: int, device, on_device: bool) -> torch.Tensor:
+    """``n`` int32 values in [0, 2**16) for the step ``count`` (0-d int64 tensor). From
+    torch's generator seeded by the count (read on the host: fast) unless ``on_device``
+    (a capturable step: no host read), then from the counter hash ``uniform``."""
+    if on_device:
+        return (uniform(count, salt, n, device) * 65536).to(torch.int32)
+    gen = torch.Generator(device=device)
+    gen.manual_seed((int(count) * 0x9E3779B97F4A7C15 + salt) & (2 ** 63 - 1))
+    return torch.randint(0, 65536, (n,), generator=gen, device=device, dtype=torch.int32)
+
+
+def stochastic_round_bf16(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """fp32 ``x`` to bf16, rounded up or down without bias: 16 random bits added to the low
+    half of x's bit pattern, then cut off (a carry into the kept half, with probability equal
+    to the cut fraction, rounds the magnitude up). inf and NaN round to nearest."""
+    i = x.view(torch.int32) + bits.view_as(x)
+    out = (i & -65536).view(torch.float32).to(torch.bfloat16)  # exact: the low bits are 0
+    return torch.where(torch.isfinite(x), out, x.to(torch.bfloat16))
+
+
 def stochastic_round(x: torch.Tensor, dtype: torch.dtype, u: torch.Tensor) -> torch.Tensor:
     """``x`` (fp32) in ``dtype``, rounded up or down: to the neighbour ``n`` of the nearest
     value ``r`` (on x's side) when ``u < (x - r) / (n - r)``, so that E[result] = x for
@@ -233,10 +255,13 @@ def stochastic_round(x: torch.Tensor, dtype: torch.dtype, u: torch.Tensor) -> to
 
 
 def stochastic_round_(params: List[torch.Tensor], work: List[torch.Tensor], count,
-                      salt: int = 0) -> None:
-    """``params[i] = stochastic_round(work[i])``, the list as one flat tensor (one hash)."""
+                      salt: int = 0, on_device: bool = False) -> None:
+    """``params[i] = stochastic_round(work[i])``, the list as one flat tensor (one draw)."""
     flat = torch.cat(list(map(torch.flatten, work)))
-    out = stochastic_round(flat, params[0].dtype, uniform(count, salt, flat.numel(),
-                                                          flat.device))
+    bits = random_bits(count, salt, flat.numel(), flat.device, on_device)
+    if params[0].dtype == torch.bfloat16:
+        out = stochastic_round_bf16(flat, bits)
+    else:
+        out = stochastic_round(flat, params[0].dtype, bits.to(torch.float32) * 2.0 ** -16)
     chunks = out.split(list(map(torch.Tensor.numel, params)))
     torch._foreach_copy_(params, list(map(torch.Tensor.view_as, chunks, params)))
