@@ -27,6 +27,11 @@ def _failures(results, check):
 def test_fsdp2_matches_single_process_for_every_rule_and_mode(tmp_path):
     results = _results(tmp_path, "fsdp")
     assert len(results) >= 27  # 4 modes x (5 AdamW rules + SGD) + Adam amsgrad + loop cases
+    # stochastic rounding draws by position in the (local) list: shards draw other bits than
+    # the whole tensor, so that run agrees with the single process to a few bf16 ulps only
+    sr = results.pop("AdamW/decoupled/fan_in/bf16/stochastic/param_groups")
+    print("FSDP2 stochastic rounding, max |diff| to one process:", sr["max_diff"])
+    assert 0 < sr["max_diff"] <= 0.25 and sr["state_is_dtensor"] and sr["report_equal"]
     assert not _failures(results, lambda r: r["max_diff"] == 0.0)
     # decay_report rows (shape, fan_in, scale, lam, factor) equal the unsharded ones ...
     assert not _failures(results, lambda r: r["report_equal"])

@@ -69,6 +69,15 @@ def cases(wrap: str):
     out.append(("AdamW/independent/fan_in/loop/plain", sd.AdamW,
                 dict(lr=0.05, weight_decay=0.5, decay_mode="independent", decay_scaling="fan_in",
                      backend="loop"), "plain"))
+    # low precision: moments in another dtype on the shards; bf16 weights with Kahan
+    # compensation and stochastic rounding (sharded like their parameters)
+    out.append(("AdamW/decoupled/fan_in/state_dtype=bf16/param_groups", sd.AdamW,
+                dict(lr=0.05, weight_decay=0.5, decay_scaling="fan_in", backend="foreach",
+                     state_dtype=torch.bfloat16), "param_groups"))
+    for rounding in ("kahan", "stochastic"):
+        out.append((f"AdamW/decoupled/fan_in/bf16/{rounding}/param_groups", sd.AdamW,
+                    dict(lr=0.05, weight_decay=0.5, decay_scaling="fan_in", backend="foreach",
+                         low_precision=rounding), "bf16"))
     out.append(("SGD/decoupled/param_count/loop/param_groups", sd.SGD,
                 dict(lr=0.1, momentum=0.9, weight_decay=0.5, decay_scaling="param_count",
                      backend="loop"), "param_groups"))
@@ -76,7 +85,7 @@ def cases(wrap: str):
 
 
 def params_of(net, kind: str, wd: float):
-    if kind == "param_groups":
+    if kind in ("param_groups", "bf16"):
         return sd.param_groups(net, wd)
     if kind == "two_groups":
         named = list(net.named_parameters())
@@ -115,12 +124,16 @@ def math_spy():
         adam_mod.foreach, sgd_mod.foreach = originals
 
 
+def make(kind: str):
+    return make_net().bfloat16() if kind == "bf16" else make_net()
+
+
 def run_case(wrap: str, cls, kw: dict, kind: str) -> dict:
-    ref = make_net()
+    ref = make(kind)
     ref_opt = cls(params_of(ref, kind, kw["weight_decay"]), **kw)
     train(ref, ref_opt)
 
-    net = make_net()
+    net = make(kind)
     res = {}
     if wrap == "fsdp":
         from torch.distributed.fsdp import fully_shard
@@ -134,7 +147,7 @@ def run_case(wrap: str, cls, kw: dict, kind: str) -> dict:
         res["report_shapes"] = [list(r.shape) for r in opt.decay_report()]
         res["state_is_dtensor"] = all(
             type(v).__name__ == "DTensor" for st in opt.state.values()
-            for k, v in st.items() if k != "step")
+            for k, v in st.items() if k not in ("step", "rounding_step"))  # (0-d counters)
         res["auto_backend"] = resolve_backend("auto", net.fc1.weight)
     elif wrap == "ddp":
         ddp = DDP(net)
