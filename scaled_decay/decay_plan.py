@@ -163,11 +163,14 @@ class DecayPlan:
         record = self.decayed.get(gi) if group.get("cautious_decay", False) else None
         if not record:
             return {}
-        pairs = [(i, c) for idx, cs in record for i, c in zip(idx, cs) if c is not None]
-        if not pairs:  # (a step GradScaler skipped)
+        positions, counts = [], []
+        for idx, cs in record:  # cs: a 0-d count per tensor, or one 1-d tensor (Triton)
+            if cs and all(c is not None for c in cs):  # (else a step GradScaler skipped)
+                positions += idx
+                counts += [c.detach().reshape(-1).float().cpu() for c in cs]
+        if not counts:
             return {}
-        positions, counts = zip(*pairs)
-        values = torch.stack([c.detach().float().cpu() for c in counts]).tolist()
+        values = torch.cat(counts).tolist()
         params = group["params"]
         return {i: n / max(params[i].numel(), 1) for i, n in zip(positions, values)
                 if i < len(params)}

@@ -217,14 +217,21 @@ def _triton(update, batch: Batch, lists, lp_states, decay, hp, grad_scale, found
                                batch.device)
         batch.triton[3:] = [rows, layout]
     kd = _kernel_decay(package.launch, decay, batch)
+    counts = None
+    if kd.cautious:  # one int32 count per tensor, zeroed (one op), then added to by the kernel
+        if batch.counts is None:
+            batch.counts = torch.zeros(len(p), dtype=torch.int32, device=batch.device)
+        counts = batch.counts
+        counts.zero_()
+        decay.decayed[:] = [counts]  # (the report reads one tensor for the batch)
     if adam:
         package.adam.adam_launch(tables, p, g, m, v, vmax, s, values=values, kernel_decay=kd,
                                  layout=layout, grad_scale=grad_scale, found_inf=found_inf,
-                                 rounding=rounding, **hp)
+                                 rounding=rounding, decayed=counts, **hp)
     else:
         package.sgd.sgd_launch(tables, p, g, b, values=values, kernel_decay=kd, layout=layout,
                                grad_scale=grad_scale, found_inf=found_inf, rounding=rounding,
-                               **hp)
+                               decayed=counts, **hp)
 
 
 def _package(device):
@@ -248,4 +255,4 @@ def _kernel_decay(launch, decay: Optional[Decay], batch: Batch):
         if batch.eta0[0] is not eta0:
             batch.eta0 = (eta0, float(eta0))
         eta0 = batch.eta0[1]
-    return launch.KernelDecay(launch.MULTIPLY, wd, lr_pow, div, float(eta0))
+    return launch.KernelDecay(launch.MULTIPLY, wd, lr_pow, div, float(eta0), decay.cautious)

@@ -65,6 +65,7 @@ class Batch:
         self.state_dtype = plan.lp["state_dtype"]
         self.triton = None  # (package, tables, values table, rows, layout), made on first use
         self.eta0 = (None, None)  # a tensor peak lr and its value, read at the first launch
+        self.counts = None  # cautious decay on Triton: the kernel's counts of decayed coords
 
 
 class GroupPlan:
@@ -143,7 +144,7 @@ class GroupPlan:
         """Whether the fused backend may take tensor ``p`` (its layout already checked).
         Cautious decay: never torch's fused ops (they cannot mask the decay)."""
         cautious = group.get("cautious_decay", False) and wd != 0
-        if cautious and backend in ("torch_fused", "triton"):
+        if cautious and backend == "torch_fused":
             return False
         if backend == "triton":  # (the kernels compute in fp32 and round as they store)
             ok = triton_package(p.device).launch.dtype_ok
