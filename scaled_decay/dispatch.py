@@ -9,6 +9,10 @@ foreach math ("loop", "foreach"), its torch fused op ("torch_fused") or its Trit
 GradScaler: the fused backends take ``grad_scale``/``found_inf`` on the device; for the
 others, ``found_inf`` is read on the host once per step (as GradScaler does for optimizers
 that cannot skip on the device) and the grads are unscaled in place.
+
+Cautious decay (group key ``cautious_decay``): each batch's ``Decay`` carries a list the math
+(or the kernel) fills with its counts of decayed coordinates, device tensors kept as
+``opt._plan.decayed[gi]`` for ``decay_report()``: no host read per step.
 """
 from __future__ import annotations
 

@@ -199,7 +199,9 @@ class ScaledDecayMixin(DecayPlanOwner):
         self._new_plan()
         self.__dict__["_sd_defaults"] = {k: self.defaults.get(k) for k in
                                          ("weight_decay", "decay_mode", "decay_scaling",
-                                          "timescale", "low_precision", "cautious_decay")}
+                                          "timescale", "low_precision")}
+        # (pickles from before cautious decay lack the key)
+        self._sd_defaults["cautious_decay"] = self.defaults.get("cautious_decay", False)
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
