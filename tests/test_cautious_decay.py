@@ -245,3 +245,17 @@ def test_with_scaled_decay(wrapped):
     for p, q in zip(params, ref_params):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
     assert [r.decayed for r in opt.decay_report()] == pytest.approx(masks)
+
+
+def test_capturable_tensor_math_matches():
+    """capturable=True (lr, step counts and the decay factor stay tensors) masks alike."""
+    out = []
+    for cap in (False, True):
+        params = clone_params(make_params(13, SHAPES))
+        opt = sd.AdamW(params, lr=LR, weight_decay=WD, cautious_decay=True, capturable=cap,
+                       backend="foreach")
+        _run(opt, params, _grads(14, params))
+        out.append((params, [r.decayed for r in opt.decay_report()]))
+    for a, b in zip(out[0][0], out[1][0]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert out[0][1] == out[1][1]
