@@ -13,8 +13,8 @@ import triton
 import triton.language as tl
 
 from . import launch, tables
-from .elementwise import (decay_scale, f32, grad_and_decayed_param, inv_scale, ld, not_skipped,
-                          powi, read_lr, st, store_param, tensor_block)
+from .elementwise import (cautious_decay, decay_scale, f32, grad_and_decayed_param, inv_scale,
+                          ld, not_skipped, powi, read_lr, st, store_param, tensor_block)
 from .launch import L2, MULTIPLY, NO_DECAY, KernelDecay, elem_code, lr_args, split64
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
@@ -36,10 +36,10 @@ def _adam_steps_kernel(table, n_tensors, found_inf_ptr, HAS_INF: tl.constexpr,
 
 @triton.jit
 def _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt, scale,
-                one_minus_beta1, beta2, one_minus_beta2, eps, ELEM: tl.constexpr,
+                one_minus_beta1, beta2, one_minus_beta2, eps, counts, ELEM: tl.constexpr,
                 STATE_ELEM: tl.constexpr, DECAY_KIND: tl.constexpr, AMSGRAD: tl.constexpr,
                 MAXIMIZE: tl.constexpr, HAS_SCALE: tl.constexpr, ROUNDING: tl.constexpr,
-                EVEN: tl.constexpr, ALIGNED: tl.constexpr):
+                EVEN: tl.constexpr, ALIGNED: tl.constexpr, CAUTIOUS: tl.constexpr):
     p_addr = tl.load(table + P * n_tensors + ti)
     g_addr = tl.load(table + G * n_tensors + ti)
     m_addr = tl.load(table + M * n_tensors + ti)
@@ -47,7 +47,7 @@ def _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt
     comp_addr = tl.load(table + COMP * n_tensors + ti)
     p, g = grad_and_decayed_param(p_addr, g_addr, comp_addr, offs, mask, lam, keep, scale,
                                   ELEM, DECAY_KIND, MAXIMIZE, HAS_SCALE, ROUNDING, EVEN,
-                                  ALIGNED)
+                                  ALIGNED, CAUTIOUS)
     m = ld(m_addr, offs, mask, STATE_ELEM, EVEN, ALIGNED)
     # torch.lerp(m, g, w): the form it uses depends on |w| < 0.5, each one fused multiply-add
     # (as torch's CPU and CUDA lerp kernels compute it)
@@ -65,6 +65,7 @@ def _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt
         st(vmax_addr, offs, vmax, mask, STATE_ELEM, EVEN, ALIGNED)
         v = vmax
     denom = tl.div_rn(tl.sqrt_rn(v), bc2_sqrt) + eps
+    p = cautious_decay(p, m, keep, counts, ti, mask, DECAY_KIND, CAUTIOUS)  # sign(u) = sign(m)
     p = p + tl.div_rn(step_size * m, denom)  # addcdiv: p + (value * m) / denom
     count = 0
     if ROUNDING == 2:
@@ -75,11 +76,11 @@ def _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt
 @triton.jit
 def _adam_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, wd_hi, wd_lo, eta0_hi,
                  eta0_lo, consts, one_minus_beta1, beta2, one_minus_beta2, eps, grad_scale_ptr,
-                 found_inf_ptr, ELEM: tl.constexpr, STATE_ELEM: tl.constexpr,
+                 found_inf_ptr, counts, ELEM: tl.constexpr, STATE_ELEM: tl.constexpr,
                  DECAY_KIND: tl.constexpr, LR_POW: tl.constexpr, DIV_ETA0: tl.constexpr,
                  AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, LR_IS_PTR: tl.constexpr,
                  HAS_SCALE: tl.constexpr, HAS_INF: tl.constexpr, ROUNDING: tl.constexpr,
-                 ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+                 ALIGNED: tl.constexpr, BLOCK: tl.constexpr, CAUTIOUS: tl.constexpr):
     one_minus_beta1 = f32(one_minus_beta1)
     beta2 = f32(beta2)
     one_minus_beta2 = f32(one_minus_beta2)
@@ -99,12 +100,14 @@ def _adam_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, wd_hi, w
             scale = inv_scale(grad_scale_ptr)
         if full:
             _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt, scale,
-                        one_minus_beta1, beta2, one_minus_beta2, eps, ELEM, STATE_ELEM,
-                        DECAY_KIND, AMSGRAD, MAXIMIZE, HAS_SCALE, ROUNDING, True, ALIGNED)
+                        one_minus_beta1, beta2, one_minus_beta2, eps, counts, ELEM,
+                        STATE_ELEM, DECAY_KIND, AMSGRAD, MAXIMIZE, HAS_SCALE, ROUNDING, True,
+                        ALIGNED, CAUTIOUS)
         else:
             _adam_chunk(table, n_tensors, ti, offs, mask, lam, keep, step_size, bc2_sqrt, scale,
-                        one_minus_beta1, beta2, one_minus_beta2, eps, ELEM, STATE_ELEM,
-                        DECAY_KIND, AMSGRAD, MAXIMIZE, HAS_SCALE, ROUNDING, False, ALIGNED)
+                        one_minus_beta1, beta2, one_minus_beta2, eps, counts, ELEM,
+                        STATE_ELEM, DECAY_KIND, AMSGRAD, MAXIMIZE, HAS_SCALE, ROUNDING, False,
+                        ALIGNED, CAUTIOUS)
 
 
 def adam_triton(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, l2_lams,
@@ -147,12 +150,14 @@ def adam_rows(p, g, m, v, vmax, s, comps=(), counts=()) -> list:
 
 def adam_launch(cache: "tables.Tables", p, g, m, v, vmax, s, *, values, kernel_decay, lr, beta1,
                 beta2, eps, amsgrad, maximize, grad_scale, found_inf, rows=None,
-                layout=None, rounding=0) -> None:
+                layout=None, rounding=0, decayed=None) -> None:
     """Launch the step on flat lists with tables from ``cache`` (``values``: the value
     table). ``rows``/``layout``: the caller's addresses and address table when it has them
     already (a step plan whose tensors did not move). ``rounding``: how p is stored
     (``elementwise.NEAREST``/``KAHAN``/``STOCHASTIC``; the last two need the COMP or COUNT
-    row); the moments may have another dtype than p."""
+    row); the moments may have another dtype than p. ``decayed``: with a cautious
+    ``kernel_decay``, an int32 tensor (one zeroed slot per tensor) that gets each tensor's
+    count of decayed coordinates."""
     device = p[0].device
     if layout is None:
         layout = cache.layout(rows or adam_rows(p, g, m, v, vmax, s),
@@ -173,9 +178,11 @@ def adam_launch(cache: "tables.Tables", p, g, m, v, vmax, s, *, values, kernel_d
     _adam_kernel[(layout.n_programs,)](
         layout.table, values, layout.work, layout.n_tensors, layout.n_programs, lr, lr_lo,
         wd_hi, wd_lo, eta0_hi, eta0_lo, consts, 1 - beta1, beta2, 1 - beta2, eps, grad_scale,
-        found_inf, ELEM=elem_code(p[0].dtype), STATE_ELEM=elem_code(m[0].dtype),
+        found_inf, decayed if kernel_decay.cautious else values,
+        ELEM=elem_code(p[0].dtype), STATE_ELEM=elem_code(m[0].dtype),
         ROUNDING=rounding, DECAY_KIND=kernel_decay.kind,
         LR_POW=kernel_decay.lr_pow, DIV_ETA0=kernel_decay.div_eta0, AMSGRAD=amsgrad,
         MAXIMIZE=maximize, LR_IS_PTR=lr_is_ptr, HAS_SCALE=grad_scale is not None,
         HAS_INF=found_inf is not None, ALIGNED=layout.aligned, BLOCK=launch.BLOCK,
-        num_warps=launch.NUM_WARPS, enable_fp_fusion=launch.FP_FUSION)
+        CAUTIOUS=kernel_decay.cautious, num_warps=launch.NUM_WARPS,
+        enable_fp_fusion=launch.FP_FUSION)

@@ -181,12 +181,15 @@ def tensor_block(table, values, work, n_tensors, n_programs, wd, f, NUMEL_ROW: t
 def grad_and_decayed_param(p_addr, g_addr, comp_addr, offs, mask, lam, keep, scale,
                            ELEM: tl.constexpr, DECAY_KIND: tl.constexpr,
                            MAXIMIZE: tl.constexpr, HAS_SCALE: tl.constexpr,
-                           ROUNDING: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr):
+                           ROUNDING: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr,
+                           CAUTIOUS: tl.constexpr = False):
     """SPEC steps 1-2, shared by the Adam and SGD kernels: load g (unscaled in place, as
     GradScaler.unscale_ would leave it; negated for maximize) and p (plus its Kahan
     compensation with ROUNDING 1: the step works on ``p + comp``), then apply the decay:
     "l2" (DECAY_KIND 1) ``g = g + lam * p`` as one fused multiply-add (torch's add-with-alpha),
-    multiplicative modes (2) ``p = p * (1 - c)`` before the update. Returns (p, g) in fp32."""
+    multiplicative modes (2) ``p = p * (1 - c)`` before the update (with CAUTIOUS the caller
+    decays later, ``cautious_decay``, once it knows the update's direction). Returns (p, g)
+    in fp32."""
     g = ld(g_addr, offs, mask, ELEM, EVEN, ALIGNED)
     if HAS_SCALE:
         g = g * scale
@@ -199,8 +202,32 @@ def grad_and_decayed_param(p_addr, g_addr, comp_addr, offs, mask, lam, keep, sca
     if DECAY_KIND == 1:
         g = tl.fma(lam, p, g)
     elif DECAY_KIND == 2:
-        p = p * keep
+        if not CAUTIOUS:
+            p = p * keep
     return p, g
+
+
+@triton.jit
+def cautious_decay(p, u, keep, counts_ptr, ti, mask, DECAY_KIND: tl.constexpr,
+                   CAUTIOUS: tl.constexpr):
+    """Cautious weight decay (Chen et al. 2025), the twin of
+    ``scaled_decay.updates.decay_ops.apply_cautious_decay``: ``p * (1 - c)`` (the product of
+    the plain decay, same rounding) where ``u * p >= 0`` for ``u`` of the update direction's
+    sign, else ``p``, compared by sign (no product to underflow). Adds the block's count of
+    decayed coordinates (in bounds: ``mask``) to ``counts_ptr[ti]``."""
+    if CAUTIOUS:
+        if DECAY_KIND == 2:
+            disagree = ((u > 0) & (p < 0)) | ((u < 0) & (p > 0))
+            p = tl.where(disagree, p, p * keep)
+            decayed = tl.where(mask & (disagree == 0), 1, 0)
+            # (tl.reduce with this module's combine: tl.sum is a standard-library jit function)
+            tl.atomic_add(counts_ptr + ti, tl.reduce(decayed, 0, _add))
+    return p
+
+
+@triton.jit
+def _add(a, b):
+    return a + b
 
 
 # ---- low-precision stores (scaled_decay.updates.low_precision has the torch twin) ------------

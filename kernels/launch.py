@@ -62,9 +62,12 @@ class KernelDecay(NamedTuple):
     ``(v * weight_decay) * f``, with ``f = lr ** lr_pow / (eta0 if div_eta0 else 1)``: the
     coupled ``lam`` (``kind=L2``) or the amount ``c`` of ``p *= 1 - c`` (``MULTIPLY``).
     The step plan puts s(p) in the table and the group's weight decay and lr factor here;
-    the per-tensor-list launchers put ``lam`` or ``c`` in the table with the defaults."""
+    the per-tensor-list launchers put ``lam`` or ``c`` in the table with the defaults.
+    ``cautious`` (``MULTIPLY`` only): decay only where the update direction's sign agrees
+    with p's, counting the decayed coordinates (the launchers' ``decayed`` argument)."""
     kind: int = NO_DECAY
     weight_decay: float = 1.0
     lr_pow: int = 0
     div_eta0: bool = False
     eta0: float = 1.0
+    cautious: bool = False

@@ -11,8 +11,8 @@ import triton
 import triton.language as tl
 
 from . import launch, tables
-from .elementwise import (decay_scale, f32, grad_and_decayed_param, inv_scale, ld, not_skipped,
-                          read_lr, st, store_param, tensor_block)
+from .elementwise import (cautious_decay, decay_scale, f32, grad_and_decayed_param, inv_scale,
+                          ld, not_skipped, read_lr, st, store_param, tensor_block)
 from .launch import L2, MULTIPLY, NO_DECAY, KernelDecay, elem_code, lr_args, split64
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
@@ -22,16 +22,17 @@ P, G, BUF, COMP, COUNT, NUMEL = (tl.constexpr(i) for i in range(6))
 
 @triton.jit
 def _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momentum,
-               one_minus_dampening, scale, ELEM: tl.constexpr, STATE_ELEM: tl.constexpr,
-               DECAY_KIND: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
-               MAXIMIZE: tl.constexpr, HAS_SCALE: tl.constexpr, ROUNDING: tl.constexpr,
-               EVEN: tl.constexpr, ALIGNED: tl.constexpr):
+               one_minus_dampening, scale, counts, ELEM: tl.constexpr,
+               STATE_ELEM: tl.constexpr, DECAY_KIND: tl.constexpr, MOMENTUM: tl.constexpr,
+               NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_SCALE: tl.constexpr,
+               ROUNDING: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr,
+               CAUTIOUS: tl.constexpr):
     p_addr = tl.load(table + P * n_tensors + ti)
     g_addr = tl.load(table + G * n_tensors + ti)
     comp_addr = tl.load(table + COMP * n_tensors + ti)
     p, g = grad_and_decayed_param(p_addr, g_addr, comp_addr, offs, mask, lam, keep, scale,
                                   ELEM, DECAY_KIND, MAXIMIZE, HAS_SCALE, ROUNDING, EVEN,
-                                  ALIGNED)
+                                  ALIGNED, CAUTIOUS)
     d = g
     if MOMENTUM:
         buf_addr = tl.load(table + BUF * n_tensors + ti)
@@ -46,6 +47,7 @@ def _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momen
             d = tl.fma(momentum, buf, g)
         else:
             d = buf
+    p = cautious_decay(p, d, keep, counts, ti, mask, DECAY_KIND, CAUTIOUS)
     p = tl.fma(neg_lr, d, p)
     count = 0
     if ROUNDING == 2:
@@ -55,12 +57,12 @@ def _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momen
 
 @triton.jit
 def _sgd_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, wd_hi, wd_lo, eta0_hi,
-                eta0_lo, momentum, one_minus_dampening, grad_scale_ptr, found_inf_ptr,
+                eta0_lo, momentum, one_minus_dampening, grad_scale_ptr, found_inf_ptr, counts,
                 ELEM: tl.constexpr, STATE_ELEM: tl.constexpr, DECAY_KIND: tl.constexpr,
                 LR_POW: tl.constexpr, DIV_ETA0: tl.constexpr, MOMENTUM: tl.constexpr,
                 NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr, LR_IS_PTR: tl.constexpr,
                 HAS_SCALE: tl.constexpr, HAS_INF: tl.constexpr, ROUNDING: tl.constexpr,
-                ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+                ALIGNED: tl.constexpr, BLOCK: tl.constexpr, CAUTIOUS: tl.constexpr):
     momentum = f32(momentum)
     one_minus_dampening = f32(one_minus_dampening)
     if not_skipped(found_inf_ptr, HAS_INF) != 0:
@@ -75,12 +77,14 @@ def _sgd_kernel(table, values, work, n_tensors, n_programs, lr, lr_lo, wd_hi, wd
             scale = inv_scale(grad_scale_ptr)
         if full:
             _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momentum,
-                       one_minus_dampening, scale, ELEM, STATE_ELEM, DECAY_KIND, MOMENTUM,
-                       NESTEROV, MAXIMIZE, HAS_SCALE, ROUNDING, True, ALIGNED)
+                       one_minus_dampening, scale, counts, ELEM, STATE_ELEM, DECAY_KIND,
+                       MOMENTUM, NESTEROV, MAXIMIZE, HAS_SCALE, ROUNDING, True, ALIGNED,
+                       CAUTIOUS)
         else:
             _sgd_chunk(table, n_tensors, ti, offs, mask, lam, keep, first, neg_lr, momentum,
-                       one_minus_dampening, scale, ELEM, STATE_ELEM, DECAY_KIND, MOMENTUM,
-                       NESTEROV, MAXIMIZE, HAS_SCALE, ROUNDING, False, ALIGNED)
+                       one_minus_dampening, scale, counts, ELEM, STATE_ELEM, DECAY_KIND,
+                       MOMENTUM, NESTEROV, MAXIMIZE, HAS_SCALE, ROUNDING, False, ALIGNED,
+                       CAUTIOUS)
 
 
 def sgd_triton(params, grads, bufs, *, l2_lams, decay, lr, momentum, dampening, nesterov,
@@ -132,10 +136,10 @@ def sgd_rows(p, g, b, comps=(), counts=()) -> list:
 
 def sgd_launch(cache: "tables.Tables", p, g, b, *, values, kernel_decay, lr, momentum,
                dampening, nesterov, maximize, grad_scale, found_inf, rows=None,
-               layout=None, rounding=0) -> None:
+               layout=None, rounding=0, decayed=None) -> None:
     """Launch the step on flat lists (``b`` empty without momentum) with tables from
     ``cache``; ``values`` holds each tensor's decay value and first-step flag; ``rounding``
-    as for ``adam_launch``."""
+    and ``decayed`` (cautious decay's counts) as for ``adam_launch``."""
     device = p[0].device
     if layout is None:
         layout = cache.layout(rows or sgd_rows(p, g, b), list(map(torch.Tensor.numel, p)),
@@ -151,9 +155,11 @@ def sgd_launch(cache: "tables.Tables", p, g, b, *, values, kernel_decay, lr, mom
     _sgd_kernel[(layout.n_programs,)](
         layout.table, values, layout.work, layout.n_tensors, layout.n_programs, lr, lr_lo,
         wd_hi, wd_lo, eta0_hi, eta0_lo, momentum, 1 - dampening, grad_scale, found_inf,
-        ELEM=elem_code(p[0].dtype), STATE_ELEM=elem_code(b[0].dtype if b else p[0].dtype),
+        decayed if kernel_decay.cautious else values, ELEM=elem_code(p[0].dtype),
+        STATE_ELEM=elem_code(b[0].dtype if b else p[0].dtype),
         ROUNDING=rounding, DECAY_KIND=kernel_decay.kind, LR_POW=kernel_decay.lr_pow,
         DIV_ETA0=kernel_decay.div_eta0, MOMENTUM=momentum != 0, NESTEROV=nesterov,
         MAXIMIZE=maximize, LR_IS_PTR=lr_is_ptr, HAS_SCALE=grad_scale is not None,
         HAS_INF=found_inf is not None, ALIGNED=layout.aligned, BLOCK=launch.BLOCK,
-        num_warps=launch.NUM_WARPS, enable_fp_fusion=launch.FP_FUSION)
+        CAUTIOUS=kernel_decay.cautious, num_warps=launch.NUM_WARPS,
+        enable_fp_fusion=launch.FP_FUSION)

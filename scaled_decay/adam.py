@@ -39,17 +39,27 @@ class _AdamBase(ScaledDecayOptimizer):
     optimizer state: a resumed run draws the same bits); None (default) rounds to nearest as
     torch.optim does, and warns once where the decay is then lost. ``state_dtype`` stores the
     moments in another dtype (e.g. ``torch.float32`` for bf16 weights).
+
+    ``cautious_decay=True`` (Chen et al. 2025, arXiv 2510.12402): decay only the coordinates
+    whose sign agrees with the update direction ``u = m_hat / (sqrt(v_hat) + eps)``,
+    ``p <- p - lr * u - c * 1[u * p >= 0] * p``. Order: the moments and ``u`` first, then
+    ``p *= 1 - c * mask``, then the update is added (``updates.decay_ops.apply_cautious_decay``;
+    the decayed coordinates get the bits of the plain decay). Needs a multiplicative
+    ``decay_mode`` ("l2" is a ValueError). Runs on loop/foreach/Triton, never on torch's fused
+    op (the plan routes those tensors to foreach); ``decay_report()`` shows the fraction of
+    coordinates decayed on the last step.
     """
 
     _update = adam_update
 
     def __init__(self, params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
                  decay_scaling, backend, timescale, low_precision, state_dtype,
-                 **torch_kwargs):
+                 cautious_decay, **torch_kwargs):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize, decay_mode=decay_mode,
                         decay_scaling=decay_scaling, backend=backend, timescale=timescale,
-                        low_precision=low_precision, state_dtype=state_dtype)
+                        low_precision=low_precision, state_dtype=state_dtype,
+                        cautious_decay=cautious_decay)
         super().__init__(params, defaults, **torch_kwargs)
 
     def _check_hparams(self, group: dict) -> None:
@@ -80,11 +90,11 @@ class Adam(_AdamBase):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                  weight_decay=DefaultDecay(0.0), amsgrad=False, *, maximize=False,
                  decay_mode="l2", decay_scaling=None, backend="auto", timescale=None,
-                 low_precision=None, state_dtype=None,
+                 low_precision=None, state_dtype=None, cautious_decay=False,
                  foreach=None, capturable=False, differentiable=False, fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
                          decay_scaling, backend, timescale, low_precision, state_dtype,
-                         foreach=foreach,
+                         cautious_decay, foreach=foreach,
                          capturable=capturable, differentiable=differentiable, fused=fused)
 
 
@@ -96,9 +106,9 @@ class AdamW(_AdamBase):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                  weight_decay=DefaultDecay(1e-2), amsgrad=False, *, maximize=False,
                  decay_mode="decoupled", decay_scaling=None, backend="auto", timescale=None,
-                 low_precision=None, state_dtype=None,
+                 low_precision=None, state_dtype=None, cautious_decay=False,
                  foreach=None, capturable=False, differentiable=False, fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
                          decay_scaling, backend, timescale, low_precision, state_dtype,
-                         foreach=foreach,
+                         cautious_decay, foreach=foreach,
                          capturable=capturable, differentiable=differentiable, fused=fused)

@@ -69,10 +69,14 @@ class DecayPlan:
     def __init__(self):
         self._cache: Optional[Tuple] = None
         self.step_plans: Dict[int, dict] = {}  # group index -> {plan key: step plan}
+        # cautious decay: group index -> the last step's [(positions in the group, counts of
+        # decayed coordinates (0-d device tensors)), ...], read only by report()
+        self.decayed: Dict[int, Optional[list]] = {}
 
     def changed(self) -> None:
         self._cache = None
         self.step_plans.clear()
+        self.decayed.clear()
 
     def scales(self, param_groups: Sequence[dict]) -> List[List[float]]:
         """s(p) of every tensor, per group; recomputed only when the groups' tensors (by
@@ -124,6 +128,7 @@ class DecayPlan:
             # per step at the peak lr: c = f(eta0) * lam, an EMA of timescale 1 / c steps
             f_peak = decay_lr_factor(mode, float(peak_lr(group)), float(peak_lr(group)))
             lams = []
+            fractions = self._decayed_fractions(gi, group)
             for i, (info, s) in enumerate(zip(tensor_infos(group, total), scales)):
                 lam = float(group["weight_decay"] * s)
                 lams.append(lam)
@@ -141,6 +146,7 @@ class DecayPlan:
                                      no_decay_reason=reasons[i] if reasons else None,
                                      dtype=str(dtype), decay_survives=survives,
                                      compensated_by=kept_by if survives is not None else None,
+                                     decayed=fractions.get(i),
                                      timescale=1.0 / (f_peak * lam) if f_peak * lam > 0
                                      else None))
             rows.groups.append(GroupSummary(
@@ -150,3 +156,21 @@ class DecayPlan:
                 decay_scaling=_rules_text(group["decay_scaling"]), lr=float(group["lr"]),
                 peak_lr=eta0, lam_min=min(lams, default=0.0), lam_max=max(lams, default=0.0)))
         return rows
+
+    def _decayed_fractions(self, gi: int, group: dict) -> Dict[int, float]:
+        """Cautious decay: the fraction of each tensor's coordinates decayed on the group's
+        last step ({position: fraction}; the counts are read here, one sync)."""
+        record = self.decayed.get(gi) if group.get("cautious_decay", False) else None
+        if not record:
+            return {}
+        positions, counts = [], []
+        for idx, cs in record:  # cs: a 0-d count per tensor, or one 1-d tensor (Triton)
+            if cs and all(c is not None for c in cs):  # (else a step GradScaler skipped)
+                positions += idx
+                counts += [c.detach().reshape(-1).float().cpu() for c in cs]
+        if not counts:
+            return {}
+        values = torch.cat(counts).tolist()
+        params = group["params"]
+        return {i: n / max(params[i].numel(), 1) for i, n in zip(positions, values)
+                if i < len(params)}

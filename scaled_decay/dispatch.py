@@ -9,6 +9,10 @@ foreach math ("loop", "foreach"), its torch fused op ("torch_fused") or its Trit
 GradScaler: the fused backends take ``grad_scale``/``found_inf`` on the device; for the
 others, ``found_inf`` is read on the host once per step (as GradScaler does for optimizers
 that cannot skip on the device) and the grads are unscaled in place.
+
+Cautious decay (group key ``cautious_decay``): each batch's ``Decay`` carries a list the math
+(or the kernel) fills with its counts of decayed coordinates, device tensors kept as
+``opt._plan.decayed[gi]`` for ``decay_report()``: no host read per step.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ _KERNEL_FACTOR = {"decoupled": (1, False), "independent": (1, True), "corrected"
 def plan_key(update, group: dict, capturable: bool, amp: tuple, grads_all: list) -> tuple:
     """What selects a plan besides its tensors: the group's structural keys, whether it
     decays at all (torch's fused ops take other code paths then), GradScaler, capturable,
-    and which params have grads."""
+    which params have grads, low precision, and cautious decay (no torch fused op)."""
     wd = group["weight_decay"]
     decays = bool(wd != 0) if not isinstance(wd, torch.Tensor) else True
     selection = None
@@ -42,7 +46,8 @@ def plan_key(update, group: dict, capturable: bool, amp: tuple, grads_all: list)
         selection = bytes(map(operator.is_not, grads_all, repeat(None)))
     return (update.structure(group), group["backend"], group["decay_mode"] == "l2", decays,
             capturable, amp[0] is not None, amp[1] is not None, selection,
-            group.get("low_precision"), group.get("state_dtype"))
+            group.get("low_precision"), group.get("state_dtype"),
+            group.get("cautious_decay", False))
 
 
 def group_plan(opt, update, gi: int, group: dict, scales, grads_all, capturable, amp):
@@ -86,6 +91,8 @@ def step_group(opt, update, gi: int, group: dict, scales, *, capturable: bool,
     hp = update.hparams(group, lr)
     wd = group["weight_decay"]
     skip = None  # found_inf read on the host, once, for the unfused batches
+    cautious = group.get("cautious_decay", False)
+    record = opt._plan.decayed[gi] = [] if cautious else None
     for batch in plan.batches:
         fused = batch.backend in ("torch_fused", "triton")
         if not fused:
@@ -97,6 +104,9 @@ def step_group(opt, update, gi: int, group: dict, scales, *, capturable: bool,
         if not fused:
             unscale_grads_(bgrads, grad_scale)
         decay = _decay(group, batch, wd, lr, eta0)
+        if cautious and decay is not None:  # counts of decayed coordinates, for the report
+            decay = decay._replace(cautious=True, decayed=[None] * len(batch.params))
+            record.append((batch.group_positions, decay.decayed))
         run_batch(update, batch, bgrads, decay, hp, tensor_math, grad_scale, found_inf)
         if batch.new_buffers:
             plan.store_new_buffers(opt, batch, update.state_keys(group)[0])
@@ -125,6 +135,7 @@ def run_batch(update, batch: Batch, grads, decay, hp, tensor_math, grad_scale,
                              rounding=rounding, state_dtype=state_dtype, salt=i,
                              decay=one_decay, **hp, tensor_math=tensor_math)
                 _write_back(lists, one, i)
+                _write_count(decay, one_decay, i)
         else:
             LP.wide_step(update.foreach, lists, lp_states, rounding=rounding,
                          state_dtype=state_dtype, decay=decay, **hp, tensor_math=tensor_math)
@@ -138,6 +149,7 @@ def run_batch(update, batch: Batch, grads, decay, hp, tensor_math, grad_scale,
             one = [lst[i:i + 1] if lst else lst for lst in lists]
             update.foreach(*one, decay=one_decay, **hp, tensor_math=tensor_math)
             _write_back(lists, one, i)
+            _write_count(decay, one_decay, i)
     else:
         update.foreach(*lists, decay=decay, **hp, tensor_math=tensor_math)
 
@@ -149,6 +161,12 @@ def _write_back(lists: list, one: list, i: int) -> None:
             lst[i] = new[0]
 
 
+def _write_count(decay: Optional[Decay], one: Optional[Decay], i: int) -> None:
+    """Tensor ``i``'s count of decayed coordinates (cautious decay), into the batch's list."""
+    if decay is not None and decay.decayed is not None:
+        decay.decayed[i] = one.decayed[0]
+
+
 def _per_tensor(decay: Optional[Decay], n: int) -> list:
     """Each tensor's own decay (the loop backend: one tensor a call)."""
     if decay is None:
@@ -157,7 +175,9 @@ def _per_tensor(decay: Optional[Decay], n: int) -> list:
     for lam, idx in decay.groups:
         for i in (range(n) if idx is None else idx):
             lams[i] = lam
-    return [decay._replace(groups=((lam, None),)) for lam in lams]
+    counts = decay.decayed is not None
+    return [decay._replace(groups=((lam, None),), decayed=[None] if counts else None)
+            for lam in lams]
 
 
 def _triton(update, batch: Batch, lists, lp_states, decay, hp, grad_scale, found_inf) -> None:
@@ -201,14 +221,21 @@ def _triton(update, batch: Batch, lists, lp_states, decay, hp, grad_scale, found
                                batch.device)
         batch.triton[3:] = [rows, layout]
     kd = _kernel_decay(package.launch, decay, batch)
+    counts = None
+    if kd.cautious:  # one int32 count per tensor, zeroed (one op), then added to by the kernel
+        if batch.counts is None:
+            batch.counts = torch.zeros(len(p), dtype=torch.int32, device=batch.device)
+        counts = batch.counts
+        counts.zero_()
+        decay.decayed[:] = [counts]  # (the report reads one tensor for the batch)
     if adam:
         package.adam.adam_launch(tables, p, g, m, v, vmax, s, values=values, kernel_decay=kd,
                                  layout=layout, grad_scale=grad_scale, found_inf=found_inf,
-                                 rounding=rounding, **hp)
+                                 rounding=rounding, decayed=counts, **hp)
     else:
         package.sgd.sgd_launch(tables, p, g, b, values=values, kernel_decay=kd, layout=layout,
                                grad_scale=grad_scale, found_inf=found_inf, rounding=rounding,
-                               **hp)
+                               decayed=counts, **hp)
 
 
 def _package(device):
@@ -232,4 +259,4 @@ def _kernel_decay(launch, decay: Optional[Decay], batch: Batch):
         if batch.eta0[0] is not eta0:
             batch.eta0 = (eta0, float(eta0))
         eta0 = batch.eta0[1]
-    return launch.KernelDecay(launch.MULTIPLY, wd, lr_pow, div, float(eta0))
+    return launch.KernelDecay(launch.MULTIPLY, wd, lr_pow, div, float(eta0), decay.cautious)

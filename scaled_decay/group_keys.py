@@ -68,7 +68,8 @@ def _copy_lr(lr):
 
 def check_decay_keys(group: dict, read_tensors: bool = True) -> None:
     """Validate the group keys a user may change mid-run, in place (ValueError naming the
-    key and value): ``lr``, ``weight_decay``, ``decay_mode``, ``decay_scaling`` (becomes
+    key and value): ``lr``, ``weight_decay``, ``decay_mode``, ``cautious_decay``,
+    ``decay_scaling`` (becomes
     a tuple of rule objects), ``peak_lr`` (set if absent) and, for the modes that divide by
     it, ``eta0 = peak_lr(group)`` (positive, not below lr). Cheap: runs at every step.
     Tensor values are not read while torch.compile traces (a scheduler's in-place change),
@@ -78,6 +79,7 @@ def check_decay_keys(group: dict, read_tensors: bool = True) -> None:
         if not (compiling and isinstance(group[key], torch.Tensor)):
             check_non_negative(key, group[key])
     check_decay_mode(group["decay_mode"])
+    check_cautious(group)
     if not _is_rules(group["decay_scaling"]):
         group["decay_scaling"] = as_rules(group["decay_scaling"])
     if "peak_lr" not in group:
@@ -98,6 +100,22 @@ def check_decay_keys(group: dict, read_tensors: bool = True) -> None:
             f"decay_mode={mode!r} measures decay against, so a step would decay more than "
             f"weight_decay * s(p): set group['peak_lr'] to the schedule's highest lr (e.g. "
             f"CyclicLR's max_lr), or build the optimizer with lr at the peak")
+
+
+def check_cautious(group: dict) -> None:
+    """``cautious_decay``: a bool; True needs a multiplicative (decoupled) ``decay_mode``:
+    the cautious mask chooses which coordinates of ``p *= 1 - c`` decay, and "l2" has no
+    such step (its penalty goes through the gradient and the optimizer's preconditioner)."""
+    cautious = group.get("cautious_decay", False)
+    if cautious is False:
+        return
+    if not isinstance(cautious, bool):
+        raise ValueError(f"cautious_decay must be a bool, got {cautious!r}")
+    if group["decay_mode"] == "l2":
+        raise ValueError(
+            "cautious_decay=True needs decoupled decay: decay_mode 'decoupled', "
+            "'independent' or 'corrected', got decay_mode='l2' (sd.Adam's default: pass "
+            "decay_mode='decoupled', or use sd.AdamW)")
 
 
 def check_per_tensor_keys(group: dict) -> None:

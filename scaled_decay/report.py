@@ -23,7 +23,9 @@ class DecayRow:
     where it keeps a bf16/fp16 tensor's decay ("kahan", "stochastic"), else None.
     ``timescale``: the weights' EMA timescale in steps at the peak lr, ``1 / c(eta0)``
     (Wang & Aitchison 2024; ``timescale=`` sets it for ``s(p) = 1``); None for mode
-    ``"l2"`` and for tensors that do not decay.
+    ``"l2"`` and for tensors that do not decay. ``decayed``: with ``cautious_decay=True``,
+    the fraction of the tensor's coordinates decayed on the last step (None otherwise, or
+    before a step; the table shows the column only where some row has it).
     """
 
     group: int
@@ -44,6 +46,7 @@ class DecayRow:
     dtype: str = ""
     decay_survives: Optional[bool] = None
     compensated_by: Optional[str] = None
+    decayed: Optional[float] = None
 
     @property
     def decay_kept(self) -> str:
@@ -117,7 +120,11 @@ class DecayReport(list):
                 g.decay_mode, g.decay_scaling, _number(g.lr), _number(g.peak_lr), lam]
 
     def __str__(self) -> str:
-        lines = _table(self._COLUMNS, [self._cells(r) for r in self])
+        if any(r.decayed is not None for r in self):  # cautious decay: its column
+            lines = _table(self._COLUMNS + ("decayed",),
+                           [self._cells(r) + [_number(r.decayed)] for r in self])
+        else:
+            lines = _table(self._COLUMNS, [self._cells(r) for r in self])
         if self.groups:
             lines += [""] + _table(self._GROUP_COLUMNS, [self._group_cells(g) for g in self.groups])
         return "\n".join(lines)

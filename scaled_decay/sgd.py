@@ -34,6 +34,14 @@ class SGD(ScaledDecayOptimizer):
     ``low_precision`` (None, ``"kahan"``, ``"stochastic"``) keeps the decay and update of
     bf16/fp16 weights that rounding to nearest would drop; ``state_dtype`` stores the momentum
     buffer in another dtype (``scaled_decay.updates.low_precision``).
+
+    ``cautious_decay=True`` (Chen et al. 2025, arXiv 2510.12402): decay only the coordinates
+    whose sign agrees with the momentum-applied step ``d``: ``p <- p - lr * d - c * 1[d * p
+    >= 0] * p``. Order: ``d`` first, then ``p *= 1 - c * mask``, then ``p -= lr * d``
+    (``updates.decay_ops.apply_cautious_decay``). Needs a multiplicative ``decay_mode`` ("l2"
+    is a ValueError); never runs on torch's fused op (the plan routes those tensors to
+    foreach). Complex params: each real component is masked on its own. ``decay_report()``
+    shows the fraction of coordinates decayed on the last step.
     """
 
     _sparse_grads_ok = True
@@ -42,13 +50,13 @@ class SGD(ScaledDecayOptimizer):
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0,
                  weight_decay=DefaultDecay(0.0), nesterov=False, *, maximize=False,
                  decay_mode="decoupled", decay_scaling=None, backend="auto", timescale=None,
-                 low_precision=None, state_dtype=None, foreach=None, differentiable=False,
-                 fused=None):
+                 low_precision=None, state_dtype=None, cautious_decay=False, foreach=None,
+                 differentiable=False, fused=None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                         decay_mode=decay_mode, decay_scaling=decay_scaling, backend=backend,
                         timescale=timescale, low_precision=low_precision,
-                        state_dtype=state_dtype)
+                        state_dtype=state_dtype, cautious_decay=cautious_decay)
         super().__init__(params, defaults, foreach=foreach, fused=fused,
                          differentiable=differentiable)
 

@@ -49,6 +49,7 @@ class Batch:
         # grads need real views where the params are: fused backends, and Adam everywhere
         self.real = plan.grad_views and (backend in FUSED_BACKENDS or plan.real_always)
         self.scales = take(scales)
+        self.group_positions = take(plan.positions)  # in the group's params
         groups = indices_by(self.scales)
         self.scale_groups = tuple((s, None if len(groups) == 1 else i) for s, i in groups.items())
         self.n_update_states = plan.n_update_states
@@ -64,6 +65,7 @@ class Batch:
         self.state_dtype = plan.lp["state_dtype"]
         self.triton = None  # (package, tables, values table, rows, layout), made on first use
         self.eta0 = (None, None)  # a tensor peak lr and its value, read at the first launch
+        self.counts = None  # cautious decay on Triton: the kernel's counts of decayed coords
 
 
 class GroupPlan:
@@ -139,7 +141,11 @@ class GroupPlan:
 
     @staticmethod
     def _kernel_takes(update, backend, p, group, wd, hp, amp, first) -> bool:
-        """Whether the fused backend may take tensor ``p`` (its layout already checked)."""
+        """Whether the fused backend may take tensor ``p`` (its layout already checked).
+        Cautious decay: never torch's fused ops (they cannot mask the decay)."""
+        cautious = group.get("cautious_decay", False) and wd != 0
+        if cautious and backend == "torch_fused":
+            return False
         if backend == "triton":  # (the kernels compute in fp32 and round as they store)
             ok = triton_package(p.device).launch.dtype_ok
             return ok(p.dtype) and ok(LP.moment_dtype(p, group))

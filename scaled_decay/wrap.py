@@ -15,6 +15,10 @@ parameter with a gradient, with ``lam = weight_decay * s(p)`` from the one decay
   Supported rather than refused: it is the only way to give RAdam, Adagrad... a per-tensor
   scaled coupled penalty, it needs only that ``step()`` reads ``p.grad``, and without rules
   it is the wrapped optimizer's own ``weight_decay`` bit for bit (tested).
+- ``cautious_decay=True`` (multiplicative modes only): the decay follows the wrapped step,
+  on the coordinates where ``u = (p_before - p_after) / lr`` agrees in sign with
+  ``p_before`` (``scaled_decay.cautious_wrap``; costs a copy of those params during the
+  step).
 
 GradScaler: where it unscales the grads itself, a step with inf/NaN is never called, so it
 never decays; optimizers that unscale themselves (``_step_supports_amp_scaling``, torch's
@@ -34,6 +38,7 @@ from typing import List
 import torch
 from torch.optim import Optimizer
 
+from . import cautious_wrap as CW
 from . import distributed as D
 from . import timescale as T
 from .group_keys import check_decay_group
@@ -121,7 +126,8 @@ class ScaledDecayMixin(DecayPlanOwner):
     _sd_signature: inspect.Signature
 
     def __init__(self, params, *args, weight_decay=_NO_DEFAULT, decay_mode="decoupled",
-                 decay_scaling=None, timescale=None, low_precision=None, **kwargs):
+                 decay_scaling=None, timescale=None, low_precision=None, cautious_decay=False,
+                 **kwargs):
         try:
             bound = self._sd_signature.bind_partial(params, *args, **kwargs)
         except TypeError as e:
@@ -143,7 +149,7 @@ class ScaledDecayMixin(DecayPlanOwner):
             bound.arguments[self._sd_holds] = 0.0  # else a nonzero value is refused below
         self.__dict__["_sd_defaults"] = dict(
             weight_decay=weight_decay, decay_mode=decay_mode, decay_scaling=decay_scaling,
-            timescale=timescale, low_precision=low_precision)
+            timescale=timescale, low_precision=low_precision, cautious_decay=cautious_decay)
         super().__init__(*bound.args, **bound.kwargs)
         self.defaults.update(self._sd_defaults)
         self._new_plan()
@@ -194,6 +200,8 @@ class ScaledDecayMixin(DecayPlanOwner):
         self.__dict__["_sd_defaults"] = {k: self.defaults.get(k) for k in
                                          ("weight_decay", "decay_mode", "decay_scaling",
                                           "timescale", "low_precision")}
+        # (pickles from before cautious decay lack the key)
+        self._sd_defaults["cautious_decay"] = self.defaults.get("cautious_decay", False)
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -230,11 +238,12 @@ class ScaledDecayMixin(DecayPlanOwner):
         widened = self._widen()
         done = False
         try:
-            self._decay(restore_grads, grad_scale, found_inf)
+            cautious = self._decay(restore_grads, grad_scale, found_inf)
             if hold:
                 for group in self.param_groups:
                     group["weight_decay"] = 0.0
             _unhooked(self._sd_wrapped.step)(self)
+            CW.decay_after(self._plan, cautious, found_inf)
             done = True
         finally:
             for group, wd in zip(self.param_groups, saved_wd):
@@ -289,8 +298,10 @@ class ScaledDecayMixin(DecayPlanOwner):
                 LP.store_([narrow], [work], mode, [[state[LP.state_keys(group)[0]]]], salt=i)
 
     @torch.no_grad()
-    def _decay(self, restore: List[tuple], grad_scale, found_inf) -> None:
-        """Apply this step's decay; (param, user's grad) pairs to restore go to ``restore``."""
+    def _decay(self, restore: List[tuple], grad_scale, found_inf) -> list:
+        """Apply this step's decay; (param, user's grad) pairs to restore go to ``restore``.
+        ``cautious_decay`` groups are copied instead (``cautious_wrap.snapshot``, returned):
+        their decay follows the wrapped step."""
         amounts = list(self._plan.amounts(self.param_groups))
         for group, l2_lams, _ in amounts:  # refuse before changing anything
             for i, p in enumerate(group["params"]):
@@ -300,7 +311,12 @@ class ScaledDecayMixin(DecayPlanOwner):
                     raise RuntimeError(
                         f"decay_mode='l2' does not support sparse gradients (parameter "
                         f"{names[i] if names else i})")
-        for group, l2_lams, decay in amounts:
+        cautious = []
+        for gi, (group, l2_lams, decay) in enumerate(amounts):
+            if group.get("cautious_decay", False):
+                if decay is not None:
+                    cautious += CW.snapshot(gi, group, decay)
+                continue
             idx = [i for i, p in enumerate(group["params"]) if p.grad is not None]
             params = [group["params"][i] for i in idx]
             if not params:
@@ -323,6 +339,7 @@ class ScaledDecayMixin(DecayPlanOwner):
                 if new is not g:
                     restore.append((p, g))
                     p.grad = new
+        return cautious
 
     # decay_report(): DecayPlanOwner's; its "l2" factor is None (the wrapped optimizer's
     # preconditioner rescales the coupled term)

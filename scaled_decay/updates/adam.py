@@ -3,7 +3,10 @@
 SPEC "Update math" 1, 2, 4: ``g = -g`` if maximize; the decay (``"l2"``: ``g += lam * p``;
 else ``p *= 1 - c``); ``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g*g``; with amsgrad
 ``vmax = max(vmax, v)`` used for v; ``p -= (lr / (1 - b1**t)) * m / (sqrt(v) / sqrt(1 - b2**t)
-+ eps)``. Kingma & Ba 2015 (Adam), Loshchilov & Hutter 2019 (AdamW), in torch.optim.Adam's
++ eps)``. With cautious decay (``decay.cautious``) the decay moves after the moments:
+``p *= 1 - c * 1[m * p >= 0]`` (the sign of ``m`` is that of the update direction
+``m_hat / (sqrt(v_hat) + eps)``; ``decay_ops.apply_cautious_decay``), then the update is
+added as above. Kingma & Ba 2015 (Adam), Loshchilov & Hutter 2019 (AdamW), in torch.optim.Adam's
 operation order, so "loop" (one tensor a call) and "foreach" (one list) give torch's numbers.
 The Triton kernel (``scaled_decay.kernels.adam``) mirrors this order element by element.
 
@@ -17,8 +20,8 @@ from typing import Dict, List
 import torch
 
 from .. import fused_guard as G
-from .decay_ops import (add_decay_to_grads, apply_decoupled_decay, decay_from_lists,
-                        pick)
+from .decay_ops import (add_decay_to_grads, apply_cautious_decay, apply_decoupled_decay,
+                        decay_from_lists, pick)
 from .low_precision import moment_dtype
 
 name = "adam"
@@ -97,7 +100,7 @@ def adam_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *
     torch._foreach_add_(steps, 1.0)
     if decay is not None and decay.l2:
         grads = add_decay_to_grads(grads, params, decay)
-    elif decay is not None:
+    elif decay is not None and not decay.cautious:
         apply_decoupled_decay(params, decay)
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)           # m = b1*m + (1-b1)*g
     torch._foreach_mul_(exp_avg_sqs, beta2)                    # v = b2*v + (1-b2)*g*g
@@ -107,6 +110,8 @@ def adam_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *
         denom = torch._foreach_sqrt(max_exp_avg_sqs)
     else:
         denom = torch._foreach_sqrt(exp_avg_sqs)
+    if decay is not None and decay.cautious:  # u = m_hat / (sqrt(v_hat) + eps): sign(m)
+        apply_cautious_decay(params, exp_avgs, decay)
     if tensor_math:
         bc1 = torch._foreach_pow(beta1, steps)                 # b1**t
         bc2 = torch._foreach_pow(beta2, steps)

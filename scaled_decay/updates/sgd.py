@@ -3,7 +3,9 @@
 SPEC "Update math" 1-3 (torch.optim.SGD semantics): ``g = -g`` if maximize; the decay
 (``"l2"``: ``g += lam * p``; else ``p *= 1 - c``, SGDW of Loshchilov & Hutter 2019); with
 momentum ``mu``: ``buf = g`` at the first step, else ``buf = mu * buf + (1 - dampening) * g``,
-then ``d = g + mu * buf`` (nesterov) or ``d = buf``; ``p -= lr * d``. Operation order as
+then ``d = g + mu * buf`` (nesterov) or ``d = buf``; ``p -= lr * d``. With cautious decay
+(``decay.cautious``) the decay moves after ``d``: ``p *= 1 - c * 1[d * p >= 0]``
+(``decay_ops.apply_cautious_decay``), then ``p -= lr * d``. Operation order as
 torch.optim.SGD: "loop" (one tensor a call) and "foreach" give torch's numbers; the Triton
 kernel (``scaled_decay.kernels.sgd``) mirrors it element by element.
 
@@ -17,8 +19,8 @@ from typing import Dict, List, Optional
 import torch
 
 from .. import fused_guard as G
-from .decay_ops import (Decay, add_decay_to_grads, apply_decoupled_decay, decay_from_lists,
-                        found_inf_set, pick)
+from .decay_ops import (Decay, add_decay_to_grads, apply_cautious_decay,
+                        apply_decoupled_decay, decay_from_lists, found_inf_set, pick)
 
 
 name = "sgd"
@@ -68,7 +70,7 @@ def sgd_foreach(params, grads, bufs, *, decay: Optional[Decay], lr, momentum, da
         grads = torch._foreach_neg(grads)
     if decay is not None and decay.l2:
         grads = add_decay_to_grads(grads, params, decay)
-    elif decay is not None:
+    elif decay is not None and not decay.cautious:
         apply_decoupled_decay(params, decay)
     if momentum != 0:
         old = [i for i, buf in enumerate(bufs) if buf is not None]
@@ -84,6 +86,8 @@ def sgd_foreach(params, grads, bufs, *, decay: Optional[Decay], lr, momentum, da
                 if buf is None:  # first step: buf = d
                     bufs[i] = torch.clone(grads[i]).detach()
         grads = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
+    if decay is not None and decay.cautious:  # the mask needs d, the step's direction
+        apply_cautious_decay(params, grads, decay)
     if isinstance(lr, torch.Tensor):  # tensor_math: alpha must be a number
         torch._foreach_add_(params, torch._foreach_mul(grads, -lr))
     else:
