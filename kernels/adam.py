@@ -14,7 +14,8 @@ import triton.language as tl
 
 from . import launch, tables
 from .elementwise import (cautious_decay, decay_scale, f32, grad_and_decayed_param, inv_scale,
-                          ld, not_skipped, powi, read_lr, st, store_param, tensor_block)
+                          ld, not_skipped, powi, read_lr, st, tensor_block)
+from .rounding import store_param
 from .launch import L2, MULTIPLY, NO_DECAY, KernelDecay, elem_code, lr_args, split64
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)
@@ -154,7 +155,7 @@ def adam_launch(cache: "tables.Tables", p, g, m, v, vmax, s, *, values, kernel_d
     """Launch the step on flat lists with tables from ``cache`` (``values``: the value
     table). ``rows``/``layout``: the caller's addresses and address table when it has them
     already (a step plan whose tensors did not move). ``rounding``: how p is stored
-    (``elementwise.NEAREST``/``KAHAN``/``STOCHASTIC``; the last two need the COMP or COUNT
+    (``rounding.NEAREST``/``KAHAN``/``STOCHASTIC``; the last two need the COMP or COUNT
     row); the moments may have another dtype than p. ``decayed``: with a cautious
     ``kernel_decay``, an int32 tensor (one zeroed slot per tensor) that gets each tensor's
     count of decayed coordinates."""

@@ -12,7 +12,8 @@ import triton.language as tl
 
 from . import launch, tables
 from .elementwise import (cautious_decay, decay_scale, f32, grad_and_decayed_param, inv_scale,
-                          ld, not_skipped, read_lr, st, store_param, tensor_block)
+                          ld, not_skipped, read_lr, st, tensor_block)
+from .rounding import store_param
 from .launch import L2, MULTIPLY, NO_DECAY, KernelDecay, elem_code, lr_args, split64
 
 # rows of the address table (constexpr: the only globals a Triton kernel may read)

@@ -120,7 +120,7 @@ class DecayReport(list):
                 g.decay_mode, g.decay_scaling, _number(g.lr), _number(g.peak_lr), lam]
 
     def __str__(self) -> str:
-        if any(r.decayed is not None for r in self):  # cautious decay: its column
+        if any(getattr(r, "decayed", None) is not None for r in self):  # cautious decay
             lines = _table(self._COLUMNS + ("decayed",),
                            [self._cells(r) + [_number(r.decayed)] for r in self])
         else:

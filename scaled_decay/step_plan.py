@@ -60,7 +60,7 @@ class Batch:
         self.wide = None
         if backend not in FUSED_BACKENDS and LP.needs_wide(self.dtype, plan.lp):
             self.wide = (plan.lp["low_precision"], plan.lp["state_dtype"])
-        # the Triton kernels' store of p (elementwise.NEAREST/KAHAN/STOCHASTIC)
+        # the Triton kernels' store of p (kernels.rounding.NEAREST/KAHAN/STOCHASTIC)
         self.rounding = LP.kernel_rounding(self.dtype, plan.lp)
         self.state_dtype = plan.lp["state_dtype"]
         self.triton = None  # (package, tables, values table, rows, layout), made on first use

@@ -39,6 +39,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import cautious_wrap as CW
+from . import wrap_low_precision as WL
 from . import distributed as D
 from . import timescale as T
 from .group_keys import check_decay_group
@@ -235,7 +236,7 @@ class ScaledDecayMixin(DecayPlanOwner):
         hold = self._sd_holds == "weight_decay"
         saved_wd = [g["weight_decay"] for g in self.param_groups] if hold else []
         restore_grads: List[tuple] = []
-        widened = self._widen()
+        widened = WL.widen(self)
         done = False
         try:
             cautious = self._decay(restore_grads, grad_scale, found_inf)
@@ -250,52 +251,11 @@ class ScaledDecayMixin(DecayPlanOwner):
                 group["weight_decay"] = wd
             for p, g in restore_grads:
                 p.grad = g
-            self._narrow(widened, store=done)
+            WL.narrow(self, widened, store=done)
         return loss
 
     def _loaded_state_dtype(self, group: dict, p: torch.Tensor):
-        """Under ``low_precision`` the wrapped optimizer's state of a bf16/fp16 param is fp32
-        (it was made while the param stepped as fp32): a load keeps it so."""
-        if group.get("low_precision") is not None and p.dtype in LP.LOW_DTYPES:
-            return torch.float32
-        return None
-
-    @torch.no_grad()
-    def _widen(self) -> list:
-        """``low_precision`` groups: each bf16/fp16 param with a grad steps as an fp32 copy
-        (``p + comp`` for "kahan"; ``p.data`` and ``p.grad`` swapped for the step), so that
-        the decay and the wrapped optimizer's whole update reach ``_narrow``, which stores
-        them by the group's rounding. Costs an fp32 copy of those params and grads during
-        the step, and the wrapped optimizer's state for them is fp32."""
-        out = []
-        for group in self.param_groups:
-            mode = group.get("low_precision")
-            if mode is None:
-                continue
-            for p in group["params"]:
-                if p.grad is None or p.dtype not in LP.LOW_DTYPES:
-                    continue
-                work = p.detach().float()
-                comp = self.state[p].get(LP.COMP)
-                if comp is not None:
-                    work.add_(comp)
-                out.append((p, p.data, p.grad, group))
-                p.data, p.grad = work, p.grad.float()
-        return out
-
-    @torch.no_grad()
-    def _narrow(self, widened: list, store: bool) -> None:
-        """Puts each param's own storage and grad back, stored from its fp32 result."""
-        for i, (p, narrow, grad, group) in enumerate(widened):
-            work = p.data
-            p.data, p.grad = narrow, grad
-            if store:
-                # made after the wrapped step: before it, a non-empty state would tell
-                # torch's optimizers that theirs is initialized
-                state = self.state[p]
-                LP.init_state(state, p, group)
-                mode = group["low_precision"]
-                LP.store_([narrow], [work], mode, [[state[LP.state_keys(group)[0]]]], salt=i)
+        return WL.loaded_state_dtype(group, p)
 
     @torch.no_grad()
     def _decay(self, restore: List[tuple], grad_scale, found_inf) -> list:

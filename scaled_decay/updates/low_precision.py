@@ -87,7 +87,7 @@ def needs_wide(dtype: torch.dtype, group: dict) -> bool:
 
 def kernel_rounding(dtype: torch.dtype, group: dict) -> int:
     """How the Triton kernels store params of ``dtype``: 0 to nearest, 1 Kahan, 2
-    stochastic (``kernels.elementwise``'s codes)."""
+    stochastic (``kernels.rounding``'s codes)."""
     if dtype not in LOW_DTYPES:
         return 0
     return {None: 0, "kahan": 1, "stochastic": 2}[group.get("low_precision")]
