@@ -98,7 +98,8 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
            "--optimizers", "adamw", "--parametrizations", "mup"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("transfer.png", "transfer_data.png", "drift.png", "exponents.png"):
+    for name in ("transfer.png", "transfer_data.png", "drift.png", "exponents.png",
+                 "collapse.png"):
         with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         import matplotlib.pyplot as plt
@@ -111,7 +112,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
         assert set(run["result"]) >= {"holdout_nll", "holdout_acc", "train_nll", "seconds"}
     table = (out / "drift.md").read_text()
     rows = [l for l in table.splitlines() if l.startswith("| adamw |")]
-    assert len(rows) == 8 + 6  # 4 rules x 2 modes (width arm), 3 rules x 2 modes (data arm)
+    assert len(rows) == 6 + 6  # 3 rules x 2 modes (width arm), 3 rules x 2 modes (data arm)
     assert all(len(r.split("|")) == len(rows[0].split("|")) for r in rows)
     assert "### Width arm: n = 8 -> 16" in table and "### Data arm: n_train = 64 -> 128" \
         in table
@@ -124,7 +125,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     assert (out / "drift.md").read_text() == table
     assert (out / "drift.png").exists() and (out / "transfer.png").exists()
     summary = (out / "summary.md").read_text().splitlines()
-    assert sum(l.startswith("| adamw / mup |") for l in summary) == 4  # one row per rule
+    assert sum(l.startswith("| adamw / mup |") for l in summary) == 3  # one row per rule
     assert not (tmp_path / "unused").exists()
 
 
@@ -210,5 +211,6 @@ def test_quick_preset_stays_within_its_budget():
     from scaled_decay.transfer.settings import quick_settings
 
     s = quick_settings()
-    assert (s.widths, s.n_train, s.data_sizes, s.data_width, s.seeds, s.epochs) == \
-        ((32, 128, 512), 2000, (500, 2000, 8000), 128, 1, 20)
+    assert (s.widths, s.n_train, s.data_sizes, s.data_width, s.seeds, s.epochs, s.rules,
+            s.refine_half_span) == ((32, 128, 512), 1000, (250, 1000, 4000), 64, 1, 20,
+                                    ("none", "param_count"), 0.375)

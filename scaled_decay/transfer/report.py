@@ -30,9 +30,14 @@ def drift_table(study: dict) -> str:
     s = study["settings"]
     lines = [f"Dataset: {s['dataset']}; {s['seeds']} seed(s), {s['epochs']} epochs, batch "
              f"{s['batch_size']}, lr {s['lr']} (base width), held-out NLL at the end of "
-             f"training. drift = log2(lambda*(last) / lambda*(first)) from the seed-mean "
-             f"curves, [min, max] over seeds; within 2x: |drift| <= 1 for the point and the "
-             f"whole seed range (yes), for neither (no), else unclear."]
+             f"training. lambda*: geometric mean over seeds of each seed's own optimum "
+             f"(coarse half-decade grid, then a 1/8-decade window of +-{s.get('refine_half_span', 0)} "
+             f"decade around it, weighted quadratic fit in log lambda). drift = mean over seeds "
+             f"of log2(lambda*(last) / lambda*(first)) [95% t-interval over seeds]; n: seeds "
+             f"(censored: an optimum at the edge of the seed's lambdas, kept at the edge), pts: "
+             f"fewest lambdas behind one seed's optimum. verdict: holds (interval within +-1 "
+             f"and containing 0), holds within 2x (within +-1, excluding 0), does not hold "
+             f"(beyond +-1), else unresolved; with 1 seed the point decides."]
     if study.get("wall_seconds") is not None:
         lines.append(f"Wall time {study['wall_seconds'] / 60:.1f} min: {study['trained']} "
                      f"runs trained, {study['cached']} taken from the cache.")
@@ -47,9 +52,9 @@ def drift_table(study: dict) -> str:
                  else f"width = {s['data_width']}, standard parametrization")
         lines += [f"### {title}: {sym} = {first} -> {last} ({fixed})", "",
                   f"| optimizer | param. | mode | rule | lambda*({sym}={first}) | "
-                  f"lambda*({sym}={last}) | drift [seed range] | within 2x | "
+                  f"lambda*({sym}={last}) | drift [95% t] | n (censored), pts | verdict | "
                   f"NLL at {sym}={last}: lambda=0 -> best |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for c in chains:
             end = c["points"][-1]
             zero = _mean(end["zero_loss"])
@@ -58,15 +63,14 @@ def drift_table(study: dict) -> str:
                 best = min((v for v in end["arms"][label]["mean_loss"] if v is not None),
                            default=None)
                 if row["identifiable"]:
-                    d = (f"{_signed(row['drift'])} [{_signed(row['drift_low'])}, "
-                         f"{_signed(row['drift_high'])}]")
-                    ok = row["within_2x"]
+                    d, ok = _drift_text(row), row["verdict"]
+                    n = f"{row['seeds']} ({row['censored']}), {row['points']}"
                 else:
-                    d, ok = f"not identifiable: {row['reason']}", "-"
+                    d, ok, n = f"not identifiable: {row['reason']}", "-", "-"
                 lines.append(
                     f"| {c['optimizer']} | {c['parametrization']} | {row['mode']} | "
                     f"{RULE_LABELS[row['rule']]} | {_lam(row['lam_first'], a0)} | "
-                    f"{_lam(row['lam_last'], a1)} | {d} | {ok} | "
+                    f"{_lam(row['lam_last'], a1)} | {d} | {n} | {ok} | "
                     f"{_loss(zero)} -> {_loss(best)} |")
         lines.append("")
     return "\n".join(lines)
@@ -100,12 +104,18 @@ def summary_table(study: dict) -> str:
     return "\n".join(lines)
 
 
+def _drift_text(r: dict) -> str:
+    """drift [t-interval], or the point alone with one seed."""
+    if r.get("drift_low") is None:
+        return f"{_signed(r['drift'])} (1 seed)"
+    return f"{_signed(r['drift'])} [{_signed(r['drift_low'])}, {_signed(r['drift_high'])}]"
+
+
 def _drift_cell(r: dict) -> str:
     if not r["identifiable"]:
         return "not identifiable"
-    mark = {"yes": " **ok**", "unclear": " (unclear)"}.get(r["within_2x"], "")
-    return (f"{_signed(r['drift'])} [{_signed(r['drift_low'])}, "
-            f"{_signed(r['drift_high'])}]{mark}")
+    censored = f", {r['censored']} censored" if r.get("censored") else ""
+    return f"{_drift_text(r)} {r['verdict']} (n={r['seeds']}{censored})"
 
 
 def _mean(values) -> float:
@@ -165,8 +175,10 @@ def write_drift_figure(study: dict, out_dir: str) -> str:
     fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(rows) + 1.2))
     for i, (name, r) in enumerate(rows):
         if r["identifiable"]:
-            color = {"yes": "tab:green", "no": "tab:red"}.get(r["within_2x"], "tab:orange")
-            ax.plot([r["drift_low"], r["drift_high"]], [i, i], "-", color=color, lw=2)
+            color = {"holds": "tab:green", "holds within 2x": "tab:olive",
+                     "does not hold": "tab:red"}.get(r["verdict"], "tab:orange")
+            if r.get("drift_low") is not None:
+                ax.plot([r["drift_low"], r["drift_high"]], [i, i], "-", color=color, lw=2)
             ax.plot([r["drift"]], [i], "o", color=color, ms=4)
         else:
             ax.text(0, i, "not identifiable", fontsize=6, va="center", ha="center")
@@ -175,9 +187,9 @@ def write_drift_figure(study: dict, out_dir: str) -> str:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([n for n, _ in rows], fontsize=6)
     ax.invert_yaxis()
-    ax.set_xlabel("drift = log2(lambda*(last) / lambda*(first)), bar: seed range; grey band: "
-                  "within 2x\ngreen: stays within 2x, red: does not, orange: unclear",
-                  fontsize=8)
+    ax.set_xlabel("drift = log2(lambda*(last) / lambda*(first)), bar: 95% t-interval over "
+                  "seeds; grey band: within 2x\ngreen: holds, olive: holds within 2x, red: "
+                  "does not hold, orange: unresolved", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     path = os.path.join(out_dir, "drift.png")
@@ -195,10 +207,14 @@ def _panel(ax, chain: dict, label: str, cmap, axis: str) -> None:
         xs = [x for x, y in zip(a["lams"], a["mean_loss"]) if y is not None]
         ys = [y for y in a["mean_loss"] if y is not None]
         ax.plot(xs, ys, "o-", ms=2.5, lw=1, color=color, label=f"{sym}={p['value']}")
+        for lams, curve in zip(a.get("seed_lams", []), a.get("seed_curve", [])):
+            fine = [(x, y) for x, y in zip(lams, curve) if y is not None and x not in a["lams"]]
+            if fine:  # the refinement windows, per seed
+                ax.plot(*zip(*fine), ".", ms=2, color=color)
         if a["lam_star"] is not None and a["decay_helps"]:
             ax.plot([a["lam_star"]], [min(ys)], "*", ms=9, color=color, mec="k", mew=0.5)
     row = chain["summary"][label]
-    verdict = (f"drift {_signed(row['drift'])}" if row["identifiable"]
+    verdict = (f"drift {_signed(row['drift'])}: {row['verdict']}" if row["identifiable"]
                else "not identifiable")
     ax.set_xscale("log")
     ax.set_title(f"{chain['optimizer']}/{chain['parametrization']}/{row['mode']}\n"
@@ -241,13 +257,23 @@ def write_outputs(study: dict, out_dir: str) -> Dict[str, str]:
                                                                         "exponents.png"))
     paths.update(write_figures(study, out_dir))
     paths["drift_figure"] = write_drift_figure(study, out_dir)
+    from .collapse import write_collapse_figure
+
+    paths["collapse_figure"] = write_collapse_figure(study, os.path.join(out_dir,
+                                                                         "collapse.png"))
+    if study["settings"].get("tokens_per_param"):
+        from .tokens import token_table
+
+        paths["tokens"] = os.path.join(out_dir, "tokens.md")
+        with open(paths["tokens"], "w") as f:
+            f.write(token_table(study))
     return paths
 
 
 def exponents_markdown(study: dict, rows: List[dict]) -> str:
     """exponents.md: fitted slopes of log lambda* and of log c* = eta*lambda* per arm
-    (``rows`` from ``exponents.study_exponents``), with bootstrap intervals over seeds,
-    against the published laws (see ``exponents.py``)."""
+    (``rows`` from ``exponents.study_exponents``), with t-intervals over seeds, against
+    the published laws (see ``exponents.py``)."""
     from .exponents import exponent_table
 
     s = study["settings"]
@@ -255,9 +281,10 @@ def exponents_markdown(study: dict, rows: List[dict]) -> str:
         "# Exponents: slope of log λ* against log width and log N",
         "",
         f"Dataset {s['dataset']}, {s['seeds']} seed(s). Slopes by least squares over the axis "
-        f"points where λ* is identified (at least 3 needed), 95% interval from 400 bootstrap "
-        f"resamples of the seeds (none with one seed; with 3 seeds there are only 10 distinct "
-        f"resamples, so the interval understates the uncertainty). c* = the hidden weight's "
+        f"points where λ* is identified (at least 3 needed), one per seed from that seed's own "
+        f"refined λ*; the mean slope with its 95% t-interval over the seeds (none with one "
+        f"seed). Censored seeds have an optimum at the edge of their λs somewhere, kept at "
+        f"that edge (so their slope is a bound). c* = the hidden weight's "
         f"per-step shrink at the initial lr (ηλ* for decoupled plain decay), τ_epoch = "
         f"1/(c* M). Laws predict the slope of log c* (f: inside the interval, x: outside, "
         f"-: no prediction or no interval); see scaled_decay/transfer/exponents.py.",

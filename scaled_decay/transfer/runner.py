@@ -28,8 +28,9 @@ def build_chains(s: StudySettings) -> List[Chain]:
     chains = []
     if "width" in s.axes:
         arms_for = lambda o, p: tuple(Arm(o, p, r, m) for r in s.rules for m in s.modes)
+        n_trains = tuple(s.n_train_at_width(w) for w in s.widths)
         chains += [Chain("width", o, p, tuple(s.widths), arms_for(o, p), s.data_width,
-                         s.n_train) for o in s.optimizers for p in s.parametrizations]
+                         s.n_train, n_trains) for o in s.optimizers for p in s.parametrizations]
     if "data" in s.axes:  # steps-per-epoch rules concern data, not width: SP only
         chains += [Chain("data", o, "sp", tuple(s.data_sizes),
                          tuple(Arm(o, "sp", r, m) for r in s.data_rules for m in s.modes),
@@ -117,12 +118,10 @@ class _Study:
                 for sw in sweeps:
                     if not sw.done and all(z is not None for z in zero) \
                             and sw.complete(self.results):
-                        new = sw.evaluate(self.results, zero)
-                        for lam in new:
-                            for k in range(self.s.seeds):
-                                if self.progress is not None:  # beyond the initial plan
-                                    self.progress.grow(sw.spec_for(lam, k).cost())
-                                self.need(sw.spec_for(lam, k))
+                        for lam, k in sw.evaluate(self.results, zero):
+                            if self.progress is not None:  # beyond the initial plan
+                                self.progress.grow(sw.spec_for(lam, k).cost())
+                            self.need(sw.spec_for(lam, k))
                         changed = True
                 if all(sw.done for sw in sweeps) and all(z is not None for z in zero):
                     self.outcomes[chain].append(point_outcome(chain, value, sweeps, zero,
@@ -144,7 +143,7 @@ class _Study:
             sw = SweepState(plan, lattice_grid(center, points),
                             self.s.max_extensions,
                             lambda arm, lam, k, c=chain, v=value: self.spec(c, v, arm, lam, k),
-                            self.s.seeds)
+                            self.s.seeds, self.s.refine_half_span or None)
             sweeps.append(sw)
             for lam in sw.lams:
                 for k in range(self.s.seeds):
@@ -183,18 +182,31 @@ class _Study:
         return self.s.default_lam[chain.optimizer] * plain / mine
 
     def planned_cost(self) -> float:
-        """Cost of every run the initial grids need (extensions add to it as they appear)."""
+        """Cost of every run the initial grids need, with each seed's refinement window
+        (extensions add to it as they appear)."""
         total = 0.0
+        fine = refine_new_points(self.s.refine_half_span)
         for chain in self.chains:
             for i, value in enumerate(chain.values):
                 n_sweeps = len(self.plan(chain, value))
-                points = self.s.grid_points if i else self.s.first_grid_points
+                points = (self.s.grid_points if i else self.s.first_grid_points) + fine
                 probe = self.spec(chain, value, chain.arms[0], 1.0, 0)
                 total += probe.cost() * self.s.seeds * (n_sweeps * points + 1)
         return total
 
     def finished(self) -> bool:
         return all(self.position[c] >= len(c.values) for c in self.chains)
+
+
+def refine_new_points(half_span: float) -> int:
+    """Runs a seed's refinement window adds to its coarse grid: its points less the coarse
+    ones inside it (a window of +-1/2 decade holds 2 or 3 of them; 2 assumed)."""
+    if not half_span:
+        return 0
+    from .refine import FINE_STEP
+    from .sweeps import GRID_STEP
+
+    return 2 * round(half_span / FINE_STEP) + 1 - int(2 * half_span / GRID_STEP)
 
 
 def run_study(s: StudySettings, cache_dir: str, *, workers: int = 2,
