@@ -75,3 +75,35 @@ def test_collapse_curves_put_every_width_on_the_shrink_axis(tmp_path):
     steps = math.ceil(p["n_train"] / s.batch_size)
     assert data[-1]["x"][0] == pytest.approx(p["arms"]["sgd/sp/decoupled/none"]["lams"][0]
                                              * lr * steps)  # per epoch on the data axis
+
+
+def _summary_row(mode, rule, drift, verdict, seeds=5):
+    return {"mode": mode, "rule": rule, "identifiable": True, "drift": drift,
+            "drift_low": drift - 0.3, "drift_high": drift + 0.3, "verdict": verdict,
+            "seeds": seeds, "censored": 0, "points": 11, "reason": None}
+
+
+def _fake_study(arch, rows):
+    return {"settings": {"arch": arch, "widths": [16, 128], "data_sizes": [1, 2]},
+            "chains": {"width/adamw/mup": {"summary": {str(i): r for i, r in
+                                                       enumerate(rows)}}}}
+
+
+def test_recommendation_is_computed_from_the_studies_verdicts():
+    from scaled_decay.transfer.recommend import recommendation_table
+
+    agree = {"a": _fake_study("mlp", [_summary_row("independent", "none", 0.1, "holds"),
+                                      _summary_row("decoupled", "none", 2.0, "does not hold")]),
+             "b": _fake_study("transformer", [
+                 _summary_row("independent", "none", -0.2, "holds"),
+                 _summary_row("decoupled", "none", 0.4, "holds")])}
+    row = next(l for l in recommendation_table(agree).splitlines()
+               if l.startswith("| AdamW, muP"))
+    assert "| `none`, independent |" in row and row.endswith("| holds |")
+    assert "mlp 16→128: +0.10 [-0.20, +0.40] holds (5 seeds, 0 censored, 11 pts)" in row
+    assert "`FanIn(power=-1)`" not in row  # an arm no study ran is not cited
+    agree["b"]["chains"]["width/adamw/mup"]["summary"]["0"] = _summary_row(
+        "independent", "none", 1.4, "unresolved")
+    row = next(l for l in recommendation_table(agree).splitlines()
+               if l.startswith("| AdamW, muP"))
+    assert row.endswith("| arms disagree |")

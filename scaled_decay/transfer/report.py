@@ -114,6 +114,8 @@ def _drift_text(r: dict) -> str:
 def _drift_cell(r: dict) -> str:
     if not r["identifiable"]:
         return "not identifiable"
+    if r.get("drift_low") is None:
+        return f"{_drift_text(r)} {r['verdict']}"
     censored = f", {r['censored']} censored" if r.get("censored") else ""
     return f"{_drift_text(r)} {r['verdict']} (n={r['seeds']}{censored})"
 
