@@ -142,6 +142,8 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     (["--dataset", "digits", "--n-train", "5000"], "digits has 1297 training samples"),
     (["--lr-adamw", "-1"], "expected a positive number"),
     (["--replot"], "--replot needs --out"),
+    (["--tokens", "--arch", "cnn"], "--tokens trains the transformer on text"),
+    (["--joint", "--tokens"], "--joint and --tokens are separate studies"),
     (["--replot", "--out", "/nonexistent/study"], "cannot read a study"),
 ])
 def test_bad_flags_give_a_clear_error(flags, message, capsys, tmp_path):
