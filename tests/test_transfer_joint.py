@@ -70,6 +70,18 @@ def test_collapse_curves_put_every_width_on_the_shrink_axis(tmp_path):
         assert cv["zero"] == pytest.approx(sum(p["zero_loss"]) / len(p["zero_loss"]))
         assert all(lo <= m <= hi for lo, m, hi in zip(cv["low"], cv["mean"], cv["high"])
                    if m is not None)
+    # a runs.json from before issue 18 (no verdicts in its summaries) gets them on --replot
+    import json
+
+    from scaled_decay.transfer.report import load_study, to_strict_json
+
+    old = to_strict_json(study)
+    for c in old["chains"].values():
+        for r in c["summary"].values():
+            del r["verdict"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "runs.json").write_text(json.dumps(old))
+    assert load_study(str(tmp_path / "old"))["chains"] == to_strict_json(study)["chains"]
     data = collapse_curves(study, study["chains"]["data/sgd/sp"], "sgd/sp/decoupled/none")
     p = study["chains"]["data/sgd/sp"]["points"][-1]
     steps = math.ceil(p["n_train"] / s.batch_size)

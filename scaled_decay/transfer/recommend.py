@@ -11,7 +11,6 @@ agrees, else "arms disagree". A study that lacks an arm is reported as not run.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Dict, List, Optional, Tuple
 

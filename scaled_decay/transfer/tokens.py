@@ -10,7 +10,6 @@ Each seed gives its own slope; the interval is the t-interval over seeds.
 """
 from __future__ import annotations
 
-import math
 from typing import List
 
 import numpy as np
