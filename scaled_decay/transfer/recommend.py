@@ -93,8 +93,9 @@ def recommendation_table(studies: Dict[str, dict]) -> str:
             scored.append(((worst, spread), name, agree, verdicts))
         if not scored:
             continue
-        (_, best, agree, _) = min(scored, key=lambda t: t[0])
-        use = best if RANK.get(agree, 2) < 3 else f"none of these (best: {best})"
+        ((worst, _), best, agree, _) = min(scored, key=lambda t: t[0])
+        use = best if worst < RANK["does not hold"] else \
+            "none of these (each does not hold somewhere)"
         lines.append(f"| {title} | {use} | " + "<br>".join(evidence) + f" | {agree} |")
     return "\n".join(lines) + "\n"
 
