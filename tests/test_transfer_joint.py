@@ -119,3 +119,17 @@ def test_recommendation_is_computed_from_the_studies_verdicts():
     row = next(l for l in recommendation_table(agree).splitlines()
                if l.startswith("| AdamW, muP"))
     assert row.endswith("| arms disagree |")
+
+
+def test_recommend_cli_reads_study_folders(tmp_path, capsys):
+    import json
+
+    from scaled_decay.transfer.recommend import main
+
+    study = _fake_study("mlp", [_summary_row("independent", "none", 0.1, "holds")])
+    (tmp_path / "runs.json").write_text(json.dumps(study))
+    assert main([str(tmp_path)]) == 0
+    assert "| AdamW, muP, across width | `none`, independent |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "missing")])
+    assert exc.value.code == 2 and "cannot read a study" in capsys.readouterr().err
