@@ -216,3 +216,45 @@ def test_quick_preset_stays_within_its_budget():
     assert (s.widths, s.n_train, s.data_sizes, s.data_width, s.seeds, s.epochs, s.rules,
             s.refine_half_span) == ((32, 128, 512), 1000, (250, 1000, 4000), 64, 1, 20,
                                     ("none", "param_count"), 0.375)
+
+
+def test_finished_only_reports_the_chains_the_cache_completes(data_cache, tmp_path):
+    s = StudySettings(**dict(TINY, seeds=1), axes=("width",))
+    cache = _cache_dir(data_cache, tmp_path)
+    full = run_study(s, cache, workers=1)
+    longer = s.replace(widths=(8, 16, 32))  # the 32-wide point was never trained
+    partial = run_study(longer, cache, workers=1, train=False)
+    assert partial["trained"] == 0
+    assert partial["partial"] == {"width/sgd/sp": "2 of 3 axis points finished"}
+    chain = partial["chains"]["width/sgd/sp"]
+    assert chain["values"] == [8, 16] and chain == full["chains"]["width/sgd/sp"]
+    from scaled_decay.transfer.report import write_outputs
+
+    out = tmp_path / "out"
+    write_outputs(partial, str(out))
+    assert "PARTIAL" in (out / "drift.md").read_text()
+    assert "2 of 3 axis points" in (out / "summary.md").read_text()
+    with pytest.raises(SystemExit) as exc:  # nothing of this study is in that cache
+        main(["--finished-only", "--cache", str(tmp_path / "empty"), *TINY_FLAGS])
+    assert exc.value.code == 2
+
+
+def test_queue_serves_earlier_axis_points_before_costlier_runs(tmp_path):
+    # a chain of cheap runs must not wait behind another chain's widest, costliest point
+    import heapq
+
+    from scaled_decay.transfer.models import Arm
+    from scaled_decay.transfer.runner import _Study
+    from scaled_decay.transfer.train import RunSpec
+
+    st = _Study(StudySettings(**TINY), RunCache(str(tmp_path)), None)
+    arm = Arm("sgd", "sp", "none", "decoupled")
+    wide = RunSpec("mnist1d", 128, 512, 8, arm, 0.1, 0, 1, 32, 0.1)
+    narrow = RunSpec("mnist1d", 64, 8, 8, arm, 0.1, 0, 1, 32, 0.1)
+    cheaper = RunSpec("mnist1d", 64, 8, 8, arm, 0.01, 0, 1, 32, 0.1)
+    assert wide.cost() > narrow.cost()
+    st.need(wide, rank=3)
+    st.need(narrow, rank=1)
+    st.need(cheaper, rank=1)
+    order = [heapq.heappop(st.queue)[-1] for _ in range(3)]
+    assert order[-1] == wide.key() and set(order[:2]) == {narrow.key(), cheaper.key()}

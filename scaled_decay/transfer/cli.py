@@ -114,6 +114,10 @@ def add_transfer_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
                    help="the joint lr x lambda grids at the base and the widest width "
                         "(--arch mlp or transformer)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--finished-only", action="store_true",
+                   help="train nothing: write the outputs for what the cache already "
+                        "completes (each chain up to its last finished axis point), e.g. "
+                        "while the study still runs")
     p.add_argument("--replot", action="store_true",
                    help="train nothing: rewrite the figures and table from OUT/runs.json")
     return p
@@ -219,7 +223,14 @@ def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser = Non
     bar = _Bar(not args.no_progress)
     start = time.perf_counter()
     try:
-        study = run_study(settings, cache, workers=args.workers, progress=bar)
+        study = run_study(settings, cache, workers=args.workers, progress=bar,
+                          train=not args.finished_only)
+        if not study["chains"]:
+            raise ValueError(f"--finished-only: no chain of the study in {cache} has two "
+                             f"finished axis points yet")
+    except ValueError as e:
+        bar.close()
+        (parser.error if parser else _raise)(str(e))
     except KeyboardInterrupt:
         bar.close()
         print(f"\ninterrupted: finished runs are cached in {cache}; rerun the same "

@@ -154,7 +154,7 @@ def run_joint(js: JointSettings, cache_dir: str, *, workers: int = 2) -> dict:
     st.advance()
     if workers == 1:
         while st.queue:
-            _, key = heapq.heappop(st.queue)
+            key = heapq.heappop(st.queue)[-1]
             st.record(key, _worker_run(st.specs[key].to_dict(), cache.directory))
             st.advance()
     else:

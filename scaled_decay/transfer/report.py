@@ -39,6 +39,9 @@ def drift_table(study: dict) -> str:
              f"fewest lambdas behind one seed's optimum. verdict: holds (interval within +-1 "
              f"and containing 0), holds within 2x (within +-1, excluding 0), does not hold "
              f"(beyond +-1), else unresolved; with 1 seed the point decides."]
+    if study.get("partial"):
+        lines.append("PARTIAL: written from the runs finished so far (--finished-only); "
+                     + "; ".join(f"{k}: {v}" for k, v in study["partial"].items()) + ".")
     if study.get("wall_seconds") is not None:
         lines.append(f"Wall time {study['wall_seconds'] / 60:.1f} min: {study['trained']} "
                      f"runs trained, {study['cached']} taken from the cache.")
@@ -79,8 +82,10 @@ def drift_table(study: dict) -> str:
 
 def summary_table(study: dict) -> str:
     """Markdown, one row per optimizer x parametrization x rule, the two modes side by side:
-    drift [seed range] and whether lambda* stays within 2x ("ok"), for the README."""
-    lines = []
+    drift [t-interval] and its verdict, for the README."""
+    lines = [] if not study.get("partial") else [
+        "PARTIAL (--finished-only): " + "; ".join(f"{k}: {v}" for k, v in
+                                                study["partial"].items()), ""]
     for axis in ("width", "data"):
         chains = _chains(study, axis)
         if not chains:

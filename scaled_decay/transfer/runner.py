@@ -2,8 +2,9 @@
 
 Each chain (optimizer x parametrization along one axis) walks its axis points in order,
 because a point's grids are centred on where the previous points put lambda*; chains run
-side by side, and at any moment the most expensive queued run is started first, so the
-two cores stay busy and the long runs do not all land at the end.
+side by side. The queue serves the chains' earliest axis points first and, among them, the
+most expensive run first: so the two cores stay busy, and a chain of cheap runs (the token
+arm's data axis) is not starved behind another chain's expensive widest point.
 """
 from __future__ import annotations
 
@@ -72,7 +73,9 @@ class _Study:
                        data_seed=self.s.data_seed, pool_needed=self.s.needed_pool(),
                        arch=self.s.arch)
 
-    def need(self, spec: RunSpec) -> None:
+    def need(self, spec: RunSpec, rank: int = 0) -> None:
+        """Queue ``spec`` unless it is known or cached; ``rank``: its axis point's index in
+        its chain (lower ranks are served first)."""
         key = spec.key()
         if key in self.results or key in self.queued:
             return
@@ -84,7 +87,7 @@ class _Study:
             self._tick(spec)
             return
         self.queued.add(key)
-        heapq.heappush(self.queue, (-spec.cost(), key))
+        heapq.heappush(self.queue, (rank, -spec.cost(), key))
 
     def record(self, key: str, result: dict) -> None:
         self.queued.discard(key)
@@ -121,7 +124,7 @@ class _Study:
                         for lam, k in sw.evaluate(self.results, zero):
                             if self.progress is not None:  # beyond the initial plan
                                 self.progress.grow(sw.spec_for(lam, k).cost())
-                            self.need(sw.spec_for(lam, k))
+                            self.need(sw.spec_for(lam, k), self.position[chain])
                         changed = True
                 if all(sw.done for sw in sweeps) and all(z is not None for z in zero):
                     self.outcomes[chain].append(point_outcome(chain, value, sweeps, zero,
@@ -147,9 +150,9 @@ class _Study:
             sweeps.append(sw)
             for lam in sw.lams:
                 for k in range(self.s.seeds):
-                    self.need(sw.spec_for(lam, k))
+                    self.need(sw.spec_for(lam, k), self.position[chain])
         for k in range(self.s.seeds):
-            self.need(self.zero_spec(chain, value, k))
+            self.need(self.zero_spec(chain, value, k), self.position[chain])
         return sweeps
 
     def plan(self, chain: Chain, value: int):
@@ -210,12 +213,16 @@ def refine_new_points(half_span: float) -> int:
 
 
 def run_study(s: StudySettings, cache_dir: str, *, workers: int = 2,
-              progress=None) -> dict:
+              progress=None, train: bool = True) -> dict:
     """Run (or resume) the study; returns the per-chain outcomes, summaries and all runs.
 
     ``progress``, if given, has ``plan(total_cost)`` (called once, with the cost of the
     initial grids), ``grow(cost)`` (a grid grew) and ``done(cost, trained, cached,
     queued)`` (a run finished or was found in the cache); costs are RunSpec.cost() units.
+
+    ``train=False`` trains nothing: it reads what the cache already completes -- each chain
+    up to its last finished axis point, chains with fewer than two left out -- and says so
+    in ``"partial"`` (a study interrupted, or still running elsewhere, reported honestly).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -225,26 +232,32 @@ def run_study(s: StudySettings, cache_dir: str, *, workers: int = 2,
     if progress is not None:
         progress.plan(st.planned_cost())
     st.advance()
-    if workers == 1:
+    if train and workers == 1:
         while st.queue:
-            _, key = heapq.heappop(st.queue)
+            key = heapq.heappop(st.queue)[-1]
             st.record(key, _worker_run(st.specs[key].to_dict(), cache.directory))
             st.advance()
-    else:
+    elif train:
         _run_pool(st, workers, cache.directory)
-    if not st.finished():
+    if train and not st.finished():
         raise RuntimeError("study stopped with chains unfinished; this is a bug")
-    return {
+    done = [c for c in st.chains if len(st.outcomes[c]) >= 2]
+    study = {
         "settings": s.to_dict(),
         "chains": {c.name: {"axis": c.axis, "optimizer": c.optimizer,
-                            "parametrization": c.parametrization, "values": list(c.values),
+                            "parametrization": c.parametrization,
+                            "values": list(c.values[:len(st.outcomes[c])]),
                             "points": st.outcomes[c],
                             "summary": summarize_chain(c, st.outcomes[c])}
-                   for c in st.chains},
+                   for c in done},
         "runs": [{"key": k, "spec": st.specs[k].to_dict(), "result": r}
                  for k, r in st.results.items()],
         "trained": st.trained, "cached": st.cached,
     }
+    if not st.finished():
+        study["partial"] = {c.name: f"{len(st.outcomes[c])} of {len(c.values)} axis points "
+                                    f"finished" for c in st.chains}
+    return study
 
 
 def _run_pool(st: _Study, workers: int, cache_dir: str) -> None:
@@ -255,7 +268,7 @@ def _run_pool(st: _Study, workers: int, cache_dir: str) -> None:
         try:
             while st.queue or inflight:
                 while st.queue and len(inflight) < workers:
-                    _, key = heapq.heappop(st.queue)
+                    key = heapq.heappop(st.queue)[-1]
                     inflight[pool.submit(_worker_run, st.specs[key].to_dict(), cache_dir)] = key
                 done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
                 for fut in done:
