@@ -132,24 +132,41 @@ def test_arch_settings_and_flags_are_checked():
             s = preset(arch=arch)
             assert s.arch == arch and len(s.widths) >= 3
             assert s.widths[-1] / s.widths[0] >= (8 if preset is full_settings else 4)
-    assert full_settings(arch="transformer").widths == (32, 64, 128, 256)
+    assert full_settings(arch="transformer").widths == (16, 32, 128)
     assert default_out(True, None, "transformer") == "scaled_decay_quick_transformer"
     assert default_out(False, "digits", "cnn") == "scaled_decay_study_cnn_digits"
+    assert default_out(False, None, "transformer", "tokens") == \
+        "scaled_decay_study_transformer_tokens"
 
 
-def test_full_presets_of_the_three_archs_plan_under_90_minutes_on_2_cores(tmp_path):
-    # Issue 10: the full study, all three architectures, <= 90 min on 2 cores. The plan
-    # covers the initial grids; extensions added ~10% in the recorded runs (transformer
-    # preview: 582 planned-cost units trained for 530 planned), CPU use ~92-96% of 2 cores.
+# Measured on the 2-core AMD EPYC VM (torch 2.13): a 1024-wide MLP run took 1.68x its cost
+# estimate and a token-arm transformer run 1.8x (the per-MAC rate; the per-step overhead was
+# not slower), where the constants were fitted on an Intel Xeon VM. The plan must fit both.
+SLOW_MAC_FACTOR = 1.8
+
+
+def test_full_study_plans_under_3_hours_on_2_cores(tmp_path, monkeypatch):
+    # Issue 18: the full study -- MLP and transformer (5 seeds, refined), the token-budget
+    # arm, the joint lr x lambda grids of both -- <= 3 h on 2 cores, on the slower machine.
+    # The plan covers the initial grids and the refinement windows; extensions added ~10%
+    # in the recorded runs, CPU use ~95% of 2 cores.
+    from scaled_decay.transfer import train
     from scaled_decay.transfer.cache import RunCache
+    from scaled_decay.transfer.joint import JointSettings, joint_planned_cost
     from scaled_decay.transfer.runner import _Study
+    from scaled_decay.transfer.settings import token_settings
 
-    plans = {arch: _Study(full_settings(arch=arch), RunCache(str(tmp_path / arch)),
-                          None).planned_cost() for arch in ("mlp", "cnn", "transformer")}
-    assert sum(plans.values()) * 1.1 / (2 * 0.96) <= 90 * 60, plans
-    transformer = full_settings(arch="transformer")
-    assert transformer.seeds == 3 and "fan_in" not in transformer.rules
-    assert full_settings(arch="cnn").seeds == 3 and full_settings().seeds == 3
+    for arch in list(train.MAC_SECONDS):
+        monkeypatch.setitem(train.MAC_SECONDS, arch, train.MAC_SECONDS[arch] * SLOW_MAC_FACTOR)
+    plans = {name: _Study(s, RunCache(str(tmp_path / name)), None).planned_cost()
+             for name, s in (("mlp", full_settings()),
+                             ("transformer", full_settings(arch="transformer")),
+                             ("tokens", token_settings()))}
+    for arch in ("mlp", "transformer"):
+        plans[f"joint {arch}"] = joint_planned_cost(JointSettings(full_settings(arch=arch)))
+    assert sum(plans.values()) * 1.1 / (2 * 0.95) <= 3 * 3600, plans
+    assert full_settings().seeds == full_settings(arch="transformer").seeds == 5
+    assert token_settings().widths[-1] / token_settings().widths[0] >= 8
 
 
 def test_run_cost_counts_the_per_step_overhead_of_each_arch():

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from scaled_decay.transfer.exponents import (bootstrap_slopes, chain_exponents, exponent_table,
-                                             ols_slope, predicted_slopes)
+from scaled_decay.transfer.exponents import (chain_exponents, exponent_table, ols_slope,
+                                             predicted_slopes)
+from scaled_decay.transfer.refine import fit_smooth
 from scaled_decay.transfer.sweeps import lattice_value
 
 
@@ -36,17 +37,19 @@ def _synthetic_chain(k, seeds, noise, rng, axis="width", values=(64, 128, 256, 5
                "decay_helps": True,
                "lam_star": None}
         points.append({"value": x, "n_train": 4000 if axis == "width" else x, "arms": {"a": arm}})
-    from scaled_decay.transfer.fit import fit_optimum
     for p in points:
         a = p["arms"]["a"]
-        a["lam_star"] = fit_optimum(a["lams"], np.mean(a["seed_loss"], axis=0)).lam
+        fits = [fit_smooth(a["lams"], row) for row in a["seed_loss"]]
+        a["seed_lam_star"] = [o.lam for o in fits]
+        a["seed_status"] = [o.status for o in fits]
+        a["lam_star"] = 10 ** float(np.mean(np.log10(a["seed_lam_star"])))
     return {"axis": axis, "optimizer": "adamw", "parametrization": "mup", "values": list(values),
             "points": points}
 
 
 @settings(max_examples=5)
 @given(k=st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), seed=st.integers(0, 2**16))
-def test_bootstrap_interval_covers_the_true_exponent(k, seed):
+def test_seed_interval_covers_the_true_exponent(k, seed):
     chain = _synthetic_chain(k, seeds=5, noise=0.05, rng=np.random.default_rng(seed))
     (row,) = chain_exponents(chain, lambda label, x: 0.01, lambda n: 63, param_slope=2.0)
     assert row["slope"] == pytest.approx(k, abs=0.1)
@@ -76,7 +79,7 @@ def test_one_seed_gives_a_slope_but_no_interval_or_verdict():
     assert row["slope"] == pytest.approx(0.5, abs=0.02)
     assert row["interval"] is None and set(row["verdict"].values()) == {None}
     table = exponent_table([row])
-    assert "+0.50 |" in table and "- (+0.00)" in table
+    assert "+0.50 | +0.50 | 1 (0), 15 |" in table and "- (+0.00)" in table
 
 
 def test_too_few_identified_points_give_no_slope():
@@ -94,7 +97,3 @@ def test_predicted_slopes_of_the_laws():
     width = predicted_slopes("width", "adamw", "mup", 2.0)
     assert width["Power Lines"] == pytest.approx(-1.04) and width["Fan et al."] == -0.5
     assert predicted_slopes("width", "adamw", "sp", 2.0)["Fan et al."] is None
-
-
-def test_bootstrap_needs_two_seeds():
-    assert bootstrap_slopes([1, 2, 3], [[1, 2, 3]] * 3, [np.ones((1, 3))] * 3) is None

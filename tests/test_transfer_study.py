@@ -98,7 +98,8 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
            "--optimizers", "adamw", "--parametrizations", "mup"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("transfer.png", "transfer_data.png", "drift.png", "exponents.png"):
+    for name in ("transfer.png", "transfer_data.png", "drift.png", "exponents.png",
+                 "collapse.png"):
         with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         import matplotlib.pyplot as plt
@@ -111,7 +112,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
         assert set(run["result"]) >= {"holdout_nll", "holdout_acc", "train_nll", "seconds"}
     table = (out / "drift.md").read_text()
     rows = [l for l in table.splitlines() if l.startswith("| adamw |")]
-    assert len(rows) == 8 + 6  # 4 rules x 2 modes (width arm), 3 rules x 2 modes (data arm)
+    assert len(rows) == 6 + 6  # 3 rules x 2 modes (width arm), 3 rules x 2 modes (data arm)
     assert all(len(r.split("|")) == len(rows[0].split("|")) for r in rows)
     assert "### Width arm: n = 8 -> 16" in table and "### Data arm: n_train = 64 -> 128" \
         in table
@@ -124,7 +125,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     assert (out / "drift.md").read_text() == table
     assert (out / "drift.png").exists() and (out / "transfer.png").exists()
     summary = (out / "summary.md").read_text().splitlines()
-    assert sum(l.startswith("| adamw / mup |") for l in summary) == 4  # one row per rule
+    assert sum(l.startswith("| adamw / mup |") for l in summary) == 3  # one row per rule
     assert not (tmp_path / "unused").exists()
 
 
@@ -141,6 +142,8 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     (["--dataset", "digits", "--n-train", "5000"], "digits has 1297 training samples"),
     (["--lr-adamw", "-1"], "expected a positive number"),
     (["--replot"], "--replot needs --out"),
+    (["--tokens", "--arch", "cnn"], "--tokens trains the transformer on text"),
+    (["--joint", "--tokens"], "--joint and --tokens are separate studies"),
     (["--replot", "--out", "/nonexistent/study"], "cannot read a study"),
 ])
 def test_bad_flags_give_a_clear_error(flags, message, capsys, tmp_path):
@@ -210,5 +213,48 @@ def test_quick_preset_stays_within_its_budget():
     from scaled_decay.transfer.settings import quick_settings
 
     s = quick_settings()
-    assert (s.widths, s.n_train, s.data_sizes, s.data_width, s.seeds, s.epochs) == \
-        ((32, 128, 512), 2000, (500, 2000, 8000), 128, 1, 20)
+    assert (s.widths, s.n_train, s.data_sizes, s.data_width, s.seeds, s.epochs, s.rules,
+            s.refine_half_span) == ((32, 128, 512), 1000, (250, 1000, 4000), 64, 1, 20,
+                                    ("none", "param_count"), 0.375)
+
+
+def test_finished_only_reports_the_chains_the_cache_completes(data_cache, tmp_path):
+    s = StudySettings(**dict(TINY, seeds=1), axes=("width",))
+    cache = _cache_dir(data_cache, tmp_path)
+    full = run_study(s, cache, workers=1)
+    longer = s.replace(widths=(8, 16, 32))  # the 32-wide point was never trained
+    partial = run_study(longer, cache, workers=1, train=False)
+    assert partial["trained"] == 0
+    assert partial["partial"] == {"width/sgd/sp": "2 of 3 axis points finished"}
+    chain = partial["chains"]["width/sgd/sp"]
+    assert chain["values"] == [8, 16] and chain == full["chains"]["width/sgd/sp"]
+    from scaled_decay.transfer.report import write_outputs
+
+    out = tmp_path / "out"
+    write_outputs(partial, str(out))
+    assert "PARTIAL" in (out / "drift.md").read_text()
+    assert "2 of 3 axis points" in (out / "summary.md").read_text()
+    with pytest.raises(SystemExit) as exc:  # nothing of this study is in that cache
+        main(["--finished-only", "--cache", str(tmp_path / "empty"), *TINY_FLAGS])
+    assert exc.value.code == 2
+
+
+def test_queue_serves_earlier_axis_points_before_costlier_runs(tmp_path):
+    # a chain of cheap runs must not wait behind another chain's widest, costliest point
+    import heapq
+
+    from scaled_decay.transfer.models import Arm
+    from scaled_decay.transfer.runner import _Study
+    from scaled_decay.transfer.train import RunSpec
+
+    st = _Study(StudySettings(**TINY), RunCache(str(tmp_path)), None)
+    arm = Arm("sgd", "sp", "none", "decoupled")
+    wide = RunSpec("mnist1d", 128, 512, 8, arm, 0.1, 0, 1, 32, 0.1)
+    narrow = RunSpec("mnist1d", 64, 8, 8, arm, 0.1, 0, 1, 32, 0.1)
+    cheaper = RunSpec("mnist1d", 64, 8, 8, arm, 0.01, 0, 1, 32, 0.1)
+    assert wide.cost() > narrow.cost()
+    st.need(wide, rank=3)
+    st.need(narrow, rank=1)
+    st.need(cheaper, rank=1)
+    order = [heapq.heappop(st.queue)[-1] for _ in range(3)]
+    assert order[-1] == wide.key() and set(order[:2]) == {narrow.key(), cheaper.key()}

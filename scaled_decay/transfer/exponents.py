@@ -2,8 +2,9 @@
 
 For every arm of a chain with at least three axis points where lambda* is identified, fit
 the slope of log lambda* against log x (x = width, or training-set size N) by least
-squares, with a bootstrap interval over seeds (seeds resampled with replacement, jointly
-across the axis points; each resample refits every point's lambda* from its seed-mean curve).
+squares, once per seed (each seed's own refined lambda* at every point), and report the
+mean slope with its t-interval over the seeds (``intervals.py``); seeds whose optimum sits at
+an edge of their lambdas somewhere are kept at that edge and counted as censored.
 
 The laws are statements about the per-step shrink of a weight matrix, ``c* = eta * lam*``
 (what decoupled decay removes per step, at the initial lr), so each arm's slope is also
@@ -23,8 +24,8 @@ Predicted slopes of log c*, for fixed epochs T and batch size (so the steps grow
 - Fan et al. 2025 (arXiv 2510.15262): under muP AdamW lam* ~ sqrt(width) with eta ~ 1/width,
   so c* ~ width^-1/2: slope -1/2 along width (muP AdamW chains only).
 
-A law is "followed" where its slope lies inside the bootstrap interval and "contradicted"
-where it lies outside; with one seed there is no interval and no verdict.
+A law is "followed" where its slope lies inside the t-interval and "contradicted" where it
+lies outside; with one seed there is no interval and no verdict.
 """
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .fit import fit_optimum
+from .intervals import seed_slopes, t_interval
 
-__all__ = ["ols_slope", "bootstrap_slopes", "predicted_slopes", "chain_exponents",
+__all__ = ["ols_slope", "seed_slope_interval", "predicted_slopes", "chain_exponents",
            "exponent_table", "LAWS"]
 
 LAWS = ("Wang & Aitchison", "Loshchilov & Hutter", "Power Lines", "Fan et al.")
@@ -54,23 +55,23 @@ def ols_slope(x: Sequence[float], y: Sequence[float]) -> float:
     return float(lx @ (ly - ly.mean()) / (lx @ lx))
 
 
-def bootstrap_slopes(xs: Sequence[float], lams: Sequence[Sequence[float]],
-                     seed_losses: Sequence[np.ndarray], n_boot: int = 400,
-                     rng_seed: int = 0) -> Optional[np.ndarray]:
-    """Slopes of log lambda* on log x over ``n_boot`` resamples of the seeds (None with one
-    seed). ``seed_losses[i]``: seeds x grid losses at point i (inf for diverged runs). A
-    resample in which some point's lambda* falls on a grid edge is dropped."""
-    n_seeds = seed_losses[0].shape[0]
-    if n_seeds < 2:
-        return None
-    rng = np.random.default_rng(rng_seed)
-    slopes = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, n_seeds, n_seeds)
-        stars = [fit_optimum(l, m[pick].mean(axis=0)) for l, m in zip(lams, seed_losses)]
-        if all(o.status == "ok" for o in stars):
-            slopes.append(ols_slope(xs, [o.lam for o in stars]))
-    return np.asarray(slopes)
+def seed_slope_interval(xs: Sequence[float], arms: Sequence[dict]):
+    """The t-interval over seeds of each seed's slope of log lambda* on log x, from the
+    arm's per-point dicts (``seed_lam_star``, ``seed_status``). A seed without an optimum
+    at some point (all its runs diverged) is left out; edge optima count as censored.
+    Returns (interval, fewest lambda points behind one seed's optimum)."""
+    n_seeds = len(arms[0]["seed_lam_star"])
+    rows, censored = [], 0
+    for k in range(n_seeds):
+        lam = [a["seed_lam_star"][k] for a in arms]
+        if any(v is None for v in lam):
+            continue
+        rows.append(lam)
+        censored += any(a["seed_status"][k] != "ok" for a in arms)
+    if not rows:
+        return None, 0
+    points = min(len(l) for a in arms for l in a.get("seed_lams", [a["lams"]]))
+    return t_interval(seed_slopes(xs, rows), censored=censored), points
 
 
 def predicted_slopes(axis: str, optimizer: str, parametrization: str,
@@ -90,9 +91,11 @@ def _losses(arm: dict) -> np.ndarray:
 
 
 def chain_exponents(chain: dict, shrink: Callable[[str, int], float], steps_per_epoch:
-                    Callable[[int], int], param_slope: float, n_boot: int = 400) -> List[dict]:
-    """One row per arm of a study chain (as in runs.json): lambda*, c*, tau_epoch per axis
-    point, the fitted slopes with their bootstrap interval, and each law's verdict.
+                    Callable[[int], int], param_slope: float) -> List[dict]:
+    """One row per arm of a study chain (as in runs.json): lambda* (the geometric mean of
+    the seeds'), c*, tau_epoch per axis point, the slopes with their t-interval over seeds,
+    how many seeds (censored among them) and lambda points stand behind them, and each
+    law's verdict.
     ``shrink(label, value)``: the probe tensor's c at ``weight_decay = 1`` for that arm."""
     rows = []
     xs = list(chain["values"])
@@ -108,19 +111,21 @@ def chain_exponents(chain: dict, shrink: Callable[[str, int], float], steps_per_
                "label": label, "rule": arms[0]["rule"], "mode": arms[0]["mode"],
                "values": xs, "lam_star": stars, "c_star": c_stars, "tau_epoch": tau,
                "slope": None, "c_slope": None, "interval": None, "c_interval": None,
+               "seeds": 0, "censored": 0, "points": 0,
                "predicted": preds, "verdict": {k: None for k in preds}}
         known = [i for i, s in enumerate(stars) if s is not None]
         if len(known) >= 3:
             kx = [xs[i] for i in known]
-            row["slope"] = ols_slope(kx, [stars[i] for i in known])
-            sig_slope = ols_slope(kx, [c_stars[i] for i in known]) - row["slope"]
-            row["c_slope"] = row["slope"] + sig_slope
-            boot = bootstrap_slopes(kx, [arms[i]["lams"] for i in known],
-                                    [_losses(arms[i]) for i in known], n_boot)
-            if boot is not None and len(boot) >= 0.5 * n_boot:
-                lo, hi = np.percentile(boot, [2.5, 97.5])
-                row["interval"] = (float(lo), float(hi))
-                row["c_interval"] = (float(lo + sig_slope), float(hi + sig_slope))
+            iv, points = seed_slope_interval(kx, [arms[i] for i in known])
+            # the rule's own dependence on x (c = s(x) * lam), the same for every seed
+            sig_slope = ols_slope(kx, [c_stars[i] for i in known]) \
+                - ols_slope(kx, [stars[i] for i in known])
+            if iv is not None:
+                row.update(slope=iv.mean, c_slope=iv.mean + sig_slope, seeds=iv.n,
+                           censored=iv.censored, points=points)
+            if iv is not None and iv.low is not None:
+                row["interval"] = (iv.low, iv.high)
+                row["c_interval"] = (iv.low + sig_slope, iv.high + sig_slope)
                 for law, p in preds.items():
                     if p is not None:
                         inside = row["c_interval"][0] <= p <= row["c_interval"][1]
@@ -134,12 +139,14 @@ def _g(v, spec=".3g") -> str:
 
 
 def exponent_table(rows: List[dict]) -> str:
-    """Markdown: per arm, the slopes with their intervals and each law's prediction and
-    verdict (f = follows, x = contradicts, - = no prediction or no interval)."""
-    head = ("| chain | mode | rule | slope log λ* [95% boot.] | slope log c* [95% boot.] | "
+    """Markdown: per arm, the slopes with their t-intervals, the seeds (censored) and fewest
+    lambda points per seed behind them, and each law's prediction and verdict (f = follows,
+    x = contradicts, - = no prediction or no interval)."""
+    head = ("| chain | mode | rule | slope log λ* [95% t] | slope log c* [95% t] | seeds "
+            "(censored), λ points per seed | "
             + " | ".join(f"{law} (pred.)" for law in LAWS) + " | λ* per point | "
             "c* = ηλ* per point | τ_epoch per point |")
-    lines = [head, "|" + "---|" * (8 + len(LAWS))]
+    lines = [head, "|" + "---|" * (9 + len(LAWS))]
     mark = {"follows": "f", "contradicts": "x", None: "-"}
     for r in rows:
         def slope(v, iv):
@@ -149,43 +156,54 @@ def exponent_table(rows: List[dict]) -> str:
                 for law in LAWS]
         lines.append(f"| {r['chain']} | {r['mode']} | {r['rule']} | "
                      f"{slope(r['slope'], r['interval'])} | "
-                     f"{slope(r['c_slope'], r['c_interval'])} | " + " | ".join(laws) + " | "
-                     + ", ".join(_g(v) for v in r["lam_star"]) + " | "
+                     f"{slope(r['c_slope'], r['c_interval'])} | "
+                     f"{r['seeds']} ({r['censored']}), {r['points']} | " + " | ".join(laws)
+                     + " | " + ", ".join(_g(v) for v in r["lam_star"]) + " | "
                      + ", ".join(_g(v) for v in r["c_star"]) + " | "
                      + ", ".join(_g(v) for v in r["tau_epoch"]) + " |")
     return "\n".join(lines)
 
 
-def study_exponents(study: dict, n_boot: int = 400) -> List[dict]:
-    """:func:`chain_exponents` for every chain of a study (as written to runs.json)."""
+def chain_probe(study: dict, c: dict):
+    """For one chain of a study: ``shrink(label, x)``, the probe tensor's per-step shrink
+    at ``weight_decay = 1`` for the arm ``label`` at axis point ``x``, and
+    ``n_train_at(x)``, the point's training-set size."""
     from .archs import Net
     from .models import Arm, decay_signature
     from .train import steps_per_epoch
 
     s = study["settings"]
     net = Net(s.get("arch", "mlp"), s["dataset"])  # runs.json from before archs: MLPs
+    sizes = {p["value"]: p["n_train"] for p in c["points"]}
+
+    def width_at(x):
+        return x if c["axis"] == "width" else s["data_width"]
+
+    def shrink(label, x):
+        a = c["points"][0]["arms"][label]
+        arm = Arm(c["optimizer"], c["parametrization"], a["rule"], a["mode"])
+        m = steps_per_epoch(sizes[x], s["batch_size"])
+        sig = decay_signature(arm, net=net, width=width_at(x), base_width=s["widths"][0],
+                              lr=s["lr"][c["optimizer"]], steps_per_epoch=m,
+                              epochs=s["epochs"])
+        return sig[net.probe]
+
+    return shrink, sizes.__getitem__, width_at, net
+
+
+def study_exponents(study: dict) -> List[dict]:
+    """:func:`chain_exponents` for every chain of a study (as written to runs.json)."""
+    from .train import steps_per_epoch
+
+    s = study["settings"]
     rows = []
     for c in study["chains"].values():
-        def n_train_at(x, c=c):
-            return x if c["axis"] == "data" else s["n_train"]
-
-        def width_at(x, c=c):
-            return x if c["axis"] == "width" else s["data_width"]
-
-        def shrink(label, x, c=c):
-            a = c["points"][0]["arms"][label]
-            arm = Arm(c["optimizer"], c["parametrization"], a["rule"], a["mode"])
-            m = steps_per_epoch(n_train_at(x), s["batch_size"])
-            sig = decay_signature(arm, net=net, width=width_at(x), base_width=s["widths"][0],
-                                  lr=s["lr"][c["optimizer"]], steps_per_epoch=m,
-                                  epochs=s["epochs"])
-            return sig[net.probe]
-
+        shrink, _, width_at, net = chain_probe(study, c)
         widths = [width_at(x) for x in c["values"]]
         p_slope = ols_slope(widths, [net.param_count(w) for w in widths]) \
             if c["axis"] == "width" else 0.0
         rows += chain_exponents(c, shrink, lambda n: steps_per_epoch(n, s["batch_size"]),
-                                p_slope, n_boot)
+                                p_slope)
     return rows
 
 

@@ -2,8 +2,9 @@
 
 Each chain (optimizer x parametrization along one axis) walks its axis points in order,
 because a point's grids are centred on where the previous points put lambda*; chains run
-side by side, and at any moment the most expensive queued run is started first, so the
-two cores stay busy and the long runs do not all land at the end.
+side by side. The queue serves the chains' earliest axis points first and, among them, the
+most expensive run first: so the two cores stay busy, and a chain of cheap runs (the token
+arm's data axis) is not starved behind another chain's expensive widest point.
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ def build_chains(s: StudySettings) -> List[Chain]:
     chains = []
     if "width" in s.axes:
         arms_for = lambda o, p: tuple(Arm(o, p, r, m) for r in s.rules for m in s.modes)
+        n_trains = tuple(s.n_train_at_width(w) for w in s.widths)
         chains += [Chain("width", o, p, tuple(s.widths), arms_for(o, p), s.data_width,
-                         s.n_train) for o in s.optimizers for p in s.parametrizations]
+                         s.n_train, n_trains) for o in s.optimizers for p in s.parametrizations]
     if "data" in s.axes:  # steps-per-epoch rules concern data, not width: SP only
         chains += [Chain("data", o, "sp", tuple(s.data_sizes),
                          tuple(Arm(o, "sp", r, m) for r in s.data_rules for m in s.modes),
@@ -71,7 +73,9 @@ class _Study:
                        data_seed=self.s.data_seed, pool_needed=self.s.needed_pool(),
                        arch=self.s.arch)
 
-    def need(self, spec: RunSpec) -> None:
+    def need(self, spec: RunSpec, rank: int = 0) -> None:
+        """Queue ``spec`` unless it is known or cached; ``rank``: its axis point's index in
+        its chain (lower ranks are served first)."""
         key = spec.key()
         if key in self.results or key in self.queued:
             return
@@ -83,7 +87,7 @@ class _Study:
             self._tick(spec)
             return
         self.queued.add(key)
-        heapq.heappush(self.queue, (-spec.cost(), key))
+        heapq.heappush(self.queue, (rank, -spec.cost(), key))
 
     def record(self, key: str, result: dict) -> None:
         self.queued.discard(key)
@@ -117,12 +121,10 @@ class _Study:
                 for sw in sweeps:
                     if not sw.done and all(z is not None for z in zero) \
                             and sw.complete(self.results):
-                        new = sw.evaluate(self.results, zero)
-                        for lam in new:
-                            for k in range(self.s.seeds):
-                                if self.progress is not None:  # beyond the initial plan
-                                    self.progress.grow(sw.spec_for(lam, k).cost())
-                                self.need(sw.spec_for(lam, k))
+                        for lam, k in sw.evaluate(self.results, zero):
+                            if self.progress is not None:  # beyond the initial plan
+                                self.progress.grow(sw.spec_for(lam, k).cost())
+                            self.need(sw.spec_for(lam, k), self.position[chain])
                         changed = True
                 if all(sw.done for sw in sweeps) and all(z is not None for z in zero):
                     self.outcomes[chain].append(point_outcome(chain, value, sweeps, zero,
@@ -144,13 +146,13 @@ class _Study:
             sw = SweepState(plan, lattice_grid(center, points),
                             self.s.max_extensions,
                             lambda arm, lam, k, c=chain, v=value: self.spec(c, v, arm, lam, k),
-                            self.s.seeds)
+                            self.s.seeds, self.s.refine_half_span or None)
             sweeps.append(sw)
             for lam in sw.lams:
                 for k in range(self.s.seeds):
-                    self.need(sw.spec_for(lam, k))
+                    self.need(sw.spec_for(lam, k), self.position[chain])
         for k in range(self.s.seeds):
-            self.need(self.zero_spec(chain, value, k))
+            self.need(self.zero_spec(chain, value, k), self.position[chain])
         return sweeps
 
     def plan(self, chain: Chain, value: int):
@@ -183,12 +185,14 @@ class _Study:
         return self.s.default_lam[chain.optimizer] * plain / mine
 
     def planned_cost(self) -> float:
-        """Cost of every run the initial grids need (extensions add to it as they appear)."""
+        """Cost of every run the initial grids need, with each seed's refinement window
+        (extensions add to it as they appear)."""
         total = 0.0
+        fine = refine_new_points(self.s.refine_half_span)
         for chain in self.chains:
             for i, value in enumerate(chain.values):
                 n_sweeps = len(self.plan(chain, value))
-                points = self.s.grid_points if i else self.s.first_grid_points
+                points = (self.s.grid_points if i else self.s.first_grid_points) + fine
                 probe = self.spec(chain, value, chain.arms[0], 1.0, 0)
                 total += probe.cost() * self.s.seeds * (n_sweeps * points + 1)
         return total
@@ -197,13 +201,28 @@ class _Study:
         return all(self.position[c] >= len(c.values) for c in self.chains)
 
 
+def refine_new_points(half_span: float) -> int:
+    """Runs a seed's refinement window adds to its coarse grid: its points less the coarse
+    ones inside it (a window of +-1/2 decade holds 2 or 3 of them; 2 assumed)."""
+    if not half_span:
+        return 0
+    from .refine import FINE_STEP
+    from .sweeps import GRID_STEP
+
+    return 2 * round(half_span / FINE_STEP) + 1 - int(2 * half_span / GRID_STEP)
+
+
 def run_study(s: StudySettings, cache_dir: str, *, workers: int = 2,
-              progress=None) -> dict:
+              progress=None, train: bool = True) -> dict:
     """Run (or resume) the study; returns the per-chain outcomes, summaries and all runs.
 
     ``progress``, if given, has ``plan(total_cost)`` (called once, with the cost of the
     initial grids), ``grow(cost)`` (a grid grew) and ``done(cost, trained, cached,
     queued)`` (a run finished or was found in the cache); costs are RunSpec.cost() units.
+
+    ``train=False`` trains nothing: it reads what the cache already completes -- each chain
+    up to its last finished axis point, chains with fewer than two left out -- and says so
+    in ``"partial"`` (a study interrupted, or still running elsewhere, reported honestly).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -213,26 +232,32 @@ def run_study(s: StudySettings, cache_dir: str, *, workers: int = 2,
     if progress is not None:
         progress.plan(st.planned_cost())
     st.advance()
-    if workers == 1:
+    if train and workers == 1:
         while st.queue:
-            _, key = heapq.heappop(st.queue)
+            key = heapq.heappop(st.queue)[-1]
             st.record(key, _worker_run(st.specs[key].to_dict(), cache.directory))
             st.advance()
-    else:
+    elif train:
         _run_pool(st, workers, cache.directory)
-    if not st.finished():
+    if train and not st.finished():
         raise RuntimeError("study stopped with chains unfinished; this is a bug")
-    return {
+    done = [c for c in st.chains if len(st.outcomes[c]) >= 2]
+    study = {
         "settings": s.to_dict(),
         "chains": {c.name: {"axis": c.axis, "optimizer": c.optimizer,
-                            "parametrization": c.parametrization, "values": list(c.values),
+                            "parametrization": c.parametrization,
+                            "values": list(c.values[:len(st.outcomes[c])]),
                             "points": st.outcomes[c],
                             "summary": summarize_chain(c, st.outcomes[c])}
-                   for c in st.chains},
+                   for c in done},
         "runs": [{"key": k, "spec": st.specs[k].to_dict(), "result": r}
                  for k, r in st.results.items()],
         "trained": st.trained, "cached": st.cached,
     }
+    if not st.finished():
+        study["partial"] = {c.name: f"{len(st.outcomes[c])} of {len(c.values)} axis points "
+                                    f"finished" for c in st.chains}
+    return study
 
 
 def _run_pool(st: _Study, workers: int, cache_dir: str) -> None:
@@ -243,7 +268,7 @@ def _run_pool(st: _Study, workers: int, cache_dir: str) -> None:
         try:
             while st.queue or inflight:
                 while st.queue and len(inflight) < workers:
-                    _, key = heapq.heappop(st.queue)
+                    key = heapq.heappop(st.queue)[-1]
                     inflight[pool.submit(_worker_run, st.specs[key].to_dict(), cache_dir)] = key
                 done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
                 for fut in done:

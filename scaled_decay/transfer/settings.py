@@ -5,7 +5,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, Tuple
 
-from .data import max_train_size
+from .data import input_dim as input_dim_of, max_train_size
 from .archs import Net
 from .nets import TEXT_HEADS
 from .names import (ARCH_DATASETS, ARCHS, AXES, DATA_RULES, DATASETS, MODES, OPTIMIZERS,
@@ -53,6 +53,12 @@ class StudySettings:
     grid_points: int = 3
     max_extensions: int = 6
     data_seed: int = 0
+    # each seed's 1/8-decade refinement window reaches this many decades either side of its
+    # coarse optimum (refine.py); 0: no refinement (lambda* from the coarse grid alone)
+    refine_half_span: float = 0.5
+    # > 0: the token-budget regime -- the width arm trains each width on this many tokens
+    # (transformer) or samples (others) per parameter, instead of n_train
+    tokens_per_param: float = 0.0
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -80,6 +86,14 @@ class StudySettings:
             if isinstance(v, bool) or not isinstance(v, int) or v < 3:
                 raise ValueError(f"{name} must be an integer >= 3 (a parabola needs three "
                                  f"points), got {v!r}")
+        if not (self.refine_half_span == 0 or (isinstance(self.refine_half_span, (int, float))
+                                                and 0.375 <= self.refine_half_span <= 2)):
+            raise ValueError(f"refine_half_span must be 0 (off) or between 0.375 (7 points) "
+                             f"and 2 decades, got {self.refine_half_span!r}")
+        if not (isinstance(self.tokens_per_param, (int, float)) and self.tokens_per_param >= 0
+                and math.isfinite(self.tokens_per_param)):
+            raise ValueError(f"tokens_per_param must be a non-negative number, got "
+                             f"{self.tokens_per_param!r}")
         if not isinstance(self.max_extensions, int) or self.max_extensions < 0:
             raise ValueError(f"max_extensions must be a non-negative integer, got "
                              f"{self.max_extensions!r}")
@@ -96,7 +110,17 @@ class StudySettings:
                              f"samples, asked for {largest}")
 
     def needed_pool(self) -> int:
-        return max((self.n_train,) + tuple(self.data_sizes))
+        widths = tuple(self.n_train_at_width(w) for w in self.widths) \
+            if "width" in self.axes else ()
+        return max((self.n_train,) + tuple(self.data_sizes) + widths)
+
+    def n_train_at_width(self, width: int) -> int:
+        """The width arm's training-set size at ``width``: n_train, or in the token regime
+        tokens_per_param x parameters, in windows of the context (samples for non-text)."""
+        if not self.tokens_per_param:
+            return self.n_train
+        per_sample = input_dim_of(self.dataset) if self.arch == "transformer" else 1
+        return math.ceil(self.tokens_per_param * self.net.param_count(width) / per_sample)
 
     @property
     def net(self) -> Net:
@@ -138,24 +162,52 @@ def _increasing(name, values):
 # Probed with single runs (AdamW, lambda 0 / 0.1 / 1, widths 16 and 64 for the CNN, 32 and
 # 128 for the transformer), the CNN's full study and quick preview and the transformer's
 # quick preview (benchmarks/results/transfer/): SGD's lr 0.3 for the transformer trains
-# there without divergence. Planned core-seconds of the initial grids: see README.
+# there without divergence. Planned core-seconds: tests/test_transfer_archs.py, README.
 _TEXT = dict(n_train=128, epochs=40, batch_size=32, lr={"sgd": 0.3, "adamw": 1e-2},
              default_lam={"sgd": 0.03, "adamw": 1.0})
+# The rules whose verdicts the README's recommendation cites (FanIn(power=1) never held
+# within 2x in the first study); ParamCount shares plain decay's sweeps, so it is free.
+_CITED_RULES = ("none", "fan_in_inv", "param_count")
 _ARCH_PRESETS = {
-    "cnn": dict(full=dict(widths=(16, 32, 64, 128), n_train=500,
+    # not part of the 3-hour study (issue 18): 3 seeds, refined, ~2 h on its own
+    "cnn": dict(full=dict(widths=(16, 32, 64, 128), n_train=500, rules=_CITED_RULES,
                           data_sizes=(250, 500, 1000, 2000, 4000), data_width=32),
                 quick=dict(widths=(16, 32, 64), n_train=500, data_sizes=(250, 1000, 4000),
                            data_width=16)),
-    # 3 seeds (bootstrap intervals need them) but no FanIn(power=1) (never within 2x in the
-    # MLP study, in the transformer preview only under SGD/SP; its own sweeps under SP and
-    # muP cost a quarter of the arm). Measured: 2 seeds took 2,208 core-seconds (366 runs),
-    # the third ~half as much again (benchmarks/results/transfer/study_timing.md).
-    "transformer": dict(full=dict(widths=(32, 64, 128, 256), data_sizes=(32, 64, 128, 256, 512),
-                                  data_width=64, seeds=3,
-                                  rules=("none", "fan_in_inv", "param_count"), **_TEXT),
+    # 5 seeds over 8x width (16 -> 128: the 256-wide runs alone would cost the 3-hour
+    # budget), plain decay and ParamCount (one sweep per mode): the arms the README cites
+    "transformer": dict(full=dict(widths=(16, 32, 128), data_sizes=(32, 128, 512),
+                                  data_width=16, seeds=5, rules=("none", "param_count"),
+                                  **_TEXT),
                         quick=dict(widths=(32, 64, 128), data_sizes=(32, 128, 512),
                                    data_width=32, **_TEXT)),
 }
+
+# The token-budget regime (issue 18): one epoch on TOKENS_PER_PARAM tokens per parameter
+# (Chinchilla's 20, the regime Power Lines and W&A fitted their laws on), AdamW, widths 8 ->
+# 64 (the 64-wide model reads 2.7M tokens of the standard library); the data axis varies the
+# tokens per parameter (5 -> 40) at width 16. Batch 64 windows (2,048 tokens).
+TOKENS_PER_PARAM = 20
+TOKEN_AXIS_TPP = (5, 10, 20, 40)
+
+
+def token_settings(quick: bool = False) -> StudySettings:
+    """The token-budget arm: AdamW under SP and muP with `independent` plain decay (one sweep
+    each; SP's decoupled arm is the same runs relabelled), one epoch; --quick: 1 seed,
+    widths 8 -> 32, tokens-per-parameter axis 5 -> 20."""
+    widths, tpp, seeds = ((8, 16, 32), TOKEN_AXIS_TPP[:3], 1) if quick \
+        else ((8, 16, 32, 64), TOKEN_AXIS_TPP, 3)
+    base = StudySettings(dataset="text", arch="transformer", widths=widths, n_train=1000,
+                         data_sizes=(32, 64), data_width=16, epochs=1, batch_size=64,
+                         optimizers=("adamw",), parametrizations=("sp", "mup"),
+                         rules=("none",), modes=("independent",), data_rules=("none",),
+                         seeds=seeds, lr={"sgd": 0.3, "adamw": 1e-2},
+                         default_lam={"sgd": 0.03, "adamw": 1.0}, first_grid_points=5,
+                         tokens_per_param=TOKENS_PER_PARAM,
+                         refine_half_span=0.375 if quick else 0.5)
+    per_window = input_dim_of("text")
+    sizes = tuple(math.ceil(t * base.net.param_count(16) / per_window) for t in tpp)
+    return base.replace(data_sizes=sizes)
 
 
 def default_dataset(arch: str) -> str:
@@ -165,39 +217,43 @@ def default_dataset(arch: str) -> str:
 
 
 def quick_settings(dataset: str = None, arch: str = "mlp") -> StudySettings:
-    """--quick: one seed, 3 widths spanning the full study's 16x range at half its widths
-    (32 -> 512), the data arm at width 128, 3-point starting grids, at most 3 extensions.
+    """--quick: one seed, 3 widths spanning 16x (32 -> 512), plain decay and ParamCount()
+    (the collapse figure's arms and the mean square), 3-point starting grids, at most 3
+    extensions, and refinement windows of +-3/8 decade (7 points; the full study: +-1/2).
 
-    On MNIST-1D the preview trains on 2000 samples (the full study: 4000) and its data arm
-    spans 500 -> 8000 (full: 1000 -> 16000), which halves every run: the whole preview then
-    costs under 200 core-seconds (benchmarks/results/transfer/quick_timing.md). Fewer
-    samples at the same 20 epochs overfit more, so decay still measurably helps at every
-    width. Digits keeps its whole 1,297-sample pool (its preview is under a minute anyway).
-    The CNN and the transformer have their own presets (``_ARCH_PRESETS``).
+    On MNIST-1D the preview trains on 1000 samples and its data arm spans 250 -> 4000 at
+    width 64, which keeps the whole preview under 2 minutes on an idle 2-core machine with
+    the refinement runs (benchmarks/results/transfer/quick_timing.md). Fewer samples at the
+    same 20 epochs overfit more, so decay still measurably helps at every width. Digits
+    keeps its whole 1,297-sample pool. The CNN and the transformer have their own presets
+    (``_ARCH_PRESETS``).
     """
     dataset = dataset or default_dataset(arch)
     if arch != "mlp":
         return StudySettings(dataset=dataset, arch=arch, seeds=1, first_grid_points=3,
-                             grid_points=3, max_extensions=3, **_ARCH_PRESETS[arch]["quick"])
+                             grid_points=3, max_extensions=3, refine_half_span=0.375,
+                             **_ARCH_PRESETS[arch]["quick"])
     if dataset == "mnist1d":
-        n_train, data_sizes = 2000, (500, 2000, 8000)
+        n_train, data_sizes = 1000, (250, 1000, 4000)
     else:
         n_train, data_sizes = _n_train(dataset), (80, 320, 1280)
     return StudySettings(dataset=dataset, widths=(32, 128, 512), data_sizes=data_sizes,
-                         data_width=128, n_train=n_train, seeds=1,
-                         first_grid_points=3, grid_points=3, max_extensions=3)
+                         data_width=64, n_train=n_train, seeds=1, rules=("none", "param_count"),
+                         first_grid_points=3, grid_points=3, max_extensions=3,
+                         refine_half_span=0.375)
 
 
 def full_settings(dataset: str = None, arch: str = "mlp") -> StudySettings:
+    """The full study's presets: 5 seeds on the MLP and the transformer (the arms the README's
+    recommendation cites), refined to 1/8 decade (+-1/2 decade windows)."""
     dataset = dataset or default_dataset(arch)
     if arch != "mlp":
         return StudySettings(**{"dataset": dataset, "arch": arch, "seeds": 3,
                                 **_ARCH_PRESETS[arch]["full"]})
-    data_sizes = (1000, 2000, 4000, 8000, 16000) if dataset == "mnist1d" \
-        else (80, 160, 320, 640, 1280)
-    return StudySettings(dataset=dataset, widths=(64, 128, 256, 512, 1024),
-                         data_sizes=data_sizes, data_width=256, n_train=_n_train(dataset),
-                         seeds=3)
+    data_sizes = (1000, 4000, 16000) if dataset == "mnist1d" else (80, 320, 1280)
+    return StudySettings(dataset=dataset, widths=(32, 128, 512), data_sizes=data_sizes,
+                         data_width=128, n_train=_n_train(dataset), seeds=5,
+                         rules=_CITED_RULES)
 
 
 def _n_train(dataset: str) -> int:

@@ -36,6 +36,9 @@ class Chain:
     arms: Tuple[Arm, ...]           # rule x mode, in the order that picks representatives
     fixed_width: int                # the data arm's width (width arm: unused)
     fixed_n_train: int              # the width arm's training-set size (data arm: unused)
+    # the width arm's training-set size per width, where it grows with the model (the token
+    # budget: tokens per parameter fixed); empty: fixed_n_train at every width
+    n_trains: Tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
@@ -45,7 +48,9 @@ class Chain:
         return value if self.axis == "width" else self.fixed_width
 
     def n_train_at(self, value: int) -> int:
-        return value if self.axis == "data" else self.fixed_n_train
+        if self.axis == "data":
+            return value
+        return self.n_trains[self.values.index(value)] if self.n_trains else self.fixed_n_train
 
 
 @dataclass
