@@ -23,7 +23,9 @@ except ImportError:  # pragma: no cover - older/newer Triton layouts
 _COMMON = {"table": "*i64", "values": "*i64", "work": "*i32", "n_tensors": "i32",
            "n_programs": "i32", "lr_lo": "fp32", "wd_hi": "fp32", "wd_lo": "fp32",
            "eta0_hi": "fp32", "eta0_lo": "fp32", "grad_scale_ptr": "*fp32",
-           "found_inf_ptr": "*fp32"}
+           "found_inf_ptr": "*fp32", "counts": "*i32"}
+# the kernels' low-precision and cautious-decay switches, off unless a test sets them
+_OFF = dict(ROUNDING=0, CAUTIOUS=False)
 
 
 def _ptx(fn, signature, constexprs):
@@ -48,7 +50,7 @@ def _vector_loads(ptx):
 def test_adam_kernel_compiles_for_sm90(elem, aligned):
     sig = dict(_COMMON, lr="*fp32", consts="*fp64", one_minus_beta1="fp32", beta2="fp32",
                one_minus_beta2="fp32", eps="fp32")
-    ptx = _ptx(KA._adam_kernel, sig, dict(ELEM=elem, DECAY_KIND=2, LR_POW=2, DIV_ETA0=True, AMSGRAD=True,
+    ptx = _ptx(KA._adam_kernel, sig, dict(_OFF, ELEM=elem, STATE_ELEM=elem, DECAY_KIND=2, LR_POW=2, DIV_ETA0=True, AMSGRAD=True,
                                           MAXIMIZE=True, LR_IS_PTR=True, HAS_SCALE=True,
                                           HAS_INF=True, ALIGNED=aligned, BLOCK=launch.BLOCK))
     assert (_vector_loads(ptx) > 0) == aligned
@@ -58,11 +60,27 @@ def test_adam_kernel_compiles_for_sm90(elem, aligned):
 @pytest.mark.parametrize("elem", [0, 1])
 def test_sgd_kernel_compiles_for_sm90(elem):
     sig = dict(_COMMON, lr="fp32", momentum="fp32", one_minus_dampening="fp32")
-    ptx = _ptx(KS._sgd_kernel, sig, dict(ELEM=elem, DECAY_KIND=1, LR_POW=0, DIV_ETA0=False, MOMENTUM=True, NESTEROV=True,
+    ptx = _ptx(KS._sgd_kernel, sig, dict(_OFF, ELEM=elem, STATE_ELEM=elem, DECAY_KIND=1, LR_POW=0, DIV_ETA0=False, MOMENTUM=True, NESTEROV=True,
                                          MAXIMIZE=False, LR_IS_PTR=False, HAS_SCALE=False,
                                          HAS_INF=False, ALIGNED=True,
                                          BLOCK=launch.BLOCK))
     assert _vector_loads(ptx) > 0
+
+
+@pytest.mark.parametrize("elem", [1, 2])
+@pytest.mark.parametrize("rounding", [1, 2])
+def test_low_precision_and_cautious_kernels_compile_for_sm90(elem, rounding):
+    """Kahan and stochastic stores of bf16/fp16 weights with fp32 moments, and cautious decay
+    (no GPU in most sessions: this is where the compiled form of those paths is checked)."""
+    sig = dict(_COMMON, lr="fp32", consts="*fp64", one_minus_beta1="fp32", beta2="fp32",
+               one_minus_beta2="fp32", eps="fp32")
+    flags = dict(ELEM=elem, STATE_ELEM=0, ROUNDING=rounding, CAUTIOUS=True, DECAY_KIND=2,
+                 LR_POW=1, DIV_ETA0=False, MAXIMIZE=False, LR_IS_PTR=False, HAS_SCALE=True,
+                 HAS_INF=True, ALIGNED=True, BLOCK=launch.BLOCK)
+    ptx = _ptx(KA._adam_kernel, sig, dict(flags, AMSGRAD=False))
+    assert _vector_loads(ptx) > 0 and "atom" in ptx  # (the cautious counts)
+    sig = dict(_COMMON, lr="fp32", momentum="fp32", one_minus_dampening="fp32")
+    _ptx(KS._sgd_kernel, sig, dict(flags, MOMENTUM=True, NESTEROV=False))
 
 
 def test_step_kernel_compiles_for_sm90():
@@ -94,7 +112,7 @@ def test_kernels_leave_room_for_several_programs_per_sm(elem):
     under 96 (at least 2 programs of 8 warps per SM; 64 were measured)."""
     sig = dict(_COMMON, lr="fp32", consts="*fp64", one_minus_beta1="fp32", beta2="fp32",
                one_minus_beta2="fp32", eps="fp32")
-    ptx = _ptx(KA._adam_kernel, sig, dict(ELEM=elem, DECAY_KIND=2, LR_POW=2, DIV_ETA0=True, AMSGRAD=True,
+    ptx = _ptx(KA._adam_kernel, sig, dict(_OFF, ELEM=elem, STATE_ELEM=elem, DECAY_KIND=2, LR_POW=2, DIV_ETA0=True, AMSGRAD=True,
                                           MAXIMIZE=False, LR_IS_PTR=False, HAS_SCALE=True,
                                           HAS_INF=True, ALIGNED=True, BLOCK=launch.BLOCK))
     assert _registers(ptx) <= 96
@@ -106,7 +124,7 @@ def test_no_fma_contraction_beyond_the_explicit_ones():
     the decoupled Adam kernel has more FMAs than its explicit ``tl.fma`` calls give."""
     sig = dict(_COMMON, lr="fp32", consts="*fp64", one_minus_beta1="fp32", beta2="fp32",
                one_minus_beta2="fp32", eps="fp32")
-    consts = dict(ELEM=0, DECAY_KIND=2, LR_POW=1, DIV_ETA0=False, AMSGRAD=False,
+    consts = dict(_OFF, ELEM=0, STATE_ELEM=0, DECAY_KIND=2, LR_POW=1, DIV_ETA0=False, AMSGRAD=False,
                   MAXIMIZE=False, LR_IS_PTR=False, HAS_SCALE=False, HAS_INF=False,
                   ALIGNED=True, BLOCK=launch.BLOCK)
     counts = {}
