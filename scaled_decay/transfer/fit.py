@@ -46,17 +46,28 @@ def _check_grid(lams: Sequence[float], losses: Sequence[float]):
     return lams, losses
 
 
-def fit_optimum(lams: Sequence[float], losses: Sequence[float]) -> Optimum:
-    """lambda* of one curve (losses may hold inf for diverged runs)."""
+def lowest_point(lams: Sequence[float], losses: Sequence[float]):
+    """(lams, losses, finite mask, index of the lowest finite loss, early): ``early`` is the
+    Optimum already decided (no finite loss, or the lowest at either end of the grid: a
+    censored value, kept), else None and a fit around ``best`` follows."""
     lams, losses = _check_grid(lams, losses)
     finite = np.isfinite(losses)
     if not finite.any():
-        return Optimum(None, None, "nonfinite")
+        return lams, losses, finite, None, Optimum(None, None, "nonfinite")
     best = int(np.argmin(np.where(finite, losses, np.inf)))
+    early = None
     if best == 0:
-        return Optimum(float(lams[0]), 0, "edge_low")
-    if best == len(lams) - 1:
-        return Optimum(float(lams[-1]), best, "edge_high")
+        early = Optimum(float(lams[0]), 0, "edge_low")
+    elif best == len(lams) - 1:
+        early = Optimum(float(lams[-1]), best, "edge_high")
+    return lams, losses, finite, best, early
+
+
+def fit_optimum(lams: Sequence[float], losses: Sequence[float]) -> Optimum:
+    """lambda* of one curve (losses may hold inf for diverged runs)."""
+    lams, losses, finite, best, early = lowest_point(lams, losses)
+    if early is not None:
+        return early
     x = np.log10(lams[best - 1:best + 2])
     y = losses[best - 1:best + 2]
     if not np.all(np.isfinite(y)):  # a diverged neighbour: keep the grid point itself

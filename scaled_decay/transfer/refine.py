@@ -19,7 +19,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from .fit import Optimum, _check_grid
+from .fit import Optimum, lowest_point
 
 __all__ = ["FINE_STEP", "REFINE_HALF_SPAN", "fine_value", "fine_index", "refine_window",
            "fit_smooth", "SMOOTH_BANDWIDTH"]
@@ -64,15 +64,9 @@ def fit_smooth(lams: Sequence[float], losses: Sequence[float],
     """
     if not (isinstance(bandwidth, (int, float)) and bandwidth > 0):
         raise ValueError(f"bandwidth must be a positive number of decades, got {bandwidth!r}")
-    lams, losses = _check_grid(lams, losses)
-    finite = np.isfinite(losses)
-    if not finite.any():
-        return Optimum(None, None, "nonfinite")
-    best = int(np.argmin(np.where(finite, losses, np.inf)))
-    if best == 0:
-        return Optimum(float(lams[0]), 0, "edge_low")
-    if best == len(lams) - 1:
-        return Optimum(float(lams[-1]), best, "edge_high")
+    lams, losses, finite, best, early = lowest_point(lams, losses)
+    if early is not None:
+        return early
     x = np.log10(lams)
     dist = np.abs(x - x[best])
     use = finite & (dist <= bandwidth + 1e-9)
