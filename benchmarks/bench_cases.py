@@ -14,6 +14,7 @@ two ran seconds apart, so machine drift hits both alike), and the table gives it
 with the min-max spread over rounds.
 Never a pass/fail: the targets of issue 16 are printed beside the ratios for the reader.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,9 @@ import time
 from pathlib import Path
 
 import torch
+from bench_step import make_params, transformer_shapes
 
 import scaled_decay as sd
-from bench_step import make_params, transformer_shapes
 
 WD = 0.01
 
@@ -45,9 +46,11 @@ def cpu_model() -> str:
 def cases():
     """name -> (shapes, steps per round as a multiple of ``--steps``: the small case's ~1 ms
     steps are timed in longer windows, where the clock and the machine's noise weigh less)."""
-    return {"29M in 97 tensors": (transformer_shapes(25.0), 1),
-            "2000 x 4K": ([(4096,)] * 2000, 1),
-            "200 x 64x64": ([(64, 64)] * 200, 8)}
+    return {
+        "29M in 97 tensors": (transformer_shapes(25.0), 1),
+        "2000 x 4K": ([(4096,)] * 2000, 1),
+        "200 x 64x64": ([(64, 64)] * 200, 8),
+    }
 
 
 def candidates():
@@ -62,20 +65,24 @@ def candidates():
         "torch AdamW foreach": ("adamw", lambda p: torch.optim.AdamW(p, foreach=True, **adamw)),
         "sd SGD decoupled": ("sgd", lambda p: sd.SGD(p, **sgd)),
         "sd SGD l2": ("sgd", lambda p: sd.SGD(p, decay_mode="l2", **sgd)),
-        "sd SGD l2 foreach": ("sgd", lambda p: sd.SGD(p, decay_mode="l2", backend="foreach",
-                                                      **sgd)),
+        "sd SGD l2 foreach": (
+            "sgd",
+            lambda p: sd.SGD(p, decay_mode="l2", backend="foreach", **sgd),
+        ),
         "torch SGD fused": ("sgd", lambda p: torch.optim.SGD(p, fused=True, **sgd)),
         "torch SGD foreach": ("sgd", lambda p: torch.optim.SGD(p, foreach=True, **sgd)),
     }
 
 
 # (ours, torch, target): issue 16's targets for the ratio ours / torch
-PAIRS = [("sd AdamW", "torch AdamW fused", 1.00),
-         ("sd AdamW fan_in", "torch AdamW fused", 1.00),
-         ("sd AdamW foreach", "torch AdamW foreach", 1.00),
-         ("sd SGD decoupled", "torch SGD fused", 1.40),
-         ("sd SGD l2", "torch SGD fused", 1.00),
-         ("sd SGD l2 foreach", "torch SGD foreach", 1.00)]
+PAIRS = [
+    ("sd AdamW", "torch AdamW fused", 1.00),
+    ("sd AdamW fan_in", "torch AdamW fused", 1.00),
+    ("sd AdamW foreach", "torch AdamW foreach", 1.00),
+    ("sd SGD decoupled", "torch SGD fused", 1.40),
+    ("sd SGD l2", "torch SGD fused", 1.00),
+    ("sd SGD l2 foreach", "torch SGD foreach", 1.00),
+]
 
 
 def run_case(shapes, names, rounds, steps):
@@ -87,7 +94,7 @@ def run_case(shapes, names, rounds, steps):
             opt.step()
         runs.append(dict(name=name, opt=opt, times=[]))
     for k in range(rounds):
-        for r in runs[k % len(runs):] + runs[:k % len(runs)]:
+        for r in runs[k % len(runs) :] + runs[: k % len(runs)]:
             t0 = time.perf_counter()
             for _ in range(steps):
                 r["opt"].step()
@@ -104,9 +111,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.steps < 1:
         ap.error("--rounds and --steps must be positive")
-    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                cpu=cpu_model(), cores=torch.get_num_threads(), torch=torch.__version__,
-                sd=sd.__version__, rounds=args.rounds, steps=args.steps)
+    meta = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        cpu=cpu_model(),
+        cores=torch.get_num_threads(),
+        torch=torch.__version__,
+        sd=sd.__version__,
+        rounds=args.rounds,
+        steps=args.steps,
+    )
     print(f"{meta['cpu']}, {meta['cores']} threads, torch {meta['torch']}", flush=True)
     rows = []
     for case, (shapes, more) in cases().items():
@@ -119,10 +132,19 @@ def main(argv=None):
             # first)
             times = run_case(shapes, [ours, ref], args.rounds, args.steps * more)
             ratios = [a / b for a, b in zip(times[ours], times[ref])]
-            rows.append(dict(case=case, ours=ours, torch=ref, target=target,
-                             ours_ms=statistics.median(times[ours]),
-                             torch_ms=statistics.median(times[ref]),
-                             ratio=statistics.median(ratios), lo=min(ratios), hi=max(ratios)))
+            rows.append(
+                dict(
+                    case=case,
+                    ours=ours,
+                    torch=ref,
+                    target=target,
+                    ours_ms=statistics.median(times[ours]),
+                    torch_ms=statistics.median(times[ref]),
+                    ratio=statistics.median(ratios),
+                    lo=min(ratios),
+                    hi=max(ratios),
+                )
+            )
             print(json.dumps(rows[-1]), flush=True)
     text = markdown(meta, rows)
     print(text)
@@ -134,17 +156,23 @@ def main(argv=None):
 
 
 def markdown(meta, rows) -> str:
-    lines = [f"# Step time against torch.optim on the CPU ({meta['date'][:10]})", "",
-             f"{meta['cpu']}, {meta['cores']} threads, torch {meta['torch']}, scaled_decay "
-             f"{meta['sd']}; per pair {meta['rounds']} interleaved rounds of "
-             f"{meta['steps']} steps (x8 for 200 x 64x64); ratio = ours / torch within each round, median "
-             f"[min-max]. Reproduce: `python benchmarks/bench_cases.py`.", "",
-             "| case | ours | torch | ours ms | torch ms | ratio [spread] | target |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# Step time against torch.optim on the CPU ({meta['date'][:10]})",
+        "",
+        f"{meta['cpu']}, {meta['cores']} threads, torch {meta['torch']}, scaled_decay "
+        f"{meta['sd']}; per pair {meta['rounds']} interleaved rounds of "
+        f"{meta['steps']} steps (x8 for 200 x 64x64); ratio = ours / torch within each round, median "
+        f"[min-max]. Reproduce: `python benchmarks/bench_cases.py`.",
+        "",
+        "| case | ours | torch | ours ms | torch ms | ratio [spread] | target |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['ours']} | {r['torch']} | {r['ours_ms']:.2f} | "
-                     f"{r['torch_ms']:.2f} | {r['ratio']:.2f} [{r['lo']:.2f}-{r['hi']:.2f}] | "
-                     f"≤ {r['target']:.2f} |")
+        lines.append(
+            f"| {r['case']} | {r['ours']} | {r['torch']} | {r['ours_ms']:.2f} | "
+            f"{r['torch_ms']:.2f} | {r['ratio']:.2f} [{r['lo']:.2f}-{r['hi']:.2f}] | "
+            f"≤ {r['target']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,7 @@ each candidate this prints, per step (median of ``--rounds`` rounds of ``--steps
 host ≈ wall and gpu ≈ wall mean host-bound; gpu ≈ graph means device-bound. A cProfile of the
 sd[triton] step (top functions by cumulative time) goes to ``--out/host_profile.txt``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,17 @@ import time
 from pathlib import Path
 
 import torch
+from bench_triton import gpt2_small_shapes, make_params
 
 import scaled_decay as sd
-from bench_triton import gpt2_small_shapes, make_params
 
 
 def case_shapes(args):
     """(b) ``--tensors`` x ``--numel`` and (a) GPT-2 small's 148 tensors (bench_triton.py)."""
-    return {f"b_{args.tensors}x{args.numel}": [(args.numel,)] * args.tensors,
-            "a_gpt2_small": gpt2_small_shapes()}
+    return {
+        f"b_{args.tensors}x{args.numel}": [(args.numel,)] * args.tensors,
+        "a_gpt2_small": gpt2_small_shapes(),
+    }
 
 
 def _has_optimi() -> bool:
@@ -56,21 +59,32 @@ def candidates(family, capturable=False):
     hp = dict(lr=1e-3, weight_decay=0.01)
     cap = dict(capturable=True) if capturable else {}
     if family == "adamw":
-        return {"sd[triton]": lambda p: sd.AdamW(p, backend="triton", **hp, **cap),
-                "sd[triton] fan_in": lambda p: sd.AdamW(p, backend="triton",
-                                                        decay_scaling="fan_in", **hp),
-                "sd[foreach]": lambda p: sd.AdamW(p, backend="foreach", **hp),
-                "torch[fused]": lambda p: torch.optim.AdamW(p, fused=True, **hp, **cap),
-                "torch[foreach]": lambda p: torch.optim.AdamW(p, foreach=True, **hp),
-                # torch-optimi's Triton AdamW, torch's hyperparameters (where it installs)
-                **({} if capturable or not _has_optimi() else {
+        return {
+            "sd[triton]": lambda p: sd.AdamW(p, backend="triton", **hp, **cap),
+            "sd[triton] fan_in": lambda p: sd.AdamW(
+                p, backend="triton", decay_scaling="fan_in", **hp
+            ),
+            "sd[foreach]": lambda p: sd.AdamW(p, backend="foreach", **hp),
+            "torch[fused]": lambda p: torch.optim.AdamW(p, fused=True, **hp, **cap),
+            "torch[foreach]": lambda p: torch.optim.AdamW(p, foreach=True, **hp),
+            # torch-optimi's Triton AdamW, torch's hyperparameters (where it installs)
+            **(
+                {}
+                if capturable or not _has_optimi()
+                else {
                     "optimi[triton]": lambda p: __import__("optimi").AdamW(
-                        p, betas=(0.9, 0.999), eps=1e-8, triton=True, **hp)})}
-    return {"sd[triton]": lambda p: sd.SGD(p, momentum=0.9, backend="triton", **hp),
-            "sd[foreach]": lambda p: sd.SGD(p, momentum=0.9, backend="foreach", **hp),
-            "torch[fused]": lambda p: torch.optim.SGD(p, momentum=0.9, fused=True, **hp),
-            # (torch's fused SGD has no capturable flag: it has no step count to keep)
-            "torch[foreach]": lambda p: torch.optim.SGD(p, momentum=0.9, foreach=True, **hp)}
+                        p, betas=(0.9, 0.999), eps=1e-8, triton=True, **hp
+                    )
+                }
+            ),
+        }
+    return {
+        "sd[triton]": lambda p: sd.SGD(p, momentum=0.9, backend="triton", **hp),
+        "sd[foreach]": lambda p: sd.SGD(p, momentum=0.9, backend="foreach", **hp),
+        "torch[fused]": lambda p: torch.optim.SGD(p, momentum=0.9, fused=True, **hp),
+        # (torch's fused SGD has no capturable flag: it has no step count to keep)
+        "torch[foreach]": lambda p: torch.optim.SGD(p, momentum=0.9, foreach=True, **hp),
+    }
 
 
 def measure(opt, steps, rounds):
@@ -146,28 +160,29 @@ def main():
     device = torch.device("cuda")
     rows, profiles = [], []
     for case, shapes in case_shapes(args).items():
-        for dtype, family in itertools.product((torch.float32, torch.bfloat16),
-                                               ("adamw", "sgd_momentum")):
+        for dtype, family in itertools.product(
+            (torch.float32, torch.bfloat16), ("adamw", "sgd_momentum")
+        ):
             fam = "adamw" if family == "adamw" else "sgd"
             for name, make in candidates(fam).items():
                 params = make_params(shapes, dtype, device)
-                row = dict(case=case, optimizer=family, dtype=str(dtype).split(".")[-1],
-                           impl=name)
+                row = dict(case=case, optimizer=family, dtype=str(dtype).split(".")[-1], impl=name)
                 opt = None
                 try:
                     opt = make(params)
                     row["host_ms"], row["wall_ms"], row["gpu_ms"] = measure(
-                        opt, args.steps, args.rounds)
+                        opt, args.steps, args.rounds
+                    )
                     if name == "sd[triton]" and family == "adamw":
-                        profiles.append(f"== {case} {name} {family} {row['dtype']} ==\n"
-                                        + profile_step(opt))
+                        profiles.append(
+                            f"== {case} {name} {family} {row['dtype']} ==\n" + profile_step(opt)
+                        )
                 except Exception as e:
                     row["error"] = f"{type(e).__name__}: {e}"[:300]
                 if name in ("sd[triton]", "torch[fused]") and "error" not in row:
                     try:
                         cap = candidates(fam, capturable=True)[name]
-                        row["graph_ms"] = graph_ms(cap(make_params(shapes, dtype, device,
-                                                                   seed=1)))
+                        row["graph_ms"] = graph_ms(cap(make_params(shapes, dtype, device, seed=1)))
                     except Exception as e:
                         row["graph_error"] = f"{type(e).__name__}: {e}"[:300]
                 rows.append(row)
@@ -183,26 +198,41 @@ def fmt(x):
 
 def write(args, rows, profiles):
     import triton
-    meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                triton=triton.__version__, tensors=args.tensors, numel=args.numel,
-                steps=args.steps, rounds=args.rounds, note=args.note,
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+    meta = dict(
+        device=torch.cuda.get_device_name(),
+        torch=torch.__version__,
+        triton=triton.__version__,
+        tensors=args.tensors,
+        numel=args.numel,
+        steps=args.steps,
+        rounds=args.rounds,
+        note=args.note,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "host_cuda.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     (out / "host_profile.txt").write_text("\n".join(profiles))
-    lines = [f"# Host time per step: {meta['device']}", "",
-             f"{meta['date']}; torch {meta['torch']}, triton {meta['triton']}; "
-             f"(b) {args.tensors} tensors x {args.numel} elements, (a) GPT-2 small's 148 tensors "
-             f"(124M elements); median of {args.rounds} rounds "
-             f"of {args.steps} steps." + (f" Note: {args.note}" if args.note else ""), "",
-             "| case | optimizer | dtype | impl | host ms/step | wall ms/step | gpu ms/step "
-             "| graph replay ms | error |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Host time per step: {meta['device']}",
+        "",
+        f"{meta['date']}; torch {meta['torch']}, triton {meta['triton']}; "
+        f"(b) {args.tensors} tensors x {args.numel} elements, (a) GPT-2 small's 148 tensors "
+        f"(124M elements); median of {args.rounds} rounds "
+        f"of {args.steps} steps." + (f" Note: {args.note}" if args.note else ""),
+        "",
+        "| case | optimizer | dtype | impl | host ms/step | wall ms/step | gpu ms/step "
+        "| graph replay ms | error |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['optimizer']} | {r['dtype']} | {r['impl']} | "
-                     f"{fmt(r.get('host_ms'))} | {fmt(r.get('wall_ms'))} | "
-                     f"{fmt(r.get('gpu_ms'))} | {fmt(r.get('graph_ms'))} | "
-                     f"{r.get('error', r.get('graph_error', ''))} |")
+        lines.append(
+            f"| {r['case']} | {r['optimizer']} | {r['dtype']} | {r['impl']} | "
+            f"{fmt(r.get('host_ms'))} | {fmt(r.get('wall_ms'))} | "
+            f"{fmt(r.get('gpu_ms'))} | {fmt(r.get('graph_ms'))} | "
+            f"{r.get('error', r.get('graph_error', ''))} |"
+        )
     (out / "host_cuda.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -17,6 +17,7 @@ memory or time, e.g. the CPU. On the CPU the triton candidate is skipped: Triton
 tensors only in its interpreter, a correctness tool that is not worth timing. Results go to
 ``--out/triton_<device>.json`` and ``.md``; rows say what was skipped and why.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,20 @@ from scaled_decay import backends as B
 
 def gpt2_small_shapes():
     d, vocab, ctx, layers = 768, 50257, 1024, 12
-    block = [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,),
-             (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    block = [
+        (d,),
+        (d,),
+        (d, 3 * d),
+        (3 * d,),
+        (d, d),
+        (d,),
+        (d,),
+        (d,),
+        (d, 4 * d),
+        (4 * d,),
+        (4 * d, d),
+        (d,),
+    ]
     return [(vocab, d), (ctx, d)] + block * layers + [(d,), (d,)]
 
 
@@ -54,8 +67,9 @@ def cases(scale: float):
 def make_params(shapes, dtype, device, seed=0):
     """Random params of ``shapes`` with random grads (x 1e-2), from one seeded generator."""
     gen = torch.Generator(device=device).manual_seed(seed)
-    params = [torch.randn(s, generator=gen, device=device, dtype=dtype).requires_grad_()
-              for s in shapes]
+    params = [
+        torch.randn(s, generator=gen, device=device, dtype=dtype).requires_grad_() for s in shapes
+    ]
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen, device=device, dtype=dtype) * 1e-2
     return params
@@ -68,19 +82,43 @@ def candidates(family):
     out = []
     for be in ("triton", "foreach", "loop", "torch_fused"):
         if family == "adamw":
-            out.append((f"sd[{be}]", lambda p, cap=False, be=be: sd.AdamW(
-                p, backend=be, **hp, **({"capturable": True} if cap else {}))))
+            out.append(
+                (
+                    f"sd[{be}]",
+                    lambda p, cap=False, be=be: sd.AdamW(
+                        p, backend=be, **hp, **({"capturable": True} if cap else {})
+                    ),
+                )
+            )
         else:
-            out.append((f"sd[{be}]", lambda p, cap=False, be=be: None if cap else sd.SGD(
-                p, momentum=0.9, backend=be, **hp)))
+            out.append(
+                (
+                    f"sd[{be}]",
+                    lambda p, cap=False, be=be: (
+                        None if cap else sd.SGD(p, momentum=0.9, backend=be, **hp)
+                    ),
+                )
+            )
     for kind in ("fused", "foreach"):
         kw = {kind: True}
         if family == "adamw":
-            out.append((f"torch[{kind}]", lambda p, cap=False, kw=kw: torch.optim.AdamW(
-                p, **hp, **kw, **({"capturable": True} if cap else {}))))
+            out.append(
+                (
+                    f"torch[{kind}]",
+                    lambda p, cap=False, kw=kw: torch.optim.AdamW(
+                        p, **hp, **kw, **({"capturable": True} if cap else {})
+                    ),
+                )
+            )
         else:  # (torch's fused SGD has no step count, and no capturable flag)
-            out.append((f"torch[{kind}]", lambda p, cap=False, kw=kw: None if cap else
-                        torch.optim.SGD(p, momentum=0.9, **hp, **kw)))
+            out.append(
+                (
+                    f"torch[{kind}]",
+                    lambda p, cap=False, kw=kw: (
+                        None if cap else torch.optim.SGD(p, momentum=0.9, **hp, **kw)
+                    ),
+                )
+            )
     if family == "adamw":  # torch-optimi's Triton AdamW (PyPI torch-optimi), torch's hparams
         out.append(("optimi[triton]", lambda p, cap=False: None if cap else _optimi_adamw(p)))
     return out
@@ -88,8 +126,10 @@ def candidates(family):
 
 def _optimi_adamw(params):
     import optimi
-    return optimi.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
-                        triton=True)
+
+    return optimi.AdamW(
+        params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, triton=True
+    )
 
 
 def graph_ms(make, params, device, iters):
@@ -167,16 +207,30 @@ def run(args):
             for family, per_elem in (("sgd_momentum", 5), ("adamw", 7)):
                 n_bytes = per_elem * n_elem * params[0].element_size()
                 for name, make in candidates("adamw" if family == "adamw" else "sgd"):
-                    row = dict(case=case, optimizer=family, dtype=str(dtype).split(".")[-1],
-                               impl=name, tensors=len(shapes), elements=n_elem, bytes=n_bytes)
+                    row = dict(
+                        case=case,
+                        optimizer=family,
+                        dtype=str(dtype).split(".")[-1],
+                        impl=name,
+                        tensors=len(shapes),
+                        elements=n_elem,
+                        bytes=n_bytes,
+                    )
                     reason = skip_reason(name, device, dtype)
-                    if reason is None and name == "sd[loop]" and len(shapes) > 500 \
-                            and device.type == "cpu" and args.skip_slow_loop:
+                    if (
+                        reason is None
+                        and name == "sd[loop]"
+                        and len(shapes) > 500
+                        and device.type == "cpu"
+                        and args.skip_slow_loop
+                    ):
                         reason = "--skip-slow-loop"
                     if reason is not None:
                         rows.append(dict(row, skipped=reason))
-                        print(f"{case:13s} {family:12s} {row['dtype']:9s} {name:18s} "
-                              f"skipped: {reason}")
+                        print(
+                            f"{case:13s} {family:12s} {row['dtype']:9s} {name:18s} "
+                            f"skipped: {reason}"
+                        )
                         continue
                     try:
                         opt = make(params)
@@ -196,13 +250,25 @@ def run(args):
                         row["graph_error"] = f"{type(e).__name__}: {e}"[:200]
                     finally:
                         gc.collect()
-                    rows.append(dict(row, ms=ms, ms_min=lo, ms_max=hi, gb_s=gbs,
-                                     of_copy=gbs / copy_gbs, graph_ms=graph,
-                                     graph_of_copy=None if graph is None else
-                                     n_bytes / (graph * 1e-3) / 1e9 / copy_gbs))
-                    print(f"{case:13s} {family:12s} {row['dtype']:9s} {name:18s} "
-                          f"{ms:9.3f} ms  [{lo:.3f}, {hi:.3f}]  {gbs:7.1f} GB/s  "
-                          f"{gbs / copy_gbs:5.1%} of copy")
+                    rows.append(
+                        dict(
+                            row,
+                            ms=ms,
+                            ms_min=lo,
+                            ms_max=hi,
+                            gb_s=gbs,
+                            of_copy=gbs / copy_gbs,
+                            graph_ms=graph,
+                            graph_of_copy=None
+                            if graph is None
+                            else n_bytes / (graph * 1e-3) / 1e9 / copy_gbs,
+                        )
+                    )
+                    print(
+                        f"{case:13s} {family:12s} {row['dtype']:9s} {name:18s} "
+                        f"{ms:9.3f} ms  [{lo:.3f}, {hi:.3f}]  {gbs:7.1f} GB/s  "
+                        f"{gbs / copy_gbs:5.1%} of copy"
+                    )
             del params
             gc.collect()
             if device.type == "cuda":
@@ -225,23 +291,32 @@ def ratios(rows):
             for other in ("torch[fused]", "sd[foreach]", "optimi[triton]"):
                 key, ref = (case, "adamw", dt, "sd[triton]"), (case, "adamw", dt, other)
                 if key in ms and ref in ms:
-                    out.append(f"AdamW {case} {dt}: sd[triton] is {ms[ref] / ms[key]:.2f}x "
-                               f"the speed of {other}")
+                    out.append(
+                        f"AdamW {case} {dt}: sd[triton] is {ms[ref] / ms[key]:.2f}x "
+                        f"the speed of {other}"
+                    )
     return out
 
 
 def write(args, copy_gbs, rows):
     device = torch.device(args.device)
-    meta = dict(device=device_name(device), device_type=device.type,
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                torch=torch.__version__, scale=args.scale, iters=args.iters,
-                copy_gb_s=copy_gbs, note=args.note)
+    meta = dict(
+        device=device_name(device),
+        device_type=device.type,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        torch=torch.__version__,
+        scale=args.scale,
+        iters=args.iters,
+        copy_gb_s=copy_gbs,
+        note=args.note,
+    )
     if device.type == "cpu" and hasattr(os, "getloadavg"):
         # other processes on the machine show up in CPU timings: record how busy it was
         meta["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
         meta["cpu_count"] = os.cpu_count()
     try:
         import triton
+
         meta["triton"] = triton.__version__
     except ImportError:
         meta["triton"] = None
@@ -249,26 +324,40 @@ def write(args, copy_gbs, rows):
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"triton_{device.type}"
     stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    lines = [f"# Fused step benchmark: {meta['device']}", "",
-             f"{meta['date']}; torch {meta['torch']}, triton {meta['triton']}; "
-             f"sizes scaled by {args.scale} (cases a and c); median of {args.iters} steps; "
-             f"copy bandwidth {copy_gbs:.1f} GB/s (read + write)."
-             + (f" Load average at the end {meta['load_average_1_5_15']} on "
-                f"{meta['cpu_count']} CPUs." if "cpu_count" in meta else "")
-             + (f" Note: {args.note}" if args.note else ""), "",
-             "| case | optimizer | dtype | impl | ms/step | [min, max] | GB/s | of copy "
-             "| graph replay ms | of copy (replay) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Fused step benchmark: {meta['device']}",
+        "",
+        f"{meta['date']}; torch {meta['torch']}, triton {meta['triton']}; "
+        f"sizes scaled by {args.scale} (cases a and c); median of {args.iters} steps; "
+        f"copy bandwidth {copy_gbs:.1f} GB/s (read + write)."
+        + (
+            f" Load average at the end {meta['load_average_1_5_15']} on {meta['cpu_count']} CPUs."
+            if "cpu_count" in meta
+            else ""
+        )
+        + (f" Note: {args.note}" if args.note else ""),
+        "",
+        "| case | optimizer | dtype | impl | ms/step | [min, max] | GB/s | of copy "
+        "| graph replay ms | of copy (replay) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "ms" in r:
-            replay = "" if r.get("graph_ms") is None else \
-                f"{r['graph_ms']:.3f} | {r['graph_of_copy']:.1%}"
-            lines.append(f"| {r['case']} | {r['optimizer']} | {r['dtype']} | {r['impl']} | "
-                         f"{r['ms']:.3f} | [{r['ms_min']:.3f}, {r['ms_max']:.3f}] | "
-                         f"{r['gb_s']:.1f} | {r['of_copy']:.1%} | {replay or '|'} |")
+            replay = (
+                ""
+                if r.get("graph_ms") is None
+                else f"{r['graph_ms']:.3f} | {r['graph_of_copy']:.1%}"
+            )
+            lines.append(
+                f"| {r['case']} | {r['optimizer']} | {r['dtype']} | {r['impl']} | "
+                f"{r['ms']:.3f} | [{r['ms_min']:.3f}, {r['ms_max']:.3f}] | "
+                f"{r['gb_s']:.1f} | {r['of_copy']:.1%} | {replay or '|'} |"
+            )
         else:
-            lines.append(f"| {r['case']} | {r['optimizer']} | {r['dtype']} | {r['impl']} | "
-                         f"skipped: {r['skipped']} | | | | | |")
+            lines.append(
+                f"| {r['case']} | {r['optimizer']} | {r['dtype']} | {r['impl']} | "
+                f"skipped: {r['skipped']} | | | | | |"
+            )
     lines += ["", *(f"- {s}" for s in ratios(rows) or ["no triton timings on this device"])]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {stem}.json and {stem}.md")
@@ -277,15 +366,26 @@ def write(args, copy_gbs, rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--scale", type=float, default=None,
-                    help="shrink cases a and c (default 1 on CUDA, 1/16 on the CPU)")
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="shrink cases a and c (default 1 on CUDA, 1/16 on the CPU)",
+    )
     ap.add_argument("--iters", type=int, default=None, help="timed steps (default 50 / 5)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--copy-mb", type=int, default=None, help="copy-bandwidth buffer size")
-    ap.add_argument("--skip-slow-loop", action="store_true",
-                    help="skip sd[loop] on the CPU for case b (2,000 tensors)")
-    ap.add_argument("--block", type=int, default=None,
-                    help="elements per program of the Triton kernels (default: the package's)")
+    ap.add_argument(
+        "--skip-slow-loop",
+        action="store_true",
+        help="skip sd[loop] on the CPU for case b (2,000 tensors)",
+    )
+    ap.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        help="elements per program of the Triton kernels (default: the package's)",
+    )
     ap.add_argument("--warps", type=int, default=None, help="warps per program (likewise)")
     ap.add_argument("--note", default="", help="a line on the run's conditions, kept in the output")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -296,6 +396,7 @@ def main():
     args.copy_mb = args.copy_mb if args.copy_mb is not None else (1024 if cuda else 256)
     if args.block or args.warps:
         from scaled_decay.kernels import launch
+
         launch.BLOCK = args.block or launch.BLOCK
         launch.NUM_WARPS = args.warps or launch.NUM_WARPS
         args.note = f"kernel config {launch.BLOCK}x{launch.NUM_WARPS}. {args.note}".strip()

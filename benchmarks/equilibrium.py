@@ -11,6 +11,7 @@ its per-step shrink lr*lam, and with it the predicted angular update, falls with
 
 About a minute of one core (widths 32, 128, 512).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,6 @@ import resource
 import time
 from collections import OrderedDict
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,13 +39,19 @@ def digits():
 
 
 def normalized_mlp(width: int) -> nn.Sequential:
-    return nn.Sequential(OrderedDict([
-        ("input", nn.Linear(64, width, bias=False)),
-        ("norm1", nn.LayerNorm(width, elementwise_affine=False)), ("act1", nn.ReLU()),
-        ("hidden", nn.Linear(width, width, bias=False)),
-        ("norm2", nn.LayerNorm(width, elementwise_affine=False)), ("act2", nn.ReLU()),
-        ("output", nn.Linear(width, 10)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("input", nn.Linear(64, width, bias=False)),
+                ("norm1", nn.LayerNorm(width, elementwise_affine=False)),
+                ("act1", nn.ReLU()),
+                ("hidden", nn.Linear(width, width, bias=False)),
+                ("norm2", nn.LayerNorm(width, elementwise_affine=False)),
+                ("act2", nn.ReLU()),
+                ("output", nn.Linear(width, 10)),
+            ]
+        )
+    )
 
 
 def optimizer(model: nn.Module, arm: str, width: int, base: int):
@@ -53,10 +59,19 @@ def optimizer(model: nn.Module, arm: str, width: int, base: int):
     groups = []
     for group in sd.param_groups(model, wd):
         for name, p in zip(group["param_names"], group["params"]):
-            scale = base / width if arm == "adamw-mup" and name in ("hidden.weight",
-                                                                    "output.weight") else 1.0
-            groups.append({"params": [p], "param_names": [name], "lr": lr * scale,
-                           "weight_decay": group["weight_decay"]})
+            scale = (
+                base / width
+                if arm == "adamw-mup" and name in ("hidden.weight", "output.weight")
+                else 1.0
+            )
+            groups.append(
+                {
+                    "params": [p],
+                    "param_names": [name],
+                    "lr": lr * scale,
+                    "weight_decay": group["weight_decay"],
+                }
+            )
     if arm == "sgd":
         return sd.SGD(groups, lr=lr, momentum=0.9)
     return sd.AdamW(groups, lr=lr)
@@ -88,44 +103,57 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--widths", default="32,128,512", help="the first is muP's base width")
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                 "equilibrium.md"))
+    p.add_argument(
+        "--out", default=os.path.join(os.path.dirname(__file__), "results", "equilibrium.md")
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     widths = [int(w) for w in args.widths.split(",")]
     x, y = digits()
     start, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    lines = ["| arm | width | tensor | c = lr·λ | grad cos | RMS measured | RMS predicted "
-             "| angular measured | angular predicted | measured / predicted |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| arm | width | tensor | c = lr·λ | grad cos | RMS measured | RMS predicted "
+        "| angular measured | angular predicted | measured / predicted |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     ratios = {}
     for arm in ARMS:
         for width in widths:
             report, _ = run(arm, width, widths[0], args.steps, x, y)
             for r in report:
-                lines.append(f"| {arm} | {width} | {r.name} | {fmt(r.c)} "
-                             f"| {fmt(r.grad_cos, '.1e')} | {fmt(r.rms)} | {fmt(r.rms_pred)} | {fmt(r.angular)} "
-                             f"| {fmt(r.angular_pred)} | {fmt(r.ratio, '.2f')} |")
+                lines.append(
+                    f"| {arm} | {width} | {r.name} | {fmt(r.c)} "
+                    f"| {fmt(r.grad_cos, '.1e')} | {fmt(r.rms)} | {fmt(r.rms_pred)} | {fmt(r.angular)} "
+                    f"| {fmt(r.angular_pred)} | {fmt(r.ratio, '.2f')} |"
+                )
                 if r.name != "output.weight" and r.ratio is not None:
                     ratios.setdefault(arm, []).append(r.ratio)
             print(lines[-1], flush=True)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     core_s = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     summary = "; ".join(f"{arm} {min(v):.2f}-{max(v):.2f}" for arm, v in ratios.items())
-    text = "\n".join([
-        "# Rotational equilibrium across widths (`python benchmarks/equilibrium.py`)", "",
-        f"Normalized MLP 64 -> n -> n -> 10 on scikit-learn's digits (hidden Linears without "
-        f"bias, each followed by a LayerNorm without affine: their weights are scale-invariant; "
-        f"the output layer is not), batch 64, {args.steps} steps at a constant lr, measured by "
-        f"`sd.EquilibriumMonitor(beta=0.995)` over the second half. SGD: lr 0.1, momentum "
-        f"0.9, λ 0.05; AdamW: lr 0.01, λ 0.5 (both c = lr·λ = 0.005 per step); adamw-mup: "
-        f"the same with hidden and output lr × {widths[0]}/n. Predictions: angular update "
-        f"sqrt(2c(1-μ)/(1+μ)) (μ = momentum or β1), AdamW RMS sqrt(lr/(2λ)); grad cos = "
-        f"mean |cos(weight, gradient)| (0 for a scale-invariant weight).", "",
-        *lines, "",
-        f"Measured / predicted angular update of the scale-invariant tensors: {summary}.", "",
-        f"{core_s:.0f} core-seconds ({time.perf_counter() - start:.0f} s wall), "
-        f"torch {torch.__version__}, one thread.", ""])
+    text = "\n".join(
+        [
+            "# Rotational equilibrium across widths (`python benchmarks/equilibrium.py`)",
+            "",
+            f"Normalized MLP 64 -> n -> n -> 10 on scikit-learn's digits (hidden Linears without "
+            f"bias, each followed by a LayerNorm without affine: their weights are scale-invariant; "
+            f"the output layer is not), batch 64, {args.steps} steps at a constant lr, measured by "
+            f"`sd.EquilibriumMonitor(beta=0.995)` over the second half. SGD: lr 0.1, momentum "
+            f"0.9, λ 0.05; AdamW: lr 0.01, λ 0.5 (both c = lr·λ = 0.005 per step); adamw-mup: "
+            f"the same with hidden and output lr × {widths[0]}/n. Predictions: angular update "
+            f"sqrt(2c(1-μ)/(1+μ)) (μ = momentum or β1), AdamW RMS sqrt(lr/(2λ)); grad cos = "
+            f"mean |cos(weight, gradient)| (0 for a scale-invariant weight).",
+            "",
+            *lines,
+            "",
+            f"Measured / predicted angular update of the scale-invariant tensors: {summary}.",
+            "",
+            f"{core_s:.0f} core-seconds ({time.perf_counter() - start:.0f} s wall), "
+            f"torch {torch.__version__}, one thread.",
+            "",
+        ]
+    )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)

@@ -18,6 +18,7 @@ Optimizers: torch AdamW (foreach; fused in (1) and (3)), ``sd.AdamW`` with
 torch-optimi's AdamW with ``kahan_sum=True`` and torchao's ``_AdamW(bf16_stochastic_round=
 True)`` where they install. Writes ``low_precision.md``/``.json`` with the CPU model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,9 @@ import time
 from pathlib import Path
 
 import torch
+from bench_cases import cpu_model
 
 import scaled_decay as sd
-from bench_cases import cpu_model
 
 LR, WD = 1e-3, 0.1
 
@@ -39,26 +40,30 @@ def optimizers():
     """name -> constructor(params) for the optimizers that import here."""
     out = {
         "torch AdamW": lambda ps: torch.optim.AdamW(ps, lr=LR, weight_decay=WD, foreach=True),
-        "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, lr=LR, weight_decay=WD,
-                                                          fused=True),
+        "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, lr=LR, weight_decay=WD, fused=True),
         "sd AdamW": lambda ps: sd.AdamW(ps, lr=LR, weight_decay=WD),
-        "sd AdamW kahan": lambda ps: sd.AdamW(ps, lr=LR, weight_decay=WD,
-                                              low_precision="kahan"),
-        "sd AdamW stochastic": lambda ps: sd.AdamW(ps, lr=LR, weight_decay=WD,
-                                                   low_precision="stochastic"),
+        "sd AdamW kahan": lambda ps: sd.AdamW(ps, lr=LR, weight_decay=WD, low_precision="kahan"),
+        "sd AdamW stochastic": lambda ps: sd.AdamW(
+            ps, lr=LR, weight_decay=WD, low_precision="stochastic"
+        ),
         "sd AdamW kahan, fp32 moments": lambda ps: sd.AdamW(
-            ps, lr=LR, weight_decay=WD, low_precision="kahan", state_dtype=torch.float32),
+            ps, lr=LR, weight_decay=WD, low_precision="kahan", state_dtype=torch.float32
+        ),
     }
     try:
         import optimi
+
         out["optimi AdamW kahan_sum"] = lambda ps: optimi.AdamW(
-            ps, lr=LR, weight_decay=WD, kahan_sum=True, foreach=True)
+            ps, lr=LR, weight_decay=WD, kahan_sum=True, foreach=True
+        )
     except ImportError:
         pass
     try:
         from torchao.optim import _AdamW
+
         out["torchao _AdamW stochastic"] = lambda ps: _AdamW(
-            ps, lr=LR, weight_decay=WD, bf16_stochastic_round=True)
+            ps, lr=LR, weight_decay=WD, bf16_stochastic_round=True
+        )
     except ImportError:
         pass
     return out
@@ -78,35 +83,52 @@ def decay_alone(make, steps: int) -> float:
 # ---- (2) training in pure bf16 ---------------------------------------------------------------
 def mlp_task():
     from sklearn.datasets import load_digits
+
     x, y = load_digits(return_X_y=True)
     x = torch.tensor(x / 16.0, dtype=torch.float32)
     y = torch.tensor(y)
 
     def model():
         torch.manual_seed(1)
-        return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
-                                   torch.nn.Linear(256, 256), torch.nn.ReLU(),
-                                   torch.nn.Linear(256, 10))
+        return torch.nn.Sequential(
+            torch.nn.Linear(64, 256),
+            torch.nn.ReLU(),
+            torch.nn.Linear(256, 256),
+            torch.nn.ReLU(),
+            torch.nn.Linear(256, 10),
+        )
 
     def loss(m, idx, dtype):
         return torch.nn.functional.cross_entropy(m(x[idx].to(dtype)).float(), y[idx])
+
     return model, loss, 1500, torch.arange(1500, len(y)), 64
 
 
 def gpt2_task():
     from transformers import GPT2Config, GPT2LMHeadModel
+
     from scaled_decay.transfer.corpora import text_windows
+
     xs, ys = (torch.tensor(a) for a in text_windows(6000, seed=0))
 
     def model():
         torch.manual_seed(1)
-        return GPT2LMHeadModel(GPT2Config(vocab_size=256, n_positions=32, n_embd=64,
-                                          n_layer=2, n_head=4, bos_token_id=0,
-                                          eos_token_id=0))
+        return GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=256,
+                n_positions=32,
+                n_embd=64,
+                n_layer=2,
+                n_head=4,
+                bos_token_id=0,
+                eos_token_id=0,
+            )
+        )
 
     def loss(m, idx, dtype):
         logits = m(input_ids=xs[idx]).logits.float()
         return torch.nn.functional.cross_entropy(logits.reshape(-1, 256), ys[idx].reshape(-1))
+
     return model, loss, 5000, torch.arange(5000, 6000), 32
 
 
@@ -140,15 +162,19 @@ def step_costs(makes: dict, rounds: int, steps: int):
             p.grad = gr
         opt = make(ps)
         opt.step()  # state made
-        state_bytes = sum(t.numel() * t.element_size() for st in opt.state.values()
-                          for t in st.values() if isinstance(t, torch.Tensor))
+        state_bytes = sum(
+            t.numel() * t.element_size()
+            for st in opt.state.values()
+            for t in st.values()
+            if isinstance(t, torch.Tensor)
+        )
         numel = sum(p.numel() for p in ps)
         runs[name] = (opt, (state_bytes + numel * 2) / numel)
     ref = "torch AdamW fused"
     ratios = {name: [] for name in runs}
     for r in range(rounds):
         times = {}
-        for name in (list(runs) if r % 2 == 0 else list(reversed(runs))):
+        for name in list(runs) if r % 2 == 0 else list(reversed(runs)):
             opt = runs[name][0]
             t0 = time.perf_counter()
             for _ in range(steps):
@@ -170,10 +196,13 @@ def main() -> None:
     decay = {name: decay_alone(make, 20 if quick else 1000) for name, make in makes.items()}
     exact = (1 - LR * WD) ** (20 if quick else 1000)
     training = {}
-    for task_name, task, steps in (("MLP (digits)", mlp_task(), 10 if quick else 300),
-                                   ("GPT-2 tiny (stdlib text)", gpt2_task(), 5 if quick else 200)):
-        ref_w, ref_loss = train(task, lambda ps: torch.optim.AdamW(ps, lr=LR, weight_decay=WD),
-                                torch.float32, steps)
+    for task_name, task, steps in (
+        ("MLP (digits)", mlp_task(), 10 if quick else 300),
+        ("GPT-2 tiny (stdlib text)", gpt2_task(), 5 if quick else 200),
+    ):
+        ref_w, ref_loss = train(
+            task, lambda ps: torch.optim.AdamW(ps, lr=LR, weight_decay=WD), torch.float32, steps
+        )
         rows = {"fp32 (torch AdamW)": (0.0, ref_loss, float(ref_w.norm()))}
         for name, make in makes.items():
             if name.endswith("fused"):
@@ -182,28 +211,49 @@ def main() -> None:
             rows[name] = (float((w - ref_w).norm()), held, float(w.norm()))
         training[task_name] = rows
     costs = step_costs(makes, 2 if quick else 9, 1 if quick else 3)
-    record = {"date": datetime.date.today().isoformat(), "cpu": cpu_model(),
-              "torch": torch.__version__, "quick": quick, "exact_decay": exact,
-              "decay_alone": decay, "training": training, "costs": costs,
-              "seconds": round(time.time() - t_start, 1)}
-    lines = [f"# Low precision: what each optimizer keeps ({record['date']}, {record['cpu']}, "
-             f"torch {record['torch']}{', QUICK' if quick else ''})", "",
-             "Command: `python benchmarks/low_precision.py`; wall time "
-             f"{record['seconds']} s.", "",
-             f"## Decay alone (bf16, zero grads): norm ratio, exact {exact:.4f}", "",
-             "| optimizer | norm ratio | decay kept |", "|---|---|---|"]
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_model(),
+        "torch": torch.__version__,
+        "quick": quick,
+        "exact_decay": exact,
+        "decay_alone": decay,
+        "training": training,
+        "costs": costs,
+        "seconds": round(time.time() - t_start, 1),
+    }
+    lines = [
+        f"# Low precision: what each optimizer keeps ({record['date']}, {record['cpu']}, "
+        f"torch {record['torch']}{', QUICK' if quick else ''})",
+        "",
+        f"Command: `python benchmarks/low_precision.py`; wall time {record['seconds']} s.",
+        "",
+        f"## Decay alone (bf16, zero grads): norm ratio, exact {exact:.4f}",
+        "",
+        "| optimizer | norm ratio | decay kept |",
+        "|---|---|---|",
+    ]
     for name, ratio in decay.items():
         kept = (1 - ratio) / (1 - exact)
         lines.append(f"| {name} | {ratio:.4f} | {kept:.0%} |")
     for task_name, rows in training.items():
-        lines += ["", f"## Pure bf16 training: {task_name}", "",
-                  "| optimizer | distance to fp32 weights | held-out loss | weight norm |",
-                  "|---|---|---|---|"]
-        lines += [f"| {n} | {d:.4f} | {loss:.4f} | {norm:.3f} |"
-                  for n, (d, loss, norm) in rows.items()]
-    lines += ["", "## Step cost (13.1M bf16 params in 200 tensors, CPU)", "",
-              "| optimizer | step time / torch fused AdamW (median) | bytes per parameter |",
-              "|---|---|---|"]
+        lines += [
+            "",
+            f"## Pure bf16 training: {task_name}",
+            "",
+            "| optimizer | distance to fp32 weights | held-out loss | weight norm |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {n} | {d:.4f} | {loss:.4f} | {norm:.3f} |" for n, (d, loss, norm) in rows.items()
+        ]
+    lines += [
+        "",
+        "## Step cost (13.1M bf16 params in 200 tensors, CPU)",
+        "",
+        "| optimizer | step time / torch fused AdamW (median) | bytes per parameter |",
+        "|---|---|---|",
+    ]
     lines += [f"| {n} | {r:.2f} | {b:.1f} |" for n, (r, b) in costs.items()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ it trusts an op) for torch's ``_fused_adam_``, ``_fused_adamw_`` and ``_fused_sg
 bf16 and fp16, over the settings that select code paths, and prints each output's worst error
 in ulps against the tolerance (fp32 4 ulp, bf16/fp16 1 ulp).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,24 +32,47 @@ def main():
         for adamw, amsgrad, maximize, has_wd in itertools.product((True, False), repeat=4):
             flags = (adamw, amsgrad, maximize, has_wd, False, False)
             worst = adam.probe(device, dtype, flags)
-            rows.append(dict(op="_fused_adamw_" if adamw else "_fused_adam_", dtype=str(dtype),
-                             flags=flags, worst=worst, ok=G.probe_ok(worst, dtype)))
+            rows.append(
+                dict(
+                    op="_fused_adamw_" if adamw else "_fused_adam_",
+                    dtype=str(dtype),
+                    flags=flags,
+                    worst=worst,
+                    ok=G.probe_ok(worst, dtype),
+                )
+            )
         for momentum, first, nesterov, has_lam in itertools.product((True, False), repeat=4):
             if nesterov and not momentum:
                 continue
             flags = (momentum, first, nesterov, False, has_lam, False, False, False)
             worst = sgd.probe(device, dtype, flags)
-            rows.append(dict(op="_fused_sgd_", dtype=str(dtype), flags=flags, worst=worst,
-                             ok=G.probe_ok(worst, dtype)))
+            rows.append(
+                dict(
+                    op="_fused_sgd_",
+                    dtype=str(dtype),
+                    flags=flags,
+                    worst=worst,
+                    ok=G.probe_ok(worst, dtype),
+                )
+            )
     for r in rows:
-        print(f"{r['op']:14s} {r['dtype']:15s} {str(r['flags']):60s} "
-              f"{'ok  ' if r['ok'] else 'FAIL'} "
-              + ", ".join(f"{k} {v:.3g}" for k, v in r["worst"].items()))
+        print(
+            f"{r['op']:14s} {r['dtype']:15s} {r['flags']!s:60s} "
+            f"{'ok  ' if r['ok'] else 'FAIL'} "
+            + ", ".join(f"{k} {v:.3g}" for k, v in r["worst"].items())
+        )
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"probe_{device.type}.json").write_text(json.dumps(dict(
-            torch=torch.__version__, device=torch.cuda.get_device_name()
-            if device.type == "cuda" else "cpu", rows=rows), indent=1))
+        (Path(args.out) / f"probe_{device.type}.json").write_text(
+            json.dumps(
+                dict(
+                    torch=torch.__version__,
+                    device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                    rows=rows,
+                ),
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

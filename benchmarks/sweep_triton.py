@@ -9,6 +9,7 @@ GPT-2-small shapes and (c) one 256M-element tensor: the median ms of sd[triton]'
 same run; torch's fused step alongside as the reference. Before timing, each config's result
 on fresh random odd-sized tensors is checked against the foreach backend (fused tolerance).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,9 @@ import math
 from pathlib import Path
 
 import torch
+from bench_triton import candidates, cases, copy_bandwidth, make_params, timed
 
 import scaled_decay as sd
-from bench_triton import candidates, cases, copy_bandwidth, make_params, timed
 from scaled_decay.kernels import launch
 
 
@@ -28,10 +29,14 @@ def _run(family, dtype, seed):
     """3 sd[triton] steps on fresh random odd-sized tensors (the same for a given seed)."""
     gen = torch.Generator(device="cuda").manual_seed(seed)
     sizes = [1, 7, 1023, 2049, 4097, 65537, 300001]
-    params = [torch.randn(n, generator=gen, device="cuda", dtype=dtype).requires_grad_()
-              for n in sizes]
-    opt = (sd.AdamW(params, lr=1e-2, weight_decay=0.1, backend="triton") if family == "adamw"
-           else sd.SGD(params, lr=1e-2, momentum=0.9, weight_decay=0.1, backend="triton"))
+    params = [
+        torch.randn(n, generator=gen, device="cuda", dtype=dtype).requires_grad_() for n in sizes
+    ]
+    opt = (
+        sd.AdamW(params, lr=1e-2, weight_decay=0.1, backend="triton")
+        if family == "adamw"
+        else sd.SGD(params, lr=1e-2, momentum=0.9, weight_decay=0.1, backend="triton")
+    )
     for _ in range(3):
         for p in params:
             p.grad = torch.randn(p.shape, generator=gen, device="cuda", dtype=dtype)
@@ -51,8 +56,10 @@ def check(family, dtype, config, default):
     launch.BLOCK, launch.NUM_WARPS = config
     for a, b in zip(*results):
         if not torch.equal(a, b):
-            raise AssertionError(f"{family} {dtype} config {config}: result differs from "
-                                 f"{default} (max |diff| {float((a - b).abs().max())})")
+            raise AssertionError(
+                f"{family} {dtype} config {config}: result differs from "
+                f"{default} (max |diff| {float((a - b).abs().max())})"
+            )
 
 
 def main():
@@ -86,20 +93,34 @@ def main():
                     opt = make["sd[triton]" if cfg is not None else "torch[fused]"](params)
                     ms, lo, hi = timed(opt.step, device, 3, args.iters)
                     gbs = n_bytes / (ms * 1e-3) / 1e9
-                    row = dict(case=case, optimizer=family, dtype=str(dtype).split(".")[-1],
-                               impl=name, ms=ms, ms_min=lo, ms_max=hi, gb_s=gbs,
-                               of_copy=gbs / copy_gbs)
+                    row = dict(
+                        case=case,
+                        optimizer=family,
+                        dtype=str(dtype).split(".")[-1],
+                        impl=name,
+                        ms=ms,
+                        ms_min=lo,
+                        ms_max=hi,
+                        gb_s=gbs,
+                        of_copy=gbs / copy_gbs,
+                    )
                     rows.append(row)
-                    print(f"{case:13s} {family:12s} {row['dtype']:9s} {name:22s} {ms:8.3f} ms "
-                          f"[{lo:.3f}, {hi:.3f}] {gbs:7.0f} GB/s {gbs / copy_gbs:6.1%}",
-                          flush=True)
+                    print(
+                        f"{case:13s} {family:12s} {row['dtype']:9s} {name:22s} {ms:8.3f} ms "
+                        f"[{lo:.3f}, {hi:.3f}] {gbs:7.0f} GB/s {gbs / copy_gbs:6.1%}",
+                        flush=True,
+                    )
                     del opt
             del params
             torch.cuda.empty_cache()
     launch.BLOCK, launch.NUM_WARPS = default
-    meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                copy_gb_s=copy_gbs, iters=args.iters)
+    meta = dict(
+        device=torch.cuda.get_device_name(),
+        torch=torch.__version__,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        copy_gb_s=copy_gbs,
+        iters=args.iters,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep_cuda.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
@@ -110,8 +131,11 @@ def main():
 
 def best_config(rows):
     """The config with the highest geometric-mean speed against torch's fused step."""
-    ref = {(r["case"], r["optimizer"], r["dtype"]): r["ms"] for r in rows
-           if r["impl"] == "torch[fused]"}
+    ref = {
+        (r["case"], r["optimizer"], r["dtype"]): r["ms"]
+        for r in rows
+        if r["impl"] == "torch[fused]"
+    }
     scores = {}
     for r in rows:
         if r["impl"].startswith("sd[triton]"):

@@ -17,6 +17,7 @@ a second copy of itself, imported with the interpreter on, for CPU tensors: the 
 kernels for CUDA tensors stay compiled whatever the order of imports, and setting
 ``TRITON_INTERPRET=1`` late (as tests do) still works.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,7 +29,7 @@ import torch
 
 from . import adam, sgd, tables  # noqa: F401  (imports triton: ImportError without it)
 
-__all__ = ["adam_triton", "sgd_triton", "available", "unavailable_reason", "package_for"]
+__all__ = ["adam_triton", "available", "package_for", "sgd_triton", "unavailable_reason"]
 
 _INTERPRETED_NAME = "scaled_decay._kernels_interpreted"
 
@@ -47,7 +48,8 @@ def _interpreted_copy():
     package = sys.modules.get(_INTERPRETED_NAME)
     if package is None:
         spec = importlib.util.spec_from_file_location(
-            _INTERPRETED_NAME, __file__, submodule_search_locations=[os.path.dirname(__file__)])
+            _INTERPRETED_NAME, __file__, submodule_search_locations=[os.path.dirname(__file__)]
+        )
         package = importlib.util.module_from_spec(spec)
         sys.modules[_INTERPRETED_NAME] = package
         before = os.environ.get("TRITON_INTERPRET")
@@ -66,7 +68,7 @@ def _interpreted_copy():
     return package
 
 
-def unavailable_reason(device) -> Optional[str]:
+def unavailable_reason(device) -> str | None:
     """Why the kernels cannot run on ``device``, or None when they can."""
     device = torch.device(device)
     if device.type == "cuda":
@@ -74,8 +76,10 @@ def unavailable_reason(device) -> Optional[str]:
     if device.type == "cpu":
         if os.environ.get("TRITON_INTERPRET") == "1":
             return None
-        return ("Triton kernels run on CPU tensors only under Triton's interpreter "
-                "(set TRITON_INTERPRET=1)")
+        return (
+            "Triton kernels run on CPU tensors only under Triton's interpreter "
+            "(set TRITON_INTERPRET=1)"
+        )
     return f"no Triton backend for device type {device.type!r}"
 
 
@@ -105,28 +109,78 @@ def _take(lists, idx):
     return [lst if not lst else [lst[i] for i in idx] for lst in lists]
 
 
-def adam_triton(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, l2_lams,
-                decay, lr, beta1, beta2, eps, amsgrad, maximize, grad_scale=None,
-                found_inf=None) -> None:
+def adam_triton(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    max_exp_avg_sqs,
+    steps,
+    *,
+    l2_lams,
+    decay,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    amsgrad,
+    maximize,
+    grad_scale=None,
+    found_inf=None,
+) -> None:
     """``adam_math`` through the fused kernel, one launch per (device, dtype)."""
     lists = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps]
     for idx in _groups(params):
         package = package_for(params[idx[0]].device)
         lams, c = _take([l2_lams, decay], idx)
-        package.adam.adam_triton(*_take(lists, idx), l2_lams=lams, decay=c, lr=lr, beta1=beta1,
-                                 beta2=beta2, eps=eps, amsgrad=amsgrad, maximize=maximize,
-                                 grad_scale=grad_scale, found_inf=found_inf)
+        package.adam.adam_triton(
+            *_take(lists, idx),
+            l2_lams=lams,
+            decay=c,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+        )
 
 
-def sgd_triton(params, grads, bufs, *, l2_lams, decay, lr, momentum, dampening, nesterov,
-               maximize, grad_scale=None, found_inf=None) -> None:
+def sgd_triton(
+    params,
+    grads,
+    bufs,
+    *,
+    l2_lams,
+    decay,
+    lr,
+    momentum,
+    dampening,
+    nesterov,
+    maximize,
+    grad_scale=None,
+    found_inf=None,
+) -> None:
     """``sgd_math`` through the fused kernel, one launch per (device, dtype); new momentum
     buffers are written into ``bufs``."""
     for idx in _groups(params):
         package = package_for(params[idx[0]].device)
         p, g, b, lams, c = _take([params, grads, bufs, l2_lams, decay], idx)
-        package.sgd.sgd_triton(p, g, b, l2_lams=lams, decay=c, lr=lr, momentum=momentum,
-                               dampening=dampening, nesterov=nesterov, maximize=maximize,
-                               grad_scale=grad_scale, found_inf=found_inf)
+        package.sgd.sgd_triton(
+            p,
+            g,
+            b,
+            l2_lams=lams,
+            decay=c,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            maximize=maximize,
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+        )
         for i, buf in zip(idx, b):
             bufs[i] = buf

@@ -7,6 +7,7 @@ fp32->bf16 ``.to()`` truncates; done this way the kernels give the same bits com
 interpreted. Only Triton builtins are used (no ``tl.math``/standard-library jit functions), so
 the interpreted copy of this package never calls into a compiled function.
 """
+
 import triton
 import triton.language as tl
 
@@ -141,8 +142,7 @@ def pair64(hi, lo):
 
 
 @triton.jit
-def decay_scale(lr64, wd_hi, wd_lo, eta0_hi, eta0_lo, LR_POW: tl.constexpr,
-                DIV_ETA0: tl.constexpr):
+def decay_scale(lr64, wd_hi, wd_lo, eta0_hi, eta0_lo, LR_POW: tl.constexpr, DIV_ETA0: tl.constexpr):
     """What each tensor's table value ``v`` is multiplied by: ``(v * weight_decay) * f`` with
     ``f`` = 1, lr, lr / eta0 or lr * lr / eta0 (the decay modes' lr factor, ``LR_POW`` and
     ``DIV_ETA0``), computed in fp64 in the reference's order. Returned as (weight_decay, f):
@@ -159,8 +159,9 @@ def decay_scale(lr64, wd_hi, wd_lo, eta0_hi, eta0_lo, LR_POW: tl.constexpr,
 
 
 @triton.jit
-def tensor_block(table, values, work, n_tensors, n_programs, wd, f, NUMEL_ROW: tl.constexpr,
-                 BLOCK: tl.constexpr):
+def tensor_block(
+    table, values, work, n_tensors, n_programs, wd, f, NUMEL_ROW: tl.constexpr, BLOCK: tl.constexpr
+):
     """This program's work item (shared by the Adam and SGD kernels).
 
     Returns the tensor's index ``ti``; the block's element offsets (int64: tensors over 2**31
@@ -176,16 +177,35 @@ def tensor_block(table, values, work, n_tensors, n_programs, wd, f, NUMEL_ROW: t
     offs = start + tl.arange(0, BLOCK)
     mask = offs < numel
     decay = (tl.load(values + ti).to(tl.float64, bitcast=True) * wd) * f
-    return ti, offs, mask, start + BLOCK <= numel, decay.to(tl.float32), \
-        (1.0 - decay).to(tl.float32)
+    return (
+        ti,
+        offs,
+        mask,
+        start + BLOCK <= numel,
+        decay.to(tl.float32),
+        (1.0 - decay).to(tl.float32),
+    )
 
 
 @triton.jit
-def grad_and_decayed_param(p_addr, g_addr, comp_addr, offs, mask, lam, keep, scale,
-                           ELEM: tl.constexpr, DECAY_KIND: tl.constexpr,
-                           MAXIMIZE: tl.constexpr, HAS_SCALE: tl.constexpr,
-                           ROUNDING: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr,
-                           CAUTIOUS: tl.constexpr = False):
+def grad_and_decayed_param(
+    p_addr,
+    g_addr,
+    comp_addr,
+    offs,
+    mask,
+    lam,
+    keep,
+    scale,
+    ELEM: tl.constexpr,
+    DECAY_KIND: tl.constexpr,
+    MAXIMIZE: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    ROUNDING: tl.constexpr,
+    EVEN: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    CAUTIOUS: tl.constexpr = False,
+):
     """SPEC steps 1-2, shared by the Adam and SGD kernels: load g (unscaled in place, as
     GradScaler.unscale_ would leave it; negated for maximize) and p (plus its Kahan
     compensation with ROUNDING 1: the step works on ``p + comp``), then apply the decay:
@@ -211,8 +231,9 @@ def grad_and_decayed_param(p_addr, g_addr, comp_addr, offs, mask, lam, keep, sca
 
 
 @triton.jit
-def cautious_decay(p, u, keep, counts_ptr, ti, mask, DECAY_KIND: tl.constexpr,
-                   CAUTIOUS: tl.constexpr):
+def cautious_decay(
+    p, u, keep, counts_ptr, ti, mask, DECAY_KIND: tl.constexpr, CAUTIOUS: tl.constexpr
+):
     """Cautious weight decay (Chen et al. 2025), the twin of
     ``scaled_decay.updates.decay_ops.apply_cautious_decay``: ``p * (1 - c)`` (the product of
     the plain decay, same rounding) where ``u * p >= 0`` for ``u`` of the update direction's

@@ -5,6 +5,7 @@ their inputs in place, so an autotuner's trial runs would apply the step several
 launchers read them at each call (``launch.BLOCK``), so a benchmark can try other values
 (``benchmarks/sweep_triton.py``).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -17,7 +18,7 @@ from .elementwise import BF16, FP16, FP32
 # (benchmarks/results/cuda/README.md): 4096 x 8 warps (16 per thread) took 187 registers, one
 # program per SM at a time, and reached 69-75% of copy bandwidth (fp32) and 40-46% (bf16) on
 # one 256M-element tensor; 1024 x 8 reaches 81-94% and 58-80% across runs, with the same bits.
-BLOCK = 1024      # elements per program
+BLOCK = 1024  # elements per program
 NUM_WARPS = 8
 # No contraction of a * b + c into one fused multiply-add beyond the kernels' explicit
 # tl.fma: those stand where torch's ops fuse (lerp, addcmul, add with alpha); anywhere else
@@ -65,6 +66,7 @@ class KernelDecay(NamedTuple):
     the per-tensor-list launchers put ``lam`` or ``c`` in the table with the defaults.
     ``cautious`` (``MULTIPLY`` only): decay only where the update direction's sign agrees
     with p's, counting the decayed coordinates (the launchers' ``decayed`` argument)."""
+
     kind: int = NO_DECAY
     weight_decay: float = 1.0
     lr_pow: int = 0

@@ -3,6 +3,7 @@ compensation, or stochastically rounded (``scaled_decay.updates.low_precision`` 
 twin; the ROUNDING codes are its ``kernel_rounding``). Only Triton builtins, as in
 ``elementwise``: the interpreted copy of the package must not call compiled functions.
 """
+
 import triton
 import triton.language as tl
 
@@ -64,8 +65,19 @@ def stochastic(x, u, ELEM: tl.constexpr):
 
 
 @triton.jit
-def store_param(p_addr, comp_addr, offs, x, mask, count, ti, ELEM: tl.constexpr,
-                ROUNDING: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr):
+def store_param(
+    p_addr,
+    comp_addr,
+    offs,
+    x,
+    mask,
+    count,
+    ti,
+    ELEM: tl.constexpr,
+    ROUNDING: tl.constexpr,
+    EVEN: tl.constexpr,
+    ALIGNED: tl.constexpr,
+):
     """Store the step's fp32 result ``x`` into p: to nearest; or Kahan (``p = nearest(x)``,
     ``comp = x - p``); or stochastically rounded with counter ``count``."""
     if ROUNDING == 1:
@@ -73,7 +85,6 @@ def store_param(p_addr, comp_addr, offs, x, mask, count, ti, ELEM: tl.constexpr,
         st(p_addr, offs, r, mask, ELEM, EVEN, ALIGNED)
         st(comp_addr, offs, x - r, mask, COMP_ELEM, EVEN, ALIGNED)
     elif ROUNDING == 2:
-        st(p_addr, offs, stochastic(x, uniform(count, ti, offs), ELEM), mask, ELEM, EVEN,
-           ALIGNED)
+        st(p_addr, offs, stochastic(x, uniform(count, ti, offs), ELEM), mask, ELEM, EVEN, ALIGNED)
     else:
         st(p_addr, offs, x, mask, ELEM, EVEN, ALIGNED)

@@ -15,10 +15,12 @@ so an lr schedule builds nothing. Building needs a host-to-device copy, which a 
 capture cannot hold: during capture a miss raises instead (run one step with the same
 tensors and values before capturing, as with torch's own capturable optimizers).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import NamedTuple, Sequence, Tuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -27,11 +29,11 @@ _MAX_ENTRIES = 1024  # per cache: room for one entry per (param group, dtype) of
 
 
 class Layout(NamedTuple):
-    table: torch.Tensor   # int64 [rows + 1, n]: addresses per row, then element counts
-    work: torch.Tensor    # int32 [2, programs]: tensor index, chunk index within the tensor
+    table: torch.Tensor  # int64 [rows + 1, n]: addresses per row, then element counts
+    work: torch.Tensor  # int32 [2, programs]: tensor index, chunk index within the tensor
     n_tensors: int
     n_programs: int
-    aligned: bool         # every address a multiple of 16 bytes: vector loads are safe
+    aligned: bool  # every address a multiple of 16 bytes: vector loads are safe
 
 
 class Tables:
@@ -40,7 +42,7 @@ class Tables:
 
     def __init__(self, max_entries: int = _MAX_ENTRIES):
         self.max_entries = max_entries
-        self.entries: "OrderedDict[tuple, object]" = OrderedDict()
+        self.entries: OrderedDict[tuple, object] = OrderedDict()
 
     def _get(self, key):
         hit = self.entries.get(key)
@@ -54,8 +56,9 @@ class Tables:
         if len(kinds) > self.max_entries:
             del self.entries[kinds[0]]
 
-    def layout(self, rows: Sequence[Sequence[int]], numels: Sequence[int], block: int,
-               device: torch.device) -> "Layout":
+    def layout(
+        self, rows: Sequence[Sequence[int]], numels: Sequence[int], block: int, device: torch.device
+    ) -> Layout:
         """The address table and work list for tensors whose addresses are ``rows[r][i]``."""
         key = ("layout", device, block, tuple(numels), *map(tuple, rows))
         hit = self._get(key)
@@ -64,8 +67,9 @@ class Tables:
             self._put(key, hit)
         return hit
 
-    def values(self, values: Sequence[float], flags: Sequence[int],
-               device: torch.device) -> torch.Tensor:
+    def values(
+        self, values: Sequence[float], flags: Sequence[int], device: torch.device
+    ) -> torch.Tensor:
         """int64 ``[2, n]``: each tensor's value (fp64 bits) and flag."""
         key = ("values", device, tuple(float(d) for d in values), tuple(int(f) for f in flags))
         hit = self._get(key)
@@ -79,7 +83,7 @@ class Tables:
             _builds["values"] += 1
         return hit
 
-    def scalars(self, numbers: Tuple[float, ...], device: torch.device) -> torch.Tensor:
+    def scalars(self, numbers: tuple[float, ...], device: torch.device) -> torch.Tensor:
         """A small fp64 tensor of hyperparameters the kernels need in double precision."""
         key = ("scalars", device, tuple(float(x) for x in numbers))
         hit = self._get(key)
@@ -105,7 +109,8 @@ def _refuse_during_capture(device: torch.device, what: str) -> None:
             f"scaled_decay Triton kernels: the {what} table must be rebuilt (tensors moved or "
             f"values changed), which needs a host-to-device copy that a CUDA graph capture "
             f"cannot record. Run one step with the same tensors and hyperparameters before "
-            f"capturing, and keep them fixed while the graph is in use.")
+            f"capturing, and keep them fixed while the graph is in use."
+        )
 
 
 def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:

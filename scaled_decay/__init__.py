@@ -4,6 +4,7 @@
 >>> opt = sd.AdamW(sd.param_groups(model, weight_decay=0.1), lr=1e-3, decay_scaling="fan_in")
 >>> print(opt.decay_report())
 """
+
 from .adam import Adam, AdamW
 from .decay_schedule import WeightDecayScheduler
 from .equilibrium import EquilibriumMonitor, EquilibriumReport, EquilibriumRow
@@ -20,9 +21,28 @@ from .wrap import with_scaled_decay
 __version__ = "0.1.0"
 
 __all__ = [
-    "SGD", "Adam", "AdamW", "FanIn", "ParamCount", "StepsPerEpoch", "param_groups",
-    "DecayReport", "DecayRow", "DECAY_MODES", "GroupSummary", "DecaySplit", "ParamGroups",
-    "register_module", "decay_report", "trainer_factory", "register_timm_optimizers",
-    "MuonShape", "with_scaled_decay", "EquilibriumMonitor", "EquilibriumReport", "EquilibriumRow",
-    "WeightDecayScheduler", "Timescale",
+    "DECAY_MODES",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "DecayReport",
+    "DecayRow",
+    "DecaySplit",
+    "EquilibriumMonitor",
+    "EquilibriumReport",
+    "EquilibriumRow",
+    "FanIn",
+    "GroupSummary",
+    "MuonShape",
+    "ParamCount",
+    "ParamGroups",
+    "StepsPerEpoch",
+    "Timescale",
+    "WeightDecayScheduler",
+    "decay_report",
+    "param_groups",
+    "register_module",
+    "register_timm_optimizers",
+    "trainer_factory",
+    "with_scaled_decay",
 ]

@@ -1,4 +1,5 @@
 """sd.Adam and sd.AdamW: one update (``scaled_decay.updates.adam``), two sets of defaults."""
+
 from __future__ import annotations
 
 import torch
@@ -52,14 +53,39 @@ class _AdamBase(ScaledDecayOptimizer):
 
     _update = adam_update
 
-    def __init__(self, params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
-                 decay_scaling, backend, timescale, low_precision, state_dtype,
-                 cautious_decay, **torch_kwargs):
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize, decay_mode=decay_mode,
-                        decay_scaling=decay_scaling, backend=backend, timescale=timescale,
-                        low_precision=low_precision, state_dtype=state_dtype,
-                        cautious_decay=cautious_decay)
+    def __init__(
+        self,
+        params,
+        lr,
+        betas,
+        eps,
+        weight_decay,
+        amsgrad,
+        maximize,
+        decay_mode,
+        decay_scaling,
+        backend,
+        timescale,
+        low_precision,
+        state_dtype,
+        cautious_decay,
+        **torch_kwargs,
+    ):
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decay_mode=decay_mode,
+            decay_scaling=decay_scaling,
+            backend=backend,
+            timescale=timescale,
+            low_precision=low_precision,
+            state_dtype=state_dtype,
+            cautious_decay=cautious_decay,
+        )
         super().__init__(params, defaults, **torch_kwargs)
 
     def _check_hparams(self, group: dict) -> None:
@@ -83,32 +109,104 @@ class _AdamBase(ScaledDecayOptimizer):
 
 
 class Adam(_AdamBase):
-    __doc__ = _AdamBase.__doc__ + """
+    __doc__ = (
+        _AdamBase.__doc__
+        + """
     Defaults as ``torch.optim.Adam``: ``weight_decay=0``, ``decay_mode="l2"``.
     """
+    )
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=DefaultDecay(0.0), amsgrad=False, *, maximize=False,
-                 decay_mode="l2", decay_scaling=None, backend="auto", timescale=None,
-                 low_precision=None, state_dtype=None, cautious_decay=False,
-                 foreach=None, capturable=False, differentiable=False, fused=None):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
-                         decay_scaling, backend, timescale, low_precision, state_dtype,
-                         cautious_decay, foreach=foreach,
-                         capturable=capturable, differentiable=differentiable, fused=fused)
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=DefaultDecay(0.0),
+        amsgrad=False,
+        *,
+        maximize=False,
+        decay_mode="l2",
+        decay_scaling=None,
+        backend="auto",
+        timescale=None,
+        low_precision=None,
+        state_dtype=None,
+        cautious_decay=False,
+        foreach=None,
+        capturable=False,
+        differentiable=False,
+        fused=None,
+    ):
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize,
+            decay_mode,
+            decay_scaling,
+            backend,
+            timescale,
+            low_precision,
+            state_dtype,
+            cautious_decay,
+            foreach=foreach,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+        )
 
 
 class AdamW(_AdamBase):
-    __doc__ = _AdamBase.__doc__ + """
+    __doc__ = (
+        _AdamBase.__doc__
+        + """
     Defaults as ``torch.optim.AdamW``: ``weight_decay=1e-2``, ``decay_mode="decoupled"``.
     """
+    )
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=DefaultDecay(1e-2), amsgrad=False, *, maximize=False,
-                 decay_mode="decoupled", decay_scaling=None, backend="auto", timescale=None,
-                 low_precision=None, state_dtype=None, cautious_decay=False,
-                 foreach=None, capturable=False, differentiable=False, fused=None):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decay_mode,
-                         decay_scaling, backend, timescale, low_precision, state_dtype,
-                         cautious_decay, foreach=foreach,
-                         capturable=capturable, differentiable=differentiable, fused=fused)
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=DefaultDecay(1e-2),
+        amsgrad=False,
+        *,
+        maximize=False,
+        decay_mode="decoupled",
+        decay_scaling=None,
+        backend="auto",
+        timescale=None,
+        low_precision=None,
+        state_dtype=None,
+        cautious_decay=False,
+        foreach=None,
+        capturable=False,
+        differentiable=False,
+        fused=None,
+    ):
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize,
+            decay_mode,
+            decay_scaling,
+            backend,
+            timescale,
+            low_precision,
+            state_dtype,
+            cautious_decay,
+            foreach=foreach,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+        )

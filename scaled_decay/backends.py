@@ -10,9 +10,10 @@ Complex parameters reach Adam's backends, and the fused backends of SGD, as thei
 (``torch.view_as_real`` of the param, its grad and its state): ``real_view``. torch.optim
 does the same for Adam; its SGD computes in complex arithmetic, as sd.SGD's loop and foreach.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -30,8 +31,15 @@ def check_backend(backend) -> str:
 FUSED_BACKENDS = ("triton", "torch_fused")
 
 
-def backend_for_torch_kwargs(backend: str, tensors: Sequence[torch.Tensor], *, foreach=None,
-                             fused=None, capturable=False, differentiable=False) -> str:
+def backend_for_torch_kwargs(
+    backend: str,
+    tensors: Sequence[torch.Tensor],
+    *,
+    foreach=None,
+    fused=None,
+    capturable=False,
+    differentiable=False,
+) -> str:
     """``backend`` with torch.optim's execution kwargs applied (torch's meaning).
 
     ``foreach=True`` -> "foreach"; ``foreach=False`` -> "loop" (torch's for-loop);
@@ -50,13 +58,15 @@ def backend_for_torch_kwargs(backend: str, tensors: Sequence[torch.Tensor], *, f
         if value is not None and not isinstance(value, bool):
             raise ValueError(f"{name} must be None, True or False, got {value!r}")
     if fused and foreach:  # torch.optim raises RuntimeError here
-        raise ArgumentRuntimeError("fused=True and foreach=True cannot be used together "
-                                   "(as in torch.optim)")
+        raise ArgumentRuntimeError(
+            "fused=True and foreach=True cannot be used together (as in torch.optim)"
+        )
     if differentiable:  # (torch.optim raises RuntimeError for it with fused=True)
         raise (ArgumentRuntimeError if fused else ValueError)(
             f"differentiable=True cannot be honoured{' (nor with fused=True)' if fused else ''}"
             f": scaled_decay updates parameters in place under torch.no_grad(), so no "
-            f"gradient flows through a step; use torch.optim with differentiable=True for that")
+            f"gradient flows through a step; use torch.optim with differentiable=True for that"
+        )
     all_cuda = bool(tensors) and all(t.is_cuda for t in tensors)
     wanted, choice = None, None
     if fused:
@@ -68,22 +78,28 @@ def backend_for_torch_kwargs(backend: str, tensors: Sequence[torch.Tensor], *, f
     elif fused is False:
         wanted, choice = ("foreach", "loop"), "foreach"
     if wanted is not None:
-        given = ", ".join(f"{k}={v!r}" for k, v in (("foreach", foreach), ("fused", fused))
-                          if v is not None)
+        given = ", ".join(
+            f"{k}={v!r}" for k, v in (("foreach", foreach), ("fused", fused)) if v is not None
+        )
         if backend != "auto" and backend not in wanted:
-            raise ValueError(f"backend={backend!r} conflicts with {given} (which means "
-                             f"backend {' or '.join(map(repr, wanted))})")
+            raise ValueError(
+                f"backend={backend!r} conflicts with {given} (which means "
+                f"backend {' or '.join(map(repr, wanted))})"
+            )
         if backend == "auto":
             backend = choice
     if backend == "torch_fused" and fused:  # torch checks this at construction too
         for t in tensors:
             if not torch_fused_supports(real_view(t)):
-                raise RuntimeError(f"fused=True: torch has no fused optimizer kernel for "
-                                   f"{t.dtype} tensors on {t.device}")
+                raise RuntimeError(
+                    f"fused=True: torch has no fused optimizer kernel for "
+                    f"{t.dtype} tensors on {t.device}"
+                )
     if capturable and backend == "torch_fused":
         raise ValueError(
             "capturable=True cannot be honoured with backend='torch_fused': its guard checks "
-            "torch's fused ops on the host; use backend='auto', 'triton' or 'foreach'")
+            "torch's fused ops on the host; use backend='auto', 'triton' or 'foreach'"
+        )
     return backend
 
 
@@ -106,8 +122,12 @@ def _is_dtensor(t: torch.Tensor) -> bool:
 def torch_fused_supports(p: torch.Tensor) -> bool:
     """Whether torch has a fused optimizer kernel for tensors like ``p``."""
     from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-    return (not _is_dtensor(p) and p.is_floating_point()
-            and p.device.type in _get_fused_kernels_supported_devices())
+
+    return (
+        not _is_dtensor(p)
+        and p.is_floating_point()
+        and p.device.type in _get_fused_kernels_supported_devices()
+    )
 
 
 def triton_unavailable_reason(device: torch.device):
@@ -128,6 +148,7 @@ def triton_available(device: torch.device) -> bool:
 def triton_package(device: torch.device):
     """The kernels package whose launchers run on ``device`` (its interpreted copy on CPU)."""
     from scaled_decay import kernels
+
     return kernels.package_for(device)
 
 
@@ -145,9 +166,11 @@ def resolve_backend(requested: str, p: torch.Tensor, capturable: bool = False) -
     if requested == "torch_fused" and not torch_fused_supports(p):
         raise RuntimeError(
             f"backend='torch_fused': torch has no fused optimizer kernel for "
-            f"{type(p).__name__} of dtype {p.dtype} on {p.device}; use backend='foreach'")
+            f"{type(p).__name__} of dtype {p.dtype} on {p.device}; use backend='foreach'"
+        )
     if requested == "triton" and triton_unavailable_reason(p.device) is not None:
         raise RuntimeError(
             f"backend='triton': the Triton kernels cannot run on {p.device} "
-            f"({triton_unavailable_reason(p.device)}); use backend='auto' or 'foreach'")
+            f"({triton_unavailable_reason(p.device)}); use backend='auto' or 'foreach'"
+        )
     return requested

@@ -11,9 +11,8 @@ Memory: one copy of those params is held across the wrapped step, and the decay 
 up to three temporaries of their size per (device, dtype) batch (``u``, the decayed copy,
 and ``apply_cautious_decay``'s mask and product).
 """
-from __future__ import annotations
 
-from typing import List
+from __future__ import annotations
 
 import torch
 
@@ -31,13 +30,20 @@ def snapshot(gi: int, group: dict, amounts: list) -> list:
     out = []
     for batch in indices_by([(p.device, p.dtype) for p in local]).values():
         params = [local[i] for i in batch]
-        out.append((gi, [idx[i] for i in batch], params,
-                    [p.detach().clone() for p in params], [amounts[idx[i]] for i in batch]))
+        out.append(
+            (
+                gi,
+                [idx[i] for i in batch],
+                params,
+                [p.detach().clone() for p in params],
+                [amounts[idx[i]] for i in batch],
+            )
+        )
     return out
 
 
 @torch.no_grad()
-def decay_after(plan, snaps: List[tuple], found_inf) -> None:
+def decay_after(plan, snaps: list[tuple], found_inf) -> None:
     """The cautious decay of the step the wrapped optimizer just took (nothing where
     GradScaler's ``found_inf`` says it skipped it: read on the host, one sync). The counts
     of decayed coordinates go to ``plan.decayed`` for ``decay_report()``."""
@@ -46,12 +52,11 @@ def decay_after(plan, snaps: List[tuple], found_inf) -> None:
     for gi in {s[0] for s in snaps}:
         plan.decayed[gi] = []
     for gi, positions, params, before, amounts in snaps:
-        direction = torch._foreach_sub(before, params)      # lr * u
-        decay = Decay("amount", tuple(indices_by(amounts).items()),
-                      decayed=[None] * len(params))
-        shrunk = torch._foreach_mul(before, 1.0)            # a copy, to be decayed
-        apply_cautious_decay(shrunk, direction, decay)      # p_before * (1 - c * mask)
+        direction = torch._foreach_sub(before, params)  # lr * u
+        decay = Decay("amount", tuple(indices_by(amounts).items()), decayed=[None] * len(params))
+        shrunk = torch._foreach_mul(before, 1.0)  # a copy, to be decayed
+        apply_cautious_decay(shrunk, direction, decay)  # p_before * (1 - c * mask)
         del direction
-        torch._foreach_sub_(before, shrunk)                 # c * mask * p_before
+        torch._foreach_sub_(before, shrunk)  # c * mask * p_before
         torch._foreach_sub_(params, before)
         plan.decayed[gi].append((positions, decay.decayed))

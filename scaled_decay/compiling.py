@@ -6,6 +6,7 @@ Under ``torch.compile`` reading a tensor's value would break the graph and bake 
 in (one recompile per new value); there the math keeps them as tensors instead, as
 torch.optim does, so an LR scheduler that changes a tensor lr in place never recompiles.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,4 +24,3 @@ def scalar(x):
     if isinstance(x, torch.Tensor) and not is_compiling():
         return x.item()
     return x
-

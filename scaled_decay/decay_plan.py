@@ -8,9 +8,10 @@ the step plans built from it (``scaled_decay.step_plan``), and gives the table o
 as the multiplicative amount ``c = f(lr) * lam`` with ``p *= 1 - c`` (the other modes): the
 group's weight_decay and lr are applied at run time, never baked into a per-tensor table.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -18,31 +19,41 @@ from . import compiling as C
 from .group_keys import PER_TENSOR_KEYS, check_groups_for_step, check_per_tensor_keys, peak_lr
 from .modes import PEAK_LR_MODES, decay_lr_factor
 from .report import DecayReport, DecayRow, GroupSummary
-from .updates import low_precision as LP
 from .rules import TensorInfo, fan_in_from_shape, tensor_scale
+from .updates import low_precision as LP
+
 
 def total_param_count(param_groups: Sequence[dict]) -> int:
     """N for ParamCount: all elements of all parameters held (global shapes)."""
     return sum(p.numel() for g in param_groups for p in g["params"])
 
 
-def tensor_infos(group: dict, total: int) -> List[TensorInfo]:
+def tensor_infos(group: dict, total: int) -> list[TensorInfo]:
     """What the rules may know of each tensor of ``group``."""
     names = group.get("param_names")
     fan_ins = group.get("fan_ins")
     sources = group.get("fan_in_sources")
     refs = group.get("fan_in_references")
-    return [TensorInfo(shape=tuple(p.shape),
-                       fan_in=fan_ins[i] if fan_ins else fan_in_from_shape(p.shape),
-                       total_count=total,
-                       fan_in_reference=refs[i] if refs else None,
-                       name=names[i] if names else None,
-                       fan_in_source=sources[i] if sources else
-                       "given" if fan_ins else "1-d" if p.dim() <= 1 else "shape")
-            for i, p in enumerate(group["params"])]
+    return [
+        TensorInfo(
+            shape=tuple(p.shape),
+            fan_in=fan_ins[i] if fan_ins else fan_in_from_shape(p.shape),
+            total_count=total,
+            fan_in_reference=refs[i] if refs else None,
+            name=names[i] if names else None,
+            fan_in_source=sources[i]
+            if sources
+            else "given"
+            if fan_ins
+            else "1-d"
+            if p.dim() <= 1
+            else "shape",
+        )
+        for i, p in enumerate(group["params"])
+    ]
 
 
-def group_amounts(group: dict, scales: Sequence[float]) -> Tuple[Optional[list], Optional[list]]:
+def group_amounts(group: dict, scales: Sequence[float]) -> tuple[list | None, list | None]:
     """(l2_lams, decay) for a group: per-tensor ``lam`` for "l2", else per-tensor ``c``."""
     wd = group["weight_decay"]
     lams = [wd * s for s in scales]
@@ -67,41 +78,48 @@ class DecayPlan:
     """
 
     def __init__(self):
-        self._cache: Optional[Tuple] = None
-        self.step_plans: Dict[int, dict] = {}  # group index -> {plan key: step plan}
+        self._cache: tuple | None = None
+        self.step_plans: dict[int, dict] = {}  # group index -> {plan key: step plan}
         # cautious decay: group index -> the last step's [(positions in the group, counts of
         # decayed coordinates (0-d device tensors)), ...], read only by report()
-        self.decayed: Dict[int, Optional[list]] = {}
+        self.decayed: dict[int, list | None] = {}
 
     def changed(self) -> None:
         self._cache = None
         self.step_plans.clear()
         self.decayed.clear()
 
-    def scales(self, param_groups: Sequence[dict]) -> List[List[float]]:
+    def scales(self, param_groups: Sequence[dict]) -> list[list[float]]:
         """s(p) of every tensor, per group; recomputed only when the groups' tensors (by
         identity: frameworks swap them, e.g. accelerate), rules or per-tensor lists change.
         While torch.compile traces, the cache is read but not checked or written (Dynamo
         2.11 cannot trace ``id()`` of a tensor; it guards on what the trace read)."""
         if torch.compiler.is_compiling():
             return self._cache[1] if self._cache is not None else self._compute(param_groups)
-        key = tuple((tuple(map(id, g["params"])), g["decay_scaling"],
-                     tuple(id(g.get(k)) for k in PER_TENSOR_KEYS))
-                    for g in param_groups)
+        key = tuple(
+            (
+                tuple(map(id, g["params"])),
+                g["decay_scaling"],
+                tuple(id(g.get(k)) for k in PER_TENSOR_KEYS),
+            )
+            for g in param_groups
+        )
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self._compute(param_groups))
         return self._cache[1]
 
     @staticmethod
-    def _compute(param_groups: Sequence[dict]) -> List[List[float]]:
+    def _compute(param_groups: Sequence[dict]) -> list[list[float]]:
         for gi, g in enumerate(param_groups):
             try:
                 check_per_tensor_keys(g)
             except ValueError as e:
                 raise ValueError(f"param_groups[{gi}]: {e}") from None
         total = total_param_count(param_groups)
-        return [[tensor_scale(g["decay_scaling"], info) for info in tensor_infos(g, total)]
-                for g in param_groups]
+        return [
+            [tensor_scale(g["decay_scaling"], info) for info in tensor_infos(g, total)]
+            for g in param_groups
+        ]
 
     def amounts(self, param_groups: Sequence[dict]):
         """(group, l2_lams, decay) for every group: this step's decay, per tensor (for
@@ -111,8 +129,9 @@ class DecayPlan:
         for group, scales in zip(param_groups, self.scales(param_groups)):
             yield (group, *group_amounts(group, scales))
 
-    def report(self, param_groups: Sequence[dict],
-               l2_factor: Callable[[dict, float], Optional[float]]) -> DecayReport:
+    def report(
+        self, param_groups: Sequence[dict], l2_factor: Callable[[dict, float], float | None]
+    ) -> DecayReport:
         """One row per parameter: name, shape, fan-in and its source, s(p), effective lam,
         lr, per-step factor, no-decay reason, EMA timescale in steps at the peak lr; and one
         :class:`GroupSummary` per group.
@@ -137,27 +156,46 @@ class DecayPlan:
                 shrink = None if factor is None else 1.0 - float(factor)
                 survives = LP.survives(shrink, dtype)
                 kept_by = group.get("low_precision") if dtype in LP.LOW_DTYPES else None
-                rows.append(DecayRow(group=gi, index=i, name=info.name, shape=info.shape,
-                                     fan_in=info.fan_in, fan_in_source=info.fan_in_source,
-                                     scale=s, weight_decay=float(group["weight_decay"]),
-                                     lam=lam, decay_mode=group["decay_mode"],
-                                     lr=float(group["lr"]), peak_lr=eta0,
-                                     decay_factor=None if factor is None else float(factor),
-                                     no_decay_reason=reasons[i] if reasons else None,
-                                     dtype=str(dtype), decay_survives=survives,
-                                     compensated_by=kept_by if survives is not None else None,
-                                     decayed=fractions.get(i),
-                                     timescale=1.0 / (f_peak * lam) if f_peak * lam > 0
-                                     else None))
-            rows.groups.append(GroupSummary(
-                group=gi, tensors=len(group["params"]),
-                elements=sum(p.numel() for p in group["params"]),
-                weight_decay=float(group["weight_decay"]), decay_mode=group["decay_mode"],
-                decay_scaling=_rules_text(group["decay_scaling"]), lr=float(group["lr"]),
-                peak_lr=eta0, lam_min=min(lams, default=0.0), lam_max=max(lams, default=0.0)))
+                rows.append(
+                    DecayRow(
+                        group=gi,
+                        index=i,
+                        name=info.name,
+                        shape=info.shape,
+                        fan_in=info.fan_in,
+                        fan_in_source=info.fan_in_source,
+                        scale=s,
+                        weight_decay=float(group["weight_decay"]),
+                        lam=lam,
+                        decay_mode=group["decay_mode"],
+                        lr=float(group["lr"]),
+                        peak_lr=eta0,
+                        decay_factor=None if factor is None else float(factor),
+                        no_decay_reason=reasons[i] if reasons else None,
+                        dtype=str(dtype),
+                        decay_survives=survives,
+                        compensated_by=kept_by if survives is not None else None,
+                        decayed=fractions.get(i),
+                        timescale=1.0 / (f_peak * lam) if f_peak * lam > 0 else None,
+                    )
+                )
+            rows.groups.append(
+                GroupSummary(
+                    group=gi,
+                    tensors=len(group["params"]),
+                    elements=sum(p.numel() for p in group["params"]),
+                    weight_decay=float(group["weight_decay"]),
+                    decay_mode=group["decay_mode"],
+                    decay_scaling=_rules_text(group["decay_scaling"]),
+                    lr=float(group["lr"]),
+                    peak_lr=eta0,
+                    lam_min=min(lams, default=0.0),
+                    lam_max=max(lams, default=0.0),
+                )
+            )
         return rows
 
-    def _decayed_fractions(self, gi: int, group: dict) -> Dict[int, float]:
+    def _decayed_fractions(self, gi: int, group: dict) -> dict[int, float]:
         """Cautious decay: the fraction of each tensor's coordinates decayed on the group's
         last step ({position: fraction}; the counts are read here, one sync)."""
         record = self.decayed.get(gi) if group.get("cautious_decay", False) else None
@@ -172,5 +210,6 @@ class DecayPlan:
             return {}
         values = torch.cat(counts).tolist()
         params = group["params"]
-        return {i: n / max(params[i].numel(), 1) for i, n in zip(positions, values)
-                if i < len(params)}
+        return {
+            i: n / max(params[i].numel(), 1) for i, n in zip(positions, values) if i < len(params)
+        }

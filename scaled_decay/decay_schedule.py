@@ -30,16 +30,18 @@ lr scheduler alongside; it is a ``torch.optim.lr_scheduler.LRScheduler`` (so Lig
 steps it from ``configure_optimizers``, and ``ChainedScheduler([lr_sched, wd_sched])`` is the
 one scheduler transformers' ``Trainer`` takes) that leaves the lr alone.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Union
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["WeightDecayScheduler", "CURVES"]
+__all__ = ["CURVES", "WeightDecayScheduler"]
 
 CURVES = ("constant", "linear", "cosine")
 
@@ -47,8 +49,12 @@ Schedule = Union[str, Callable[[int], float], Sequence[Callable[[int], float]]]
 
 
 def _factor_arg(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
     return float(value)
 
@@ -72,36 +78,53 @@ class WeightDecayScheduler(LRScheduler):
     ``get_last_lr()``: the groups' lr, which this scheduler does not change.
     """
 
-    def __init__(self, optimizer: Optimizer, schedule: Schedule = "linear", *,
-                 total_steps: Optional[int] = None, start_factor: float = 1.0,
-                 end_factor: float = 1.0, last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        schedule: Schedule = "linear",
+        *,
+        total_steps: int | None = None,
+        start_factor: float = 1.0,
+        end_factor: float = 1.0,
+        last_epoch: int = -1,
+    ):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
         self.start_factor = _factor_arg("start_factor", start_factor)
         self.end_factor = _factor_arg("end_factor", end_factor)
         groups = optimizer.param_groups
-        self._fns: Optional[List[Callable]] = None
+        self._fns: list[Callable] | None = None
         if isinstance(schedule, str):
             if schedule not in CURVES:
-                raise ValueError(f"schedule must be one of {CURVES} or a callable, got "
-                                 f"{schedule!r}")
+                raise ValueError(
+                    f"schedule must be one of {CURVES} or a callable, got {schedule!r}"
+                )
             if schedule == "constant" and self.start_factor != self.end_factor:
-                raise ValueError(f"schedule='constant' needs start_factor == end_factor, got "
-                                 f"start_factor={start_factor!r}, end_factor={end_factor!r}")
-            if schedule != "constant" and (isinstance(total_steps, bool) or not isinstance(
-                    total_steps, int) or total_steps <= 0):
-                raise ValueError(f"schedule={schedule!r} needs total_steps, a positive int, "
-                                 f"got {total_steps!r}")
+                raise ValueError(
+                    f"schedule='constant' needs start_factor == end_factor, got "
+                    f"start_factor={start_factor!r}, end_factor={end_factor!r}"
+                )
+            if schedule != "constant" and (
+                isinstance(total_steps, bool)
+                or not isinstance(total_steps, int)
+                or total_steps <= 0
+            ):
+                raise ValueError(
+                    f"schedule={schedule!r} needs total_steps, a positive int, got {total_steps!r}"
+                )
         elif callable(schedule):
             self._fns = [schedule] * len(groups)
         elif isinstance(schedule, (list, tuple)) and all(map(callable, schedule)):
             if len(schedule) != len(groups):
-                raise ValueError(f"schedule: {len(schedule)} callables for {len(groups)} "
-                                 f"param groups")
+                raise ValueError(
+                    f"schedule: {len(schedule)} callables for {len(groups)} param groups"
+                )
             self._fns = list(schedule)
         else:
-            raise ValueError(f"schedule must be one of {CURVES}, a callable or a list of "
-                             f"callables, got {schedule!r}")
+            raise ValueError(
+                f"schedule must be one of {CURVES}, a callable or a list of "
+                f"callables, got {schedule!r}"
+            )
         self.schedule = schedule if isinstance(schedule, str) else None
         self.total_steps = total_steps
         if isinstance(last_epoch, bool) or not isinstance(last_epoch, int) or last_epoch < -1:
@@ -111,12 +134,15 @@ class WeightDecayScheduler(LRScheduler):
                 raise ValueError(f"param_groups[{i}] has no 'weight_decay' to schedule")
             if last_epoch == -1:
                 wd = group["weight_decay"]
-                group.setdefault("initial_weight_decay",
-                                 wd.clone() if isinstance(wd, torch.Tensor) else wd)
+                group.setdefault(
+                    "initial_weight_decay", wd.clone() if isinstance(wd, torch.Tensor) else wd
+                )
             elif "initial_weight_decay" not in group:
-                raise ValueError(f"last_epoch={last_epoch}: param_groups[{i}] has no "
-                                 f"'initial_weight_decay' (load the optimizer's state dict "
-                                 f"first, or start with last_epoch=-1)")
+                raise ValueError(
+                    f"last_epoch={last_epoch}: param_groups[{i}] has no "
+                    f"'initial_weight_decay' (load the optimizer's state dict "
+                    f"first, or start with last_epoch=-1)"
+                )
         self.optimizer = optimizer
         self.base_wds = [float(g["initial_weight_decay"]) for g in groups]
         self.last_epoch = last_epoch
@@ -144,8 +170,10 @@ class WeightDecayScheduler(LRScheduler):
         for i, (group, base) in enumerate(zip(self.optimizer.param_groups, self.base_wds)):
             f = self.factor(t, i)
             if not (math.isfinite(f) and f >= 0):  # (a callable's value: checked per group)
-                raise ValueError(f"schedule factor at step {t} for param_groups[{i}] must be a "
-                                 f"non-negative finite number, got {f!r}")
+                raise ValueError(
+                    f"schedule factor at step {t} for param_groups[{i}] must be a "
+                    f"non-negative finite number, got {f!r}"
+                )
             wd = base * f
             if isinstance(group["weight_decay"], torch.Tensor):
                 group["weight_decay"].fill_(wd)  # in place: a captured graph reads it
@@ -154,7 +182,7 @@ class WeightDecayScheduler(LRScheduler):
             values.append(wd)
         self._last_wd = values
 
-    def get_last_wd(self) -> List[float]:
+    def get_last_wd(self) -> list[float]:
         """Each group's weight decay as the last ``step()`` set it."""
         return list(self._last_wd)
 

@@ -4,6 +4,7 @@ Built-in data (no download): scikit-learn's digits when installed, else a fixed 
 teacher-network task; a 2-hidden-layer MLP; the held-out loss of each optimizer, and the
 decay report of the last one, so a user sees what the rules did.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,6 +17,7 @@ def builtin_data(seed: int = 0):
     """(x_train, y_train, x_test, y_test, n_classes): sklearn digits, else a teacher task."""
     try:
         from sklearn.datasets import load_digits
+
         d = load_digits()
         x = torch.tensor(d.data, dtype=torch.float32) / 16.0
         y = torch.tensor(d.target)
@@ -33,8 +35,13 @@ def builtin_data(seed: int = 0):
 
 
 def _mlp(n_in: int, width: int, n_out: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(n_in, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                         nn.Linear(width, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, width),
+        nn.ReLU(),
+        nn.Linear(width, width),
+        nn.ReLU(),
+        nn.Linear(width, n_out),
+    )
 
 
 def _train(model, opt, data, epochs: int, seed: int) -> float:
@@ -50,13 +57,16 @@ def _train(model, opt, data, epochs: int, seed: int) -> float:
         return loss_fn(model(xte), yte).item()
 
 
-def run_demo(width: int = 256, epochs: int = 30, weight_decay: float = 0.1, seed: int = 0,
-             lr: float = 1e-3) -> int:
+def run_demo(
+    width: int = 256, epochs: int = 30, weight_decay: float = 0.1, seed: int = 0, lr: float = 1e-3
+) -> int:
     data = builtin_data(seed)
     name, xtr, _, xte, _, n_out = data
     steps_per_epoch = (len(xtr) + 63) // 64
-    print(f"data: {name}, {len(xtr)} train / {len(xte)} held out; MLP {xtr.shape[1]}->"
-          f"{width}->{width}->{n_out}; {epochs} epochs, lr={lr}, weight_decay={weight_decay}")
+    print(
+        f"data: {name}, {len(xtr)} train / {len(xte)} held out; MLP {xtr.shape[1]}->"
+        f"{width}->{width}->{n_out}; {epochs} epochs, lr={lr}, weight_decay={weight_decay}"
+    )
     runs = [
         ("torch.optim.AdamW", None),
         ("sd.AdamW (no scaling)", None),

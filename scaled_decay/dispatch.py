@@ -14,11 +14,11 @@ Cautious decay (group key ``cautious_decay``): each batch's ``Decay`` carries a 
 (or the kernel) fills with its counts of decayed coordinates, device tensors kept as
 ``opt._plan.decayed[gi]`` for ``decay_report()``: no host read per step.
 """
+
 from __future__ import annotations
 
 import operator
 from itertools import repeat
-from typing import Optional
 
 import torch
 
@@ -44,10 +44,19 @@ def plan_key(update, group: dict, capturable: bool, amp: tuple, grads_all: list)
     selection = None
     if any(map(operator.is_, grads_all, repeat(None))):
         selection = bytes(map(operator.is_not, grads_all, repeat(None)))
-    return (update.structure(group), group["backend"], group["decay_mode"] == "l2", decays,
-            capturable, amp[0] is not None, amp[1] is not None, selection,
-            group.get("low_precision"), group.get("state_dtype"),
-            group.get("cautious_decay", False))
+    return (
+        update.structure(group),
+        group["backend"],
+        group["decay_mode"] == "l2",
+        decays,
+        capturable,
+        amp[0] is not None,
+        amp[1] is not None,
+        selection,
+        group.get("low_precision"),
+        group.get("state_dtype"),
+        group.get("cautious_decay", False),
+    )
 
 
 def group_plan(opt, update, gi: int, group: dict, scales, grads_all, capturable, amp):
@@ -66,8 +75,9 @@ def group_plan(opt, update, gi: int, group: dict, scales, grads_all, capturable,
     return plan, grads
 
 
-def step_group(opt, update, gi: int, group: dict, scales, *, capturable: bool,
-               grad_scale=None, found_inf=None) -> None:
+def step_group(
+    opt, update, gi: int, group: dict, scales, *, capturable: bool, grad_scale=None, found_inf=None
+) -> None:
     """One step of ``update`` ("adam" or "sgd" module) for the group's params with grads."""
     compiling = C.is_compiling()
     if compiling:  # (Dynamo traces comprehensions, not attrgetter/map)
@@ -112,41 +122,57 @@ def step_group(opt, update, gi: int, group: dict, scales, *, capturable: bool,
             plan.store_new_buffers(opt, batch, update.state_keys(group)[0])
 
 
-def _decay(group: dict, batch: Batch, wd, lr, eta0) -> Optional[Decay]:
+def _decay(group: dict, batch: Batch, wd, lr, eta0) -> Decay | None:
     if not isinstance(wd, torch.Tensor) and wd == 0:
         return None
-    return Decay(group["decay_mode"], tuple((wd * s, idx) for s, idx in batch.scale_groups),
-                 lr, eta0, wd)
+    return Decay(
+        group["decay_mode"], tuple((wd * s, idx) for s, idx in batch.scale_groups), lr, eta0, wd
+    )
 
 
-def run_batch(update, batch: Batch, grads, decay, hp, tensor_math, grad_scale,
-              found_inf) -> None:
+def run_batch(update, batch: Batch, grads, decay, hp, tensor_math, grad_scale, found_inf) -> None:
     """One backend call (a loop of them for "loop") on a batch of the plan."""
     n_own = batch.n_update_states
-    lists = [batch.params, grads] + update.state_lists(batch.states[:n_own], hp,
-                                                       len(batch.params))
+    lists = [batch.params, grads] + update.state_lists(batch.states[:n_own], hp, len(batch.params))
     if batch.wide is not None:  # storage narrower (or wider) than the math: loop/foreach only
         rounding, state_dtype = batch.wide
         lp_states = batch.states[n_own:]
         if batch.backend == "loop":
             for i, one_decay in enumerate(_per_tensor(decay, len(batch.params))):
-                one = [lst[i:i + 1] if lst else lst for lst in lists]
-                LP.wide_step(update.foreach, one, [lst[i:i + 1] for lst in lp_states],
-                             rounding=rounding, state_dtype=state_dtype, salt=i,
-                             decay=one_decay, **hp, tensor_math=tensor_math)
+                one = [lst[i : i + 1] if lst else lst for lst in lists]
+                LP.wide_step(
+                    update.foreach,
+                    one,
+                    [lst[i : i + 1] for lst in lp_states],
+                    rounding=rounding,
+                    state_dtype=state_dtype,
+                    salt=i,
+                    decay=one_decay,
+                    **hp,
+                    tensor_math=tensor_math,
+                )
                 _write_back(lists, one, i)
                 _write_count(decay, one_decay, i)
         else:
-            LP.wide_step(update.foreach, lists, lp_states, rounding=rounding,
-                         state_dtype=state_dtype, decay=decay, **hp, tensor_math=tensor_math)
+            LP.wide_step(
+                update.foreach,
+                lists,
+                lp_states,
+                rounding=rounding,
+                state_dtype=state_dtype,
+                decay=decay,
+                **hp,
+                tensor_math=tensor_math,
+            )
     elif batch.backend == "triton":
         _triton(update, batch, lists, batch.states[n_own:], decay, hp, grad_scale, found_inf)
     elif batch.backend == "torch_fused":
-        update.torch_fused(*lists, decay=decay, **hp, first=batch.first, grad_scale=grad_scale,
-                           found_inf=found_inf)
+        update.torch_fused(
+            *lists, decay=decay, **hp, first=batch.first, grad_scale=grad_scale, found_inf=found_inf
+        )
     elif batch.backend == "loop":
         for i, one_decay in enumerate(_per_tensor(decay, len(batch.params))):
-            one = [lst[i:i + 1] if lst else lst for lst in lists]
+            one = [lst[i : i + 1] if lst else lst for lst in lists]
             update.foreach(*one, decay=one_decay, **hp, tensor_math=tensor_math)
             _write_back(lists, one, i)
             _write_count(decay, one_decay, i)
@@ -161,23 +187,24 @@ def _write_back(lists: list, one: list, i: int) -> None:
             lst[i] = new[0]
 
 
-def _write_count(decay: Optional[Decay], one: Optional[Decay], i: int) -> None:
+def _write_count(decay: Decay | None, one: Decay | None, i: int) -> None:
     """Tensor ``i``'s count of decayed coordinates (cautious decay), into the batch's list."""
     if decay is not None and decay.decayed is not None:
         decay.decayed[i] = one.decayed[0]
 
 
-def _per_tensor(decay: Optional[Decay], n: int) -> list:
+def _per_tensor(decay: Decay | None, n: int) -> list:
     """Each tensor's own decay (the loop backend: one tensor a call)."""
     if decay is None:
         return [None] * n
     lams = [0.0] * n
     for lam, idx in decay.groups:
-        for i in (range(n) if idx is None else idx):
+        for i in range(n) if idx is None else idx:
             lams[i] = lam
     counts = decay.decayed is not None
-    return [decay._replace(groups=((lam, None),), decayed=[None] if counts else None)
-            for lam in lams]
+    return [
+        decay._replace(groups=((lam, None),), decayed=[None] if counts else None) for lam in lams
+    ]
 
 
 def _triton(update, batch: Batch, lists, lp_states, decay, hp, grad_scale, found_inf) -> None:
@@ -190,8 +217,9 @@ def _triton(update, batch: Batch, lists, lp_states, decay, hp, grad_scale, found
     rounding = batch.rounding
     if rounding == 2:  # stochastic: this step's counters (one op for the batch)
         torch._foreach_add_(lp_states[0], 1)
-    comps, counts = (lp_states[0], []) if rounding == 1 else \
-        ([], lp_states[0]) if rounding == 2 else ([], [])
+    comps, counts = (
+        (lp_states[0], []) if rounding == 1 else ([], lp_states[0]) if rounding == 2 else ([], [])
+    )
     if adam:
         p, g, m, v, vmax, s = lists
     else:
@@ -208,17 +236,22 @@ def _triton(update, batch: Batch, lists, lp_states, decay, hp, grad_scale, found
         tables = package.tables.Tables(max_entries=4)
         flags = [1 if batch.first else 0] * len(p)
         values = tables.values(batch.scales, flags, batch.device)
-        rows = package.adam.adam_rows(p, g, m, v, vmax, s, comps, counts) if adam \
+        rows = (
+            package.adam.adam_rows(p, g, m, v, vmax, s, comps, counts)
+            if adam
             else package.sgd.sgd_rows(p, g, b, comps, counts)
-        layout = tables.layout(rows, list(map(torch.Tensor.numel, p)),
-                               package.launch.BLOCK, batch.device)
+        )
+        layout = tables.layout(
+            rows, list(map(torch.Tensor.numel, p)), package.launch.BLOCK, batch.device
+        )
         batch.triton = [package, tables, values, rows, layout]
     package, tables, values, rows, layout = batch.triton
     grad_row = list(map(torch.Tensor.data_ptr, g))
     if grad_row != rows[1]:  # new grad storage (rows: P, G, ...)
         rows = rows[:1] + [grad_row] + rows[2:]
-        layout = tables.layout(rows, list(map(torch.Tensor.numel, p)), package.launch.BLOCK,
-                               batch.device)
+        layout = tables.layout(
+            rows, list(map(torch.Tensor.numel, p)), package.launch.BLOCK, batch.device
+        )
         batch.triton[3:] = [rows, layout]
     kd = _kernel_decay(package.launch, decay, batch)
     counts = None
@@ -229,21 +262,47 @@ def _triton(update, batch: Batch, lists, lp_states, decay, hp, grad_scale, found
         counts.zero_()
         decay.decayed[:] = [counts]  # (the report reads one tensor for the batch)
     if adam:
-        package.adam.adam_launch(tables, p, g, m, v, vmax, s, values=values, kernel_decay=kd,
-                                 layout=layout, grad_scale=grad_scale, found_inf=found_inf,
-                                 rounding=rounding, decayed=counts, **hp)
+        package.adam.adam_launch(
+            tables,
+            p,
+            g,
+            m,
+            v,
+            vmax,
+            s,
+            values=values,
+            kernel_decay=kd,
+            layout=layout,
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+            rounding=rounding,
+            decayed=counts,
+            **hp,
+        )
     else:
-        package.sgd.sgd_launch(tables, p, g, b, values=values, kernel_decay=kd, layout=layout,
-                               grad_scale=grad_scale, found_inf=found_inf, rounding=rounding,
-                               decayed=counts, **hp)
+        package.sgd.sgd_launch(
+            tables,
+            p,
+            g,
+            b,
+            values=values,
+            kernel_decay=kd,
+            layout=layout,
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+            rounding=rounding,
+            decayed=counts,
+            **hp,
+        )
 
 
 def _package(device):
     from .backends import triton_package
+
     return triton_package(device)
 
 
-def _kernel_decay(launch, decay: Optional[Decay], batch: Batch):
+def _kernel_decay(launch, decay: Decay | None, batch: Batch):
     """The kernels' form of this step's decay: the table holds s(p); weight_decay and the
     mode's lr factor are launch arguments (an lr schedule rebuilds no table). A tensor eta0
     (a capturable step's peak lr) is read once, when the batch first launches: a read during

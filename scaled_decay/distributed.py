@@ -10,13 +10,14 @@ tensors run. State that the math creates from those views (SGD's first momentum 
 wrapped back as a DTensor laid out like its parameter, so distributed checkpoints
 (``torch.distributed.checkpoint.state_dict``) see sharded state as they expect.
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
-__all__ = ["is_dtensor", "local_view", "local_lists", "like_param"]
+__all__ = ["is_dtensor", "like_param", "local_lists", "local_view"]
 
 
 def is_dtensor(t) -> bool:
@@ -25,12 +26,12 @@ def is_dtensor(t) -> bool:
     return type(t).__name__ == "DTensor" and hasattr(t, "to_local")
 
 
-def local_view(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+def local_view(t: torch.Tensor | None) -> torch.Tensor | None:
     """This rank's shard of a DTensor as a plain tensor view; anything else unchanged."""
     return t.to_local() if is_dtensor(t) else t
 
 
-def local_lists(lists: Sequence[Sequence]) -> List[list]:
+def local_lists(lists: Sequence[Sequence]) -> list[list]:
     """Each list of tensors with DTensors replaced by their local views (None kept).
 
     ``lists[0]`` holds the parameters and the others their grads and state: those of a
@@ -42,8 +43,9 @@ def local_lists(lists: Sequence[Sequence]) -> List[list]:
     return [[local_view(t) for t in lst] for lst in lists]
 
 
-def like_param(local: torch.Tensor, p: torch.Tensor,
-               current: Optional[torch.Tensor] = None) -> torch.Tensor:
+def like_param(
+    local: torch.Tensor, p: torch.Tensor, current: torch.Tensor | None = None
+) -> torch.Tensor:
     """``local`` (a shard-shaped tensor the math made or updated) as state laid out like ``p``.
 
     Plain parameters: ``local`` itself. DTensor parameters: ``current`` (the DTensor state
@@ -55,5 +57,7 @@ def like_param(local: torch.Tensor, p: torch.Tensor,
     if is_dtensor(current) and current.to_local().data_ptr() == local.data_ptr():
         return current
     from torch.distributed.tensor import DTensor
-    return DTensor.from_local(local, p.device_mesh, p.placements, run_check=False,
-                              shape=p.shape, stride=p.stride())
+
+    return DTensor.from_local(
+        local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
+    )

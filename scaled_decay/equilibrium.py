@@ -26,44 +26,53 @@ The predictions hold for scale-invariant tensors at equilibrium (reached after a
 ``1 / c`` steps) with a slowly varying lr; ``grad_cos`` (|cos| between a weight and its
 gradient, 0 for a scale-invariant one) shows which tensors qualify.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from .adam import Adam, AdamW
-from .modes import decay_lr_factor
 from .group_keys import peak_lr
+from .modes import decay_lr_factor
 from .report import DecayReport
 from .sgd import SGD
 
-__all__ = ["EquilibriumMonitor", "EquilibriumReport", "EquilibriumRow", "OPTIMIZER_KINDS",
-           "predict_angular_update", "predict_rms"]
+__all__ = [
+    "OPTIMIZER_KINDS",
+    "EquilibriumMonitor",
+    "EquilibriumReport",
+    "EquilibriumRow",
+    "predict_angular_update",
+    "predict_rms",
+]
 
 # How each optimizer class moves a tensor: "adam" (normalized update, momentum = betas[0]) or
 # "sgd" (momentum = group["momentum"]), and its decay mode where the class fixes it (torch's
 # own optimizers; the package's carry decay_mode per group, None here). Subclasses match
 # their nearest listed parent; add entries for other optimizers.
-OPTIMIZER_KINDS: Dict[type, Tuple[str, Optional[str]]] = {
-    SGD: ("sgd", None), Adam: ("adam", None), AdamW: ("adam", None),
+OPTIMIZER_KINDS: dict[type, tuple[str, str | None]] = {
+    SGD: ("sgd", None),
+    Adam: ("adam", None),
+    AdamW: ("adam", None),
     torch.optim.SGD: ("sgd", "l2"),
     torch.optim.Adam: ("adam", "l2"),
     torch.optim.AdamW: ("adam", "decoupled"),
 }
 
 
-def _kind(optimizer) -> Tuple[Optional[str], Optional[str]]:
+def _kind(optimizer) -> tuple[str | None, str | None]:
     for cls in type(optimizer).__mro__:
         if cls in OPTIMIZER_KINDS:
             return OPTIMIZER_KINDS[cls]
     return None, None
 
 
-def predict_angular_update(kind: str, mode: str, c: float, lr: float, lam: float,
-                           momentum: float, dampening: float = 0.0) -> Optional[float]:
+def predict_angular_update(
+    kind: str, mode: str, c: float, lr: float, lam: float, momentum: float, dampening: float = 0.0
+) -> float | None:
     """Equilibrium angle per step (radians); None where the theory gives none.
 
     ``c``: the fraction decoupled decay removes per step; ``lam``: the coupled (L2) decay.
@@ -77,7 +86,7 @@ def predict_angular_update(kind: str, mode: str, c: float, lr: float, lam: float
     return None
 
 
-def predict_rms(kind: str, mode: str, c: float, lr: float) -> Optional[float]:
+def predict_rms(kind: str, mode: str, c: float, lr: float) -> float | None:
     """Equilibrium RMS of a scale-invariant tensor under AdamW-type decay, ``lr / sqrt(2c)``."""
     if kind == "adam" and mode != "l2" and c > 0 and lr > 0:
         return lr / math.sqrt(2 * c)
@@ -96,30 +105,42 @@ class EquilibriumRow:
 
     group: int
     index: int
-    name: Optional[str]
-    shape: Tuple[int, ...]
-    decay_mode: Optional[str]
-    lr: Optional[float]
-    lam: Optional[float]
-    c: Optional[float]
+    name: str | None
+    shape: tuple[int, ...]
+    decay_mode: str | None
+    lr: float | None
+    lam: float | None
+    c: float | None
     steps: int
-    rms: Optional[float]
-    rms_pred: Optional[float]
-    angular: Optional[float]
-    angular_pred: Optional[float]
-    ratio: Optional[float]
-    grad_cos: Optional[float]
-    note: Optional[str]
+    rms: float | None
+    rms_pred: float | None
+    angular: float | None
+    angular_pred: float | None
+    ratio: float | None
+    grad_cos: float | None
+    note: str | None
 
 
 class EquilibriumReport(DecayReport):
     """A list of :class:`EquilibriumRow`; ``str()`` gives a table, ``to_dicts()`` plain data
     (the same table layout as ``decay_report()``)."""
 
-    _COLUMNS = ("name", "shape", "decay_mode", "c", "steps", "rms", "rms_pred", "angular",
-                "angular_pred", "ratio", "grad_cos", "note")
+    _COLUMNS = (
+        "name",
+        "shape",
+        "decay_mode",
+        "c",
+        "steps",
+        "rms",
+        "rms_pred",
+        "angular",
+        "angular_pred",
+        "ratio",
+        "grad_cos",
+        "note",
+    )
 
-    def _cells(self, row: "EquilibriumRow") -> List[str]:
+    def _cells(self, row: EquilibriumRow) -> list[str]:
         def cell(col):
             v = getattr(row, col)
             if col == "name" and v is None:
@@ -127,6 +148,7 @@ class EquilibriumReport(DecayReport):
             if col == "shape":
                 return "x".join(map(str, v)) or "scalar"
             return f"{v:.6g}" if isinstance(v, float) else "-" if v is None else str(v)
+
         return [cell(col) for col in self._COLUMNS]
 
 
@@ -140,8 +162,8 @@ class _Ema:
         self.value = self.beta * self.value + (1 - self.beta) * x
         self.n += 1
 
-    def get(self) -> Optional[float]:
-        return self.value / (1 - self.beta ** self.n) if self.n else None
+    def get(self) -> float | None:
+        return self.value / (1 - self.beta**self.n) if self.n else None
 
 
 class EquilibriumMonitor:
@@ -160,35 +182,44 @@ class EquilibriumMonitor:
 
     def __init__(self, optimizer, params=None, *, beta: float = 0.99, attach: bool = False):
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise ValueError(f"optimizer must be a torch.optim.Optimizer, got "
-                             f"{type(optimizer).__name__}")
+            raise ValueError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1:
             raise ValueError(f"beta must be a number in [0, 1), got {beta!r}")
         self.optimizer, self.beta = optimizer, float(beta)
         self.kind, self.fixed_mode = _kind(optimizer)
-        where = {id(p): (gi, i) for gi, g in enumerate(optimizer.param_groups)
-                 for i, p in enumerate(g["params"])}
+        where = {
+            id(p): (gi, i)
+            for gi, g in enumerate(optimizer.param_groups)
+            for i, p in enumerate(g["params"])
+        }
         if params is None:
             chosen = [p for g in optimizer.param_groups for p in g["params"] if p.dim() >= 2]
         else:
             chosen = list(params) if not isinstance(params, torch.Tensor) else [params]
             for p in chosen:
                 if not isinstance(p, torch.Tensor):
-                    raise ValueError(f"params must be tensors the optimizer holds, got a "
-                                     f"{type(p).__name__}")
+                    raise ValueError(
+                        f"params must be tensors the optimizer holds, got a {type(p).__name__}"
+                    )
                 if id(p) not in where:
-                    raise ValueError(f"params: a tensor of shape {tuple(p.shape)} is not "
-                                     f"held by the optimizer")
+                    raise ValueError(
+                        f"params: a tensor of shape {tuple(p.shape)} is not held by the optimizer"
+                    )
         if not chosen:
             raise ValueError("params: no tensor to watch (default: those of >= 2 dimensions)")
         self._params = chosen
         self._where = [where[id(p)] for p in chosen]
         self._prev = [p.detach().clone() for p in chosen]
-        self._ema = [{k: _Ema(self.beta) for k in ("rms", "angular", "grad_cos", "rms_pred",
-                                                    "angular_pred")} for _ in chosen]
-        self._last: List[dict] = [{} for _ in chosen]
-        self._handle = optimizer.register_step_post_hook(lambda *_: self.update()) \
-            if attach else None
+        self._ema = [
+            {k: _Ema(self.beta) for k in ("rms", "angular", "grad_cos", "rms_pred", "angular_pred")}
+            for _ in chosen
+        ]
+        self._last: list[dict] = [{} for _ in chosen]
+        self._handle = (
+            optimizer.register_step_post_hook(lambda *_: self.update()) if attach else None
+        )
 
     def detach(self) -> None:
         """Stop the automatic updates of ``attach=True``."""
@@ -197,7 +228,7 @@ class EquilibriumMonitor:
             self._handle = None
 
     # ---- per-tensor hyperparameters ---------------------------------------------------
-    def _decay(self) -> List[dict]:
+    def _decay(self) -> list[dict]:
         """lr, lam, mode and c of each watched tensor, at this step."""
         groups = self.optimizer.param_groups
         rows = None
@@ -221,15 +252,16 @@ class EquilibriumMonitor:
             out.append(dict(lr=lr, lam=lam, mode=mode, c=c, group=g))
         return out
 
-    def _predict(self, d: dict) -> Tuple[Optional[float], Optional[float], Optional[str]]:
+    def _predict(self, d: dict) -> tuple[float | None, float | None, str | None]:
         g = d["group"]
         if self.kind is None or d["mode"] is None:
             return None, None, f"no prediction for {type(self.optimizer).__name__}"
         if self.kind == "sgd" and g.get("nesterov"):
             return None, None, "no prediction for nesterov momentum"
         mu = float(g["betas"][0]) if self.kind == "adam" else float(g.get("momentum", 0.0))
-        ang = predict_angular_update(self.kind, d["mode"], d["c"], d["lr"], d["lam"], mu,
-                                     float(g.get("dampening", 0.0)))
+        ang = predict_angular_update(
+            self.kind, d["mode"], d["c"], d["lr"], d["lam"], mu, float(g.get("dampening", 0.0))
+        )
         rms = predict_rms(self.kind, d["mode"], d["c"], d["lr"])
         note = None
         if ang is None:
@@ -253,11 +285,21 @@ class EquilibriumMonitor:
                 gcos = (a @ gr).abs() / (na * gr.norm())
             stats.append(torch.stack([nb / math.sqrt(max(b.numel(), 1)), angle, gcos]).cpu())
         for ema, last, (rms, angle, gcos), d, p, prev in zip(
-                self._ema, self._last, torch.stack(stats).tolist() if stats else [],
-                self._decay(), self._params, self._prev):
+            self._ema,
+            self._last,
+            torch.stack(stats).tolist() if stats else [],
+            self._decay(),
+            self._params,
+            self._prev,
+        ):
             rms_pred, ang_pred, note = self._predict(d)
-            for key, x in (("rms", rms), ("angular", angle), ("grad_cos", gcos),
-                           ("rms_pred", rms_pred), ("angular_pred", ang_pred)):
+            for key, x in (
+                ("rms", rms),
+                ("angular", angle),
+                ("grad_cos", gcos),
+                ("rms_pred", rms_pred),
+                ("angular_pred", ang_pred),
+            ):
                 if x is not None and math.isfinite(x):
                     ema[key].add(x)
             last.update(lr=d["lr"], lam=d["lam"], c=d["c"], mode=d["mode"], note=note)
@@ -276,11 +318,24 @@ class EquilibriumMonitor:
         for (gi, i), p, ema, last in zip(self._where, self._params, self._ema, self._last):
             names = groups[gi].get("param_names")
             ang, pred = ema["angular"].get(), ema["angular_pred"].get()
-            rows.append(EquilibriumRow(
-                group=gi, index=i, name=names[i] if names else None, shape=tuple(p.shape),
-                decay_mode=last.get("mode"), lr=last.get("lr"), lam=last.get("lam"),
-                c=last.get("c"), steps=ema["angular"].n, rms=ema["rms"].get(),
-                rms_pred=ema["rms_pred"].get(), angular=ang, angular_pred=pred,
-                ratio=ang / pred if ang is not None and pred else None,
-                grad_cos=ema["grad_cos"].get(), note=last.get("note")))
+            rows.append(
+                EquilibriumRow(
+                    group=gi,
+                    index=i,
+                    name=names[i] if names else None,
+                    shape=tuple(p.shape),
+                    decay_mode=last.get("mode"),
+                    lr=last.get("lr"),
+                    lam=last.get("lam"),
+                    c=last.get("c"),
+                    steps=ema["angular"].n,
+                    rms=ema["rms"].get(),
+                    rms_pred=ema["rms_pred"].get(),
+                    angular=ang,
+                    angular_pred=pred,
+                    ratio=ang / pred if ang is not None and pred else None,
+                    grad_cos=ema["grad_cos"].get(),
+                    note=last.get("note"),
+                )
+            )
         return rows

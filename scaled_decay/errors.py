@@ -6,9 +6,10 @@ The SPEC asks for a ``ValueError`` naming the argument and the value; torch.opti
 written against torch.optim catches those types, so where torch raises one of them the
 package raises a class that is both a ValueError and torch's type.
 """
+
 from __future__ import annotations
 
-__all__ = ["ArgumentTypeError", "ArgumentIndexError", "ArgumentRuntimeError"]
+__all__ = ["ArgumentIndexError", "ArgumentRuntimeError", "ArgumentTypeError"]
 
 
 class ArgumentTypeError(ValueError, TypeError):

@@ -9,18 +9,23 @@
 - :func:`register_timm_optimizers` adds the optimizers to timm's registry, for
   ``timm.optim.create_optimizer_v2(model, "scaledadamw", ...)``.
 """
+
 from __future__ import annotations
 
 import inspect
 import logging
-from typing import Dict
 
 import torch
 
 from .groups import param_groups
 
-__all__ = ["decay_report", "unwrap_optimizer", "trainer_factory", "register_timm_optimizers",
-           "TIMM_NAMES"]
+__all__ = [
+    "TIMM_NAMES",
+    "decay_report",
+    "register_timm_optimizers",
+    "trainer_factory",
+    "unwrap_optimizer",
+]
 
 log = logging.getLogger("scaled_decay")
 
@@ -39,8 +44,9 @@ def _wrapped(obj):
     optimizers = getattr(obj, "optimizers", None)  # a Lightning Trainer
     if isinstance(optimizers, (list, tuple)):
         if len(optimizers) != 1:
-            raise ValueError(f"{type(obj).__name__} holds {len(optimizers)} optimizers; pass the "
-                             f"one to report")
+            raise ValueError(
+                f"{type(obj).__name__} holds {len(optimizers)} optimizers; pass the one to report"
+            )
         return optimizers[0]
     return None
 
@@ -61,8 +67,10 @@ def unwrap_optimizer(obj):
         if callable(getattr(candidate, "decay_report", None)):
             return candidate
     chain = " -> ".join(type(s).__name__ for s in seen)
-    raise ValueError(f"decay_report: {chain} is not, and does not wrap, an optimizer of "
-                     f"scaled_decay (nothing to report)")
+    raise ValueError(
+        f"decay_report: {chain} is not, and does not wrap, an optimizer of "
+        f"scaled_decay (nothing to report)"
+    )
 
 
 def decay_report(optimizer):
@@ -82,12 +90,13 @@ class _TrainerBuilder:
         self.optimizer_cls = optimizer_cls
 
     def __call__(self, model, **kwargs):
-        group_kwargs = {k: kwargs.pop(k) for k in _GROUP_KWARGS + ("timescale",)
-                        if k in kwargs}
+        group_kwargs = {k: kwargs.pop(k) for k in _GROUP_KWARGS + ("timescale",) if k in kwargs}
         if "weight_decay" not in kwargs and "timescale" not in group_kwargs:
-            raise ValueError("sd.trainer_factory: put weight_decay (or timescale) into the "
-                             "kwargs of optimizer_cls_and_kwargs (the Trainer passes only "
-                             "those)")
+            raise ValueError(
+                "sd.trainer_factory: put weight_decay (or timescale) into the "
+                "kwargs of optimizer_cls_and_kwargs (the Trainer passes only "
+                "those)"
+            )
         groups = param_groups(model, kwargs.pop("weight_decay", None), **group_kwargs)
         log.info("sd.trainer_factory: %s", groups.split)
         return self.optimizer_cls(groups, **kwargs)
@@ -129,11 +138,15 @@ def trainer_factory(optimizer_cls) -> _TrainerFactory:
 # timm reads an optimizer name as "[lookahead_]name": it cuts at "_" and looks up the last
 # part, so "sd_adamw" would silently build timm's own AdamW. These names have no "_" and
 # collide with none of timm's.
-TIMM_NAMES = {"scaledsgd": "SGD", "scaledmomentum": "SGD", "scaledadam": "Adam",
-              "scaledadamw": "AdamW"}
+TIMM_NAMES = {
+    "scaledsgd": "SGD",
+    "scaledmomentum": "SGD",
+    "scaledadam": "Adam",
+    "scaledadamw": "AdamW",
+}
 
 
-def register_timm_optimizers(registry=None) -> Dict[str, type]:
+def register_timm_optimizers(registry=None) -> dict[str, type]:
     """Register the package's optimizers in timm's optimizer registry (default: timm's
     ``default_registry``), so ``create_optimizer_v2(model, "scaledadamw", lr=...,
     weight_decay=..., decay_scaling="fan_in")`` builds ``sd.AdamW``. Names, as timm's:
@@ -148,15 +161,24 @@ def register_timm_optimizers(registry=None) -> Dict[str, type]:
     names and the split.
     """
     from timm.optim import _optim_factory as factory  # timm is an optional dependency
+
     from . import adam, sgd
 
     registry = registry if registry is not None else factory.default_registry
     classes = {"SGD": sgd.SGD, "Adam": adam.Adam, "AdamW": adam.AdamW}
     infos = {
-        "scaledsgd": dict(has_eps=False, has_momentum=True, defaults={"nesterov": True},
-                          description="scaled_decay SGD, Nesterov momentum"),
-        "scaledmomentum": dict(has_eps=False, has_momentum=True, defaults={"nesterov": False},
-                               description="scaled_decay SGD, momentum"),
+        "scaledsgd": dict(
+            has_eps=False,
+            has_momentum=True,
+            defaults={"nesterov": True},
+            description="scaled_decay SGD, Nesterov momentum",
+        ),
+        "scaledmomentum": dict(
+            has_eps=False,
+            has_momentum=True,
+            defaults={"nesterov": False},
+            description="scaled_decay SGD, momentum",
+        ),
         "scaledadam": dict(has_betas=True, description="scaled_decay Adam"),
         "scaledadamw": dict(has_betas=True, description="scaled_decay AdamW"),
     }

@@ -13,14 +13,15 @@ module guards against the other kind of torch bug, so that ``backend="torch_fuse
   probe sends those tensors to foreach and warns once per (op, device, dtype), naming the
   torch version.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Dict, List, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["trusted", "ulps_off", "probe_ok", "probe_inputs", "ulp", "PROBE_ULPS"]
+__all__ = ["PROBE_ULPS", "probe_inputs", "probe_ok", "trusted", "ulp", "ulps_off"]
 
 
 # ---- probes ----------------------------------------------------------------------------------
@@ -35,7 +36,7 @@ __all__ = ["trusted", "ulps_off", "probe_ok", "probe_inputs", "ulp", "PROBE_ULPS
 PROBE_ULPS = {torch.float64: 4, torch.float32: 32, torch.bfloat16: 1, torch.float16: 1}
 PROBE_NUMEL = 4099
 
-_verdicts: Dict[tuple, bool] = {}
+_verdicts: dict[tuple, bool] = {}
 _warned: set = set()
 
 
@@ -60,7 +61,7 @@ def ulps_off(out: torch.Tensor, ref: torch.Tensor, before: torch.Tensor) -> floa
     return float((err / ulp(scale, out.dtype)).max())
 
 
-def probe_ok(worst: Dict[str, float], dtype: torch.dtype) -> bool:
+def probe_ok(worst: dict[str, float], dtype: torch.dtype) -> bool:
     """Whether a probe's worst errors (ulps per output) are all within ``PROBE_ULPS``."""
     return all(v <= PROBE_ULPS[dtype] for v in worst.values())  # NaN: False
 
@@ -69,22 +70,31 @@ def _capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
-def probe_inputs(count: int, dtype: torch.dtype, device: torch.device, *,
-                 positive: Sequence[int] = ()) -> List[torch.Tensor]:
+def probe_inputs(
+    count: int, dtype: torch.dtype, device: torch.device, *, positive: Sequence[int] = ()
+) -> list[torch.Tensor]:
     """``count`` fixed pseudo-random probe tensors of ``PROBE_NUMEL`` elements (those at
     ``positive`` in (0.01, 0.11], for second moments), rounded to ``dtype``."""
     g = torch.Generator().manual_seed(1234)
     out = []
     for i in range(count):
-        t = torch.rand(PROBE_NUMEL, generator=g) * 0.1 + 0.01 if i in positive \
+        t = (
+            torch.rand(PROBE_NUMEL, generator=g) * 0.1 + 0.01
+            if i in positive
             else torch.randn(PROBE_NUMEL, generator=g)
+        )
         out.append(t.to(dtype).to(device))
     return out
 
 
 @torch.compiler.disable
-def trusted(op: str, device: torch.device, dtype: torch.dtype, flags: tuple,
-            probe: Callable[[], Dict[str, float]]) -> bool:
+def trusted(
+    op: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    flags: tuple,
+    probe: Callable[[], dict[str, float]],
+) -> bool:
     """Whether torch's fused ``op`` may be used on ``device`` for ``dtype`` with ``flags``
     (the hyperparameters that select a code path): ``probe()`` runs the op on small inputs
     and returns its worst error against the reference in ulps per output; run once per key,
@@ -97,18 +107,25 @@ def trusted(op: str, device: torch.device, dtype: torch.dtype, flags: tuple,
             raise RuntimeError(
                 f"scaled_decay: torch's fused {op} has not been checked yet for {dtype} on "
                 f"{device} with these settings, and the check cannot run during CUDA graph "
-                f"capture: run one step with the same settings before capturing")
+                f"capture: run one step with the same settings before capturing"
+            )
         worst = probe()
         verdict = _verdicts[key] = probe_ok(worst, dtype)
         if not verdict and (op, str(device), dtype) not in _warned:
             _warned.add((op, str(device), dtype))
-            detail = " (worst error: " + ", ".join(f"{k} {v:.3g} ulp" for k, v in worst.items()) \
+            detail = (
+                " (worst error: "
+                + ", ".join(f"{k} {v:.3g} ulp" for k, v in worst.items())
                 + f"; tolerance {PROBE_ULPS[dtype]})"
+            )
             warnings.warn(
                 f"scaled_decay: torch {torch.__version__}'s fused {op} kernel gives wrong "
                 f"results for {dtype} tensors on {device} (checked against the reference "
                 f"math on a probe; settings {flags}{detail}); those tensors are updated by the "
-                f"foreach backend instead (same math, slower)", RuntimeWarning, stacklevel=3)
+                f"foreach backend instead (same math, slower)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     return verdict
 
 

@@ -8,10 +8,11 @@ group, never per tensor), so mid-run edits of these keys act at the next step, o
 there. :func:`align_param_names` keeps ``add_param_group`` working when only some groups
 have ``param_names`` (torch refuses the mix).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -21,8 +22,13 @@ from .modes import PEAK_LR_MODES, check_decay_mode
 from .rules import RULE_TYPES, as_rules
 
 # Per-tensor metadata keys a group may carry (from sd.param_groups), aligned with params.
-PER_TENSOR_KEYS = ("param_names", "fan_ins", "fan_in_sources", "fan_in_references",
-                   "no_decay_reasons")
+PER_TENSOR_KEYS = (
+    "param_names",
+    "fan_ins",
+    "fan_in_sources",
+    "fan_in_references",
+    "no_decay_reasons",
+)
 # Group keys load_state_dict does not carry over: a saved group lacking initial_lr or
 # peak_lr derives them from its own lr (a torch.optim state dict), as torch does.
 RESET_ON_LOAD = ("params", "initial_lr", "peak_lr")
@@ -39,8 +45,11 @@ def check_non_negative(name: str, value) -> None:
     (also a TypeError for a non-number, as torch.optim raises there)."""
     if not _number(value):
         raise ArgumentTypeError(f"{name} must be a non-negative finite number, got {value!r}")
-    if (isinstance(value, torch.Tensor) and value.numel() != 1) \
-            or not float(value) >= 0 or math.isinf(float(value)):
+    if (
+        (isinstance(value, torch.Tensor) and value.numel() != 1)
+        or not float(value) >= 0
+        or math.isinf(float(value))
+    ):
         raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
 
 
@@ -85,21 +94,24 @@ def check_decay_keys(group: dict, read_tensors: bool = True) -> None:
     if "peak_lr" not in group:
         group["peak_lr"] = _copy_lr(group.get("initial_lr", group["lr"]))
     mode, eta0 = group["decay_mode"], peak_lr(group)
-    if mode not in PEAK_LR_MODES or compiling and isinstance(eta0, torch.Tensor):
+    if mode not in PEAK_LR_MODES or (compiling and isinstance(eta0, torch.Tensor)):
         return
     source = "max_lr" if "max_lr" in group else "peak_lr"
     if not _number(eta0) or not math.isfinite(float(eta0)) or not float(eta0) > 0:
         raise ValueError(
             f"decay_mode={mode!r} divides by the peak lr, which must be a positive number: got "
-            f"{source} = {eta0!r} (peak_lr is set at construction to initial_lr or lr)")
+            f"{source} = {eta0!r} (peak_lr is set at construction to initial_lr or lr)"
+        )
     lr = group["lr"]
-    if not (compiling and isinstance(lr, torch.Tensor)) \
-            and float(lr) > float(eta0) * (1 + _PEAK_TOLERANCE):
+    if not (compiling and isinstance(lr, torch.Tensor)) and float(lr) > float(eta0) * (
+        1 + _PEAK_TOLERANCE
+    ):
         raise ValueError(
             f"lr = {float(lr)!r} is above the peak lr {source} = {float(eta0)!r} that "
             f"decay_mode={mode!r} measures decay against, so a step would decay more than "
             f"weight_decay * s(p): set group['peak_lr'] to the schedule's highest lr (e.g. "
-            f"CyclicLR's max_lr), or build the optimizer with lr at the peak")
+            f"CyclicLR's max_lr), or build the optimizer with lr at the peak"
+        )
 
 
 def check_cautious(group: dict) -> None:
@@ -115,15 +127,18 @@ def check_cautious(group: dict) -> None:
         raise ValueError(
             "cautious_decay=True needs decoupled decay: decay_mode 'decoupled', "
             "'independent' or 'corrected', got decay_mode='l2' (sd.Adam's default: pass "
-            "decay_mode='decoupled', or use sd.AdamW)")
+            "decay_mode='decoupled', or use sd.AdamW)"
+        )
 
 
 def check_per_tensor_keys(group: dict) -> None:
     """The lists written by sd.param_groups must have one entry per parameter."""
     for key in PER_TENSOR_KEYS[1:]:
         if key in group and len(group[key]) != len(group["params"]):
-            raise ValueError(f"param group key {key!r} must have one entry per parameter: "
-                             f"{len(group[key])} entries for {len(group['params'])} params")
+            raise ValueError(
+                f"param group key {key!r} must have one entry per parameter: "
+                f"{len(group[key])} entries for {len(group['params'])} params"
+            )
     for f in group.get("fan_ins", ()):
         if not f > 0:
             raise ValueError(f"fan_ins must be positive, got {f!r}")
@@ -162,7 +177,8 @@ def align_param_names(param_groups: Sequence[dict], new_group: dict) -> None:
     new_named = "param_names" in new_group or any(isinstance(p, tuple) for p in params)
     for gi, group in enumerate(list(param_groups) + [new_group]):
         named = new_named if group is new_group else "param_names" in group
-        others_named = any("param_names" in g for g in param_groups) \
-            if group is new_group else new_named
+        others_named = (
+            any("param_names" in g for g in param_groups) if group is new_group else new_named
+        )
         if not named and others_named:
             group["param_names"] = [f"param_groups[{gi}][{i}]" for i in range(len(group["params"]))]

@@ -3,19 +3,20 @@
 What a module type's parameters are (fan-in, biases and gains) comes from the registry in
 :mod:`scaled_decay.modules`; this file only walks the model and sorts its tensors.
 """
+
 from __future__ import annotations
 
 import fnmatch
 import logging
 import warnings
-from typing import Dict, Iterable, List, Tuple
+from collections.abc import Iterable
 
 from torch import nn
 
 from .modules import param_facts
 from .timescale import timescale_steps
 
-__all__ = ["param_groups", "module_fan_ins", "DecaySplit", "ParamGroups", "NO_DECAY_REASONS"]
+__all__ = ["NO_DECAY_REASONS", "DecaySplit", "ParamGroups", "module_fan_ins", "param_groups"]
 
 log = logging.getLogger("scaled_decay")
 
@@ -23,7 +24,7 @@ log = logging.getLogger("scaled_decay")
 NO_DECAY_REASONS = {
     "no_decay": "named by no_decay=",
     "model": "declared by the model: no_weight_decay()/no_weight_decay_keywords(), or "
-             "p._no_weight_decay = True",
+    "p._no_weight_decay = True",
     "1-d": "tensor of <= 1 dim (bias, gain, layer scale, PReLU slope)",
     "bias": "named as a bias ('bias', or a 'bias' word in its or its module's name)",
     "module": "a bias or gain of its module type (registry)",
@@ -52,19 +53,23 @@ def _parametrized(model: nn.Module, mname: str, module: nn.Module):
     """(owning module, tensor name) when ``module`` holds the originals of a parametrized
     tensor (``<owner>.parametrizations.<tensor>``), else (None, None)."""
     parts = mname.split(".")
-    if len(parts) < 2 or parts[-2] != "parametrizations" or not isinstance(
-            module, nn.utils.parametrize.ParametrizationList):
+    if (
+        len(parts) < 2
+        or parts[-2] != "parametrizations"
+        or not isinstance(module, nn.utils.parametrize.ParametrizationList)
+    ):
         return None, None
     return model.get_submodule(".".join(parts[:-2])), parts[-1]
 
 
-def module_fan_ins(model: nn.Module) -> Dict[str, int]:
+def module_fan_ins(model: nn.Module) -> dict[str, int]:
     """Module-aware fan-in of every parameter of ``model``, by parameter name."""
-    return {name: param_facts(m, pn, p).fan_in
-            for name, m, pn, p in _named_params_with_modules(model)}
+    return {
+        name: param_facts(m, pn, p).fan_in for name, m, pn, p in _named_params_with_modules(model)
+    }
 
 
-def _declared(model: nn.Module) -> Tuple[List[str], List[Tuple[str, str]]]:
+def _declared(model: nn.Module) -> tuple[list[str], list[tuple[str, str]]]:
     """Patterns from every submodule's ``no_weight_decay()`` (prefixed with the submodule's
     name: timm matches them with fnmatch against full names) and (prefix, keyword) pairs
     from ``no_weight_decay_keywords()`` (a substring of the local name, as Swin/timm)."""
@@ -77,8 +82,10 @@ def _declared(model: nn.Module) -> Tuple[List[str], List[Tuple[str, str]]]:
                 continue
             names = fn()
             if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-                raise ValueError(f"{type(module).__name__}.{attr}() must return a collection "
-                                 f"of parameter names, got {names!r}")
+                raise ValueError(
+                    f"{type(module).__name__}.{attr}() must return a collection "
+                    f"of parameter names, got {names!r}"
+                )
             if attr == "no_weight_decay":
                 patterns += [prefix + n for n in names]
             else:
@@ -86,7 +93,7 @@ def _declared(model: nn.Module) -> Tuple[List[str], List[Tuple[str, str]]]:
     return patterns, keywords
 
 
-def _matches(name: str, module: nn.Module, items: Tuple) -> bool:
+def _matches(name: str, module: nn.Module, items: tuple) -> bool:
     for item in items:
         if isinstance(item, type) and isinstance(module, item):
             return True
@@ -95,31 +102,34 @@ def _matches(name: str, module: nn.Module, items: Tuple) -> bool:
     return False
 
 
-def _check_no_decay(no_decay) -> Tuple:
+def _check_no_decay(no_decay) -> tuple:
     if isinstance(no_decay, (str, type)):
         no_decay = (no_decay,)
     try:
         items = tuple(no_decay)
     except TypeError:
-        raise ValueError(f"no_decay must be an iterable of names, patterns or module types, "
-                         f"got {no_decay!r}") from None
+        raise ValueError(
+            f"no_decay must be an iterable of names, patterns or module types, got {no_decay!r}"
+        ) from None
     for item in items:
         if not (isinstance(item, str) or (isinstance(item, type) and issubclass(item, nn.Module))):
-            raise ValueError(f"no_decay entries must be parameter names/patterns or nn.Module "
-                             f"types, got {item!r}")
+            raise ValueError(
+                f"no_decay entries must be parameter names/patterns or nn.Module "
+                f"types, got {item!r}"
+            )
     return items
 
 
 class DecaySplit:
     """Which tensors ``param_groups`` decays and, for the others, why not."""
 
-    def __init__(self, decayed: List[str], not_decayed: Dict[str, str], shape_fan_in: List[str]):
+    def __init__(self, decayed: list[str], not_decayed: dict[str, str], shape_fan_in: list[str]):
         self.decayed = decayed
-        self.not_decayed = not_decayed      # name -> reason (a key of NO_DECAY_REASONS)
-        self.shape_fan_in = shape_fan_in    # decayed tensors of >= 2 dims, fan-in from shape
+        self.not_decayed = not_decayed  # name -> reason (a key of NO_DECAY_REASONS)
+        self.shape_fan_in = shape_fan_in  # decayed tensors of >= 2 dims, fan-in from shape
 
-    def by_reason(self) -> Dict[str, List[str]]:
-        out: Dict[str, List[str]] = {}
+    def by_reason(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
         for name, reason in self.not_decayed.items():
             out.setdefault(reason, []).append(name)
         return out
@@ -128,8 +138,10 @@ class DecaySplit:
         lines = [f"decay {len(self.decayed)} tensors; no decay for {len(self.not_decayed)}:"]
         for reason, names in self.by_reason().items():
             more = f", ... (+{len(names) - 3})" if len(names) > 3 else ""
-            lines += [f"  {len(names):4d}  {NO_DECAY_REASONS[reason]}",
-                      f"        {', '.join(names[:3])}{more}"]
+            lines += [
+                f"  {len(names):4d}  {NO_DECAY_REASONS[reason]}",
+                f"        {', '.join(names[:3])}{more}",
+            ]
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -145,9 +157,11 @@ def _no_decay_reason(name, module, pname, p, facts, no_decay, declared, decay_1d
     patterns, keywords = declared
     if _matches(name, module, no_decay):
         return "no_decay"
-    if any(fnmatch.fnmatchcase(name, pat) for pat in patterns) or any(
-            name.startswith(prefix) and kw in name[len(prefix):] for prefix, kw in keywords) \
-            or getattr(p, "_no_weight_decay", False) is True:  # mamba_ssm/S4's mark on A_log, D
+    if (
+        any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+        or any(name.startswith(prefix) and kw in name[len(prefix) :] for prefix, kw in keywords)
+        or getattr(p, "_no_weight_decay", False) is True
+    ):  # mamba_ssm/S4's mark on A_log, D
         return "model"
     if decay_1d:
         return None
@@ -169,9 +183,16 @@ def _named_bias(name: str) -> bool:
     return any("bias" in part.split("_") for part in name.split(".")[-2:])
 
 
-def param_groups(model: nn.Module, weight_decay: float = None, *, no_decay: Iterable = (),
-                 decay_1d: bool = False, base_model: nn.Module = None, timescale=None,
-                 **group_options) -> ParamGroups:
+def param_groups(
+    model: nn.Module,
+    weight_decay: float = None,
+    *,
+    no_decay: Iterable = (),
+    decay_1d: bool = False,
+    base_model: nn.Module = None,
+    timescale=None,
+    **group_options,
+) -> ParamGroups:
     """Param groups for an sd optimizer: decayed weights, and a ``weight_decay=0`` group.
 
     No decay, by default, for (the reason recorded in ``no_decay_reasons``):
@@ -208,11 +229,16 @@ def param_groups(model: nn.Module, weight_decay: float = None, *, no_decay: Iter
     """
     if timescale is not None:
         if weight_decay is not None:
-            raise ValueError(f"timescale={timescale!r} and weight_decay={weight_decay!r} were "
-                             f"both given: give one (timescale sets weight_decay)")
+            raise ValueError(
+                f"timescale={timescale!r} and weight_decay={weight_decay!r} were "
+                f"both given: give one (timescale sets weight_decay)"
+            )
         timescale_steps(timescale)  # bad values fail here, naming timescale
-    elif isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
-            or not weight_decay >= 0:
+    elif (
+        isinstance(weight_decay, bool)
+        or not isinstance(weight_decay, (int, float))
+        or not weight_decay >= 0
+    ):
         raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
     if not isinstance(decay_1d, bool):
         raise ValueError(f"decay_1d must be a bool, got {decay_1d!r}")
@@ -227,11 +253,15 @@ def param_groups(model: nn.Module, weight_decay: float = None, *, no_decay: Iter
         if missing or extra:
             raise ValueError(
                 f"base_model's parameter names do not match the model's: missing from "
-                f"base_model {missing[:5]}, only in base_model {extra[:5]}")
+                f"base_model {missing[:5]}, only in base_model {extra[:5]}"
+            )
 
     keys = ("params", "param_names", "fan_ins", "fan_in_sources")
-    decay = dict({k: [] for k in keys}, weight_decay=weight_decay) if timescale is None \
+    decay = (
+        dict({k: [] for k in keys}, weight_decay=weight_decay)
+        if timescale is None
         else dict({k: [] for k in keys}, timescale=timescale)
+    )
     if base_fan_ins is not None:
         decay["fan_in_references"] = []
     plain = dict({k: [] for k in keys}, no_decay_reasons=[], weight_decay=0.0)
@@ -258,7 +288,9 @@ def param_groups(model: nn.Module, weight_decay: float = None, *, no_decay: Iter
             f"sd.param_groups: {len(split.shape_fan_in)} decayed tensor(s) of >= 2 dims belong "
             f"to module types the fan-in registry does not know, so their fan-in is "
             f"shape[1] * prod(shape[2:]): {', '.join(split.shape_fan_in)}. If that is not the "
-            f"input size, describe the module type with sd.register_module().", stacklevel=2)
+            f"input size, describe the module type with sd.register_module().",
+            stacklevel=2,
+        )
     log.info("sd.param_groups: %s", split)
     out = ParamGroups(dict(g, **group_options) for g in (decay, plain) if g["params"])
     out.split = split

@@ -8,9 +8,10 @@ on CUDA). ``flat_layout_ok`` says when a tensor and its companions can be walked
 step plan (``scaled_decay.step_plan``) sends the others to the foreach math. It runs when a
 plan is built, not at every step.
 """
+
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
@@ -38,8 +39,9 @@ def _same_strides(a: torch.Tensor, b: torch.Tensor) -> bool:
     return all(sa == sb for sa, sb, n in zip(a.stride(), b.stride(), a.shape) if n != 1)
 
 
-def flat_layout_ok(p: torch.Tensor, others: Sequence[torch.Tensor],
-                   any_dtype: bool = False) -> bool:
+def flat_layout_ok(
+    p: torch.Tensor, others: Sequence[torch.Tensor], any_dtype: bool = False
+) -> bool:
     """Whether a kernel may treat ``p`` and its companions (grad, state) as one flat run of
     ``numel`` elements: p is dense (any dim order) and each companion is a dense strided
     tensor with p's dtype (any float dtype with ``any_dtype``: moments kept in their own
@@ -50,17 +52,30 @@ def flat_layout_ok(p: torch.Tensor, others: Sequence[torch.Tensor],
     if p.layout is not strided:
         return False
     if p.is_contiguous():  # the common case: contiguous companions of the same shape match
-        if all(o.layout is strided and (dtype is None or o.dtype is dtype) and o.shape == shape
-               and o.is_contiguous() and o.device == device for o in others):
+        if all(
+            o.layout is strided
+            and (dtype is None or o.dtype is dtype)
+            and o.shape == shape
+            and o.is_contiguous()
+            and o.device == device
+            for o in others
+        ):
             return True
     elif not _dense(p):
         return False
-    return all(o.layout is strided and (dtype is None or o.dtype is dtype) and o.shape == shape
-               and o.device == device and _same_strides(o, p) for o in others)
+    return all(
+        o.layout is strided
+        and (dtype is None or o.dtype is dtype)
+        and o.shape == shape
+        and o.device == device
+        and _same_strides(o, p)
+        for o in others
+    )
 
 
-def split_layouts(params: Sequence[torch.Tensor], companions: Sequence[Sequence]
-                  ) -> Tuple[List[int], List[int]]:
+def split_layouts(
+    params: Sequence[torch.Tensor], companions: Sequence[Sequence]
+) -> tuple[list[int], list[int]]:
     """(positions whose tensors a flat kernel may take, positions left to the foreach math).
 
     ``companions`` holds lists aligned with ``params`` (grads, state); empty lists and None

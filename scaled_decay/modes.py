@@ -15,6 +15,7 @@ scheduler keeps one (OneCycleLR), else its ``peak_lr`` (the lr at construction).
 not ``initial_lr``: OneCycleLR overwrites that with ``max_lr / div_factor``, and warmups
 start below the peak.
 """
+
 from __future__ import annotations
 
 DECAY_MODES = ("decoupled", "independent", "corrected", "l2")

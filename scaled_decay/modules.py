@@ -11,20 +11,28 @@ Users add their own types with :func:`register_module`. Tensors the registry doe
 cover get fan-in 1 at <= 1 dim, else ``shape[1] * prod(shape[2:])`` (the "shape" fallback,
 which ``param_groups`` warns about and ``decay_report()`` names).
 """
+
 from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .rules import fan_in_from_shape
 
-__all__ = ["ModuleSpec", "ParamFacts", "register_module", "module_spec", "param_facts",
-           "qualified_name"]
+__all__ = [
+    "ModuleSpec",
+    "ParamFacts",
+    "module_spec",
+    "param_facts",
+    "qualified_name",
+    "register_module",
+]
 
 FanInFn = Callable[[nn.Module, str], int]
 
@@ -39,27 +47,28 @@ class ModuleSpec:
     dims, which take no decay by default (tensors of <= 1 dim need no entry).
     """
 
-    fan_in: Mapping[str, Union[FanInFn, int]] = field(default_factory=dict)
-    no_decay: Tuple[str, ...] = ()
+    fan_in: Mapping[str, FanInFn | int] = field(default_factory=dict)
+    no_decay: tuple[str, ...] = ()
 
 
 class ParamFacts(NamedTuple):
     """One parameter as the registry sees it."""
 
     fan_in: int
-    source: str           # registered class name ("Linear", "Conv1D"), "1-d" or "shape"
-    bias_or_gain: bool    # declared by its module type (e.g. MultiheadAttention.bias_k)
+    source: str  # registered class name ("Linear", "Conv1D"), "1-d" or "shape"
+    bias_or_gain: bool  # declared by its module type (e.g. MultiheadAttention.bias_k)
 
 
-_REGISTRY: Dict[str, Tuple[str, ModuleSpec]] = {}  # qualified name -> (short name, spec)
+_REGISTRY: dict[str, tuple[str, ModuleSpec]] = {}  # qualified name -> (short name, spec)
 
 
 def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def register_module(module_type: Union[type, str], fan_in: Optional[Mapping] = None, *,
-                    no_decay: Iterable[str] = ()) -> None:
+def register_module(
+    module_type: type | str, fan_in: Mapping | None = None, *, no_decay: Iterable[str] = ()
+) -> None:
     """Describe a module type's parameters to ``sd.param_groups`` (replaces any entry).
 
     ``module_type``: an ``nn.Module`` subclass, or its qualified name as a string
@@ -75,15 +84,19 @@ def register_module(module_type: Union[type, str], fan_in: Optional[Mapping] = N
     elif isinstance(module_type, str) and "." in module_type:
         key, short = module_type, module_type.rsplit(".", 1)[1]
     else:
-        raise ValueError(f"module_type must be an nn.Module subclass or its qualified name "
-                         f"('package.module.Class'), got {module_type!r}")
+        raise ValueError(
+            f"module_type must be an nn.Module subclass or its qualified name "
+            f"('package.module.Class'), got {module_type!r}"
+        )
     fan_in = dict(fan_in or {})
     for name, fn in fan_in.items():
         ok_value = callable(fn) or (isinstance(fn, int) and not isinstance(fn, bool) and fn > 0)
         if not isinstance(name, str) or not ok_value:
-            raise ValueError(f"fan_in of {short} must map parameter names to functions "
-                             f"(module, param_name) -> int or to positive ints, "
-                             f"got {name!r}: {fn!r}")
+            raise ValueError(
+                f"fan_in of {short} must map parameter names to functions "
+                f"(module, param_name) -> int or to positive ints, "
+                f"got {name!r}: {fn!r}"
+            )
     if isinstance(no_decay, str):
         no_decay = (no_decay,)
     no_decay = tuple(no_decay)
@@ -92,7 +105,7 @@ def register_module(module_type: Union[type, str], fan_in: Optional[Mapping] = N
     _REGISTRY[key] = (short, ModuleSpec(fan_in=fan_in, no_decay=no_decay))
 
 
-def module_spec(module: nn.Module) -> Optional[Tuple[str, ModuleSpec]]:
+def module_spec(module: nn.Module) -> tuple[str, ModuleSpec] | None:
     """(short class name, spec) of the first registered class in ``type(module).__mro__``."""
     for cls in type(module).__mro__:
         entry = _REGISTRY.get(qualified_name(cls))
@@ -121,8 +134,10 @@ def param_facts(module: nn.Module, pname: str, p: torch.Tensor) -> ParamFacts:
         if fn is not None:
             value = fn(module, pname) if callable(fn) else fn
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"the fan-in registered for {short}.{pname} gave {value!r}; "
-                                 f"it must be a positive int")
+                raise ValueError(
+                    f"the fan-in registered for {short}.{pname} gave {value!r}; "
+                    f"it must be a positive int"
+                )
             return ParamFacts(value, short, bias_or_gain)
     if p.dim() <= 1:
         return ParamFacts(1, "1-d", bias_or_gain)
@@ -138,7 +153,7 @@ def _conv(m, name):
 def _rnn_ih(m, name):
     # weight_ih_l{k}[_reverse]: layer 0 reads the input, deeper layers the previous layer's
     # output in every direction
-    if int(name[len("weight_ih_l"):].split("_")[0]) == 0:
+    if int(name[len("weight_ih_l") :].split("_")[0]) == 0:
         return m.input_size
     return (m.proj_size or m.hidden_size) * (2 if m.bidirectional else 1)
 
@@ -151,19 +166,33 @@ register_module(nn.modules.conv._ConvNd, {"weight": _conv})  # Conv1-3d, ConvTra
 # a one-hot input of num_embeddings
 register_module(nn.Embedding, {"weight": lambda m, n: m.num_embeddings})
 register_module(nn.EmbeddingBag, {"weight": lambda m, n: m.num_embeddings})
-register_module(nn.MultiheadAttention, {
-    "in_proj_weight": lambda m, n: m.embed_dim, "q_proj_weight": lambda m, n: m.embed_dim,
-    "k_proj_weight": lambda m, n: m.kdim, "v_proj_weight": lambda m, n: m.vdim,
-    "bias_k": 1, "bias_v": 1,  # learned key/value biases, (1, 1, embed_dim)
-}, no_decay=("bias_k", "bias_v"))  # out_proj is an nn.Linear (its own entry)
-register_module(nn.RNNBase, {  # RNN, LSTM, GRU
-    "weight_ih_l*": _rnn_ih,
-    "weight_hh_l*": lambda m, n: m.proj_size or m.hidden_size,
-    "weight_hr_l*": lambda m, n: m.hidden_size,  # LSTM projection
-})
+register_module(
+    nn.MultiheadAttention,
+    {
+        "in_proj_weight": lambda m, n: m.embed_dim,
+        "q_proj_weight": lambda m, n: m.embed_dim,
+        "k_proj_weight": lambda m, n: m.kdim,
+        "v_proj_weight": lambda m, n: m.vdim,
+        "bias_k": 1,
+        "bias_v": 1,  # learned key/value biases, (1, 1, embed_dim)
+    },
+    no_decay=("bias_k", "bias_v"),
+)  # out_proj is an nn.Linear (its own entry)
+register_module(
+    nn.RNNBase,
+    {  # RNN, LSTM, GRU
+        "weight_ih_l*": _rnn_ih,
+        "weight_hh_l*": lambda m, n: m.proj_size or m.hidden_size,
+        "weight_hr_l*": lambda m, n: m.hidden_size,  # LSTM projection
+    },
+)
 # norm layers: gains and biases of any shape (LayerNorm((C, H, W)) has 3-d ones)
-for _norm in (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
-              getattr(nn, "RMSNorm", None)):
+for _norm in (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    getattr(nn, "RMSNorm", None),
+):
     if _norm is not None:
         register_module(_norm, _ONE, no_decay=("weight", "bias"))
 

@@ -6,9 +6,8 @@ hyperparameter checks (``_check_hparams``) and name their update module
 (``scaled_decay.updates.adam`` or ``.sgd``); what they share with ``sd.with_scaled_decay``'s
 classes (state dicts, loads, group edits, the report) is ``owner.DecayPlanOwner``.
 """
-from __future__ import annotations
 
-from typing import List
+from __future__ import annotations
 
 import torch
 from torch.optim import Optimizer
@@ -17,17 +16,21 @@ from . import dispatch
 from .backends import backend_for_torch_kwargs, check_backend
 from .group_keys import check_decay_group, check_groups_for_step
 from .owner import DecayPlanOwner
-from .updates import low_precision as LP
 from .timescale import check_arguments
-
+from .updates import low_precision as LP
 
 # torch.optim's keyword arguments that choose how a step runs; here they choose ``backend``
 # at construction and are not group keys (a torch.optim state dict's copies are dropped).
-TORCH_EXECUTION_KEYS = ("foreach", "fused", "capturable", "differentiable",
-                        "decoupled_weight_decay")
+TORCH_EXECUTION_KEYS = (
+    "foreach",
+    "fused",
+    "capturable",
+    "differentiable",
+    "decoupled_weight_decay",
+)
 
 
-def _tensors_in(params: list) -> List[torch.Tensor]:
+def _tensors_in(params: list) -> list[torch.Tensor]:
     """The tensors of a materialized ``params`` argument (tensors, (name, tensor) pairs or
     group dicts); one-shot iterables inside group dicts are materialized in place."""
     out = []
@@ -57,12 +60,12 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
         ``differentiable``, mapped onto ``defaults["backend"]``
         (``backends.backend_for_torch_kwargs``); ``capturable``, where the class takes it
         (Adam/AdamW, as torch's), is also a group key that each step reads."""
-        defaults["weight_decay"] = check_arguments(defaults["weight_decay"],
-                                                   defaults["timescale"])
+        defaults["weight_decay"] = check_arguments(defaults["weight_decay"], defaults["timescale"])
         if not isinstance(params, torch.Tensor):  # torch.optim raises TypeError for a tensor
             params = list(params)
             defaults["backend"] = backend_for_torch_kwargs(
-                check_backend(defaults["backend"]), _tensors_in(params), **torch_kwargs)
+                check_backend(defaults["backend"]), _tensors_in(params), **torch_kwargs
+            )
         if "capturable" in torch_kwargs:
             defaults["capturable"] = bool(torch_kwargs["capturable"])
         self._check_group(dict(defaults, initial_lr=defaults["lr"]))
@@ -128,8 +131,16 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
         scales = self._plan.scales(groups)
         grad_scale, found_inf = self._amp_tensors()
         for gi, (group, cap) in enumerate(zip(groups, capturable)):
-            dispatch.step_group(self, self._update, gi, group, scales[gi], capturable=cap,
-                                grad_scale=grad_scale, found_inf=found_inf)
+            dispatch.step_group(
+                self,
+                self._update,
+                gi,
+                group,
+                scales[gi],
+                capturable=cap,
+                grad_scale=grad_scale,
+                found_inf=found_inf,
+            )
         return loss
 
     # GradScaler.step(opt) sees this, sets ``opt.grad_scale`` and ``opt.found_inf`` (device
@@ -153,7 +164,7 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
         g = next(k for k, other in enumerate(self.param_groups) if other is group)
         return f"param_groups[{g}]['params'][{i}]"
 
-    def _check_sparse(self, group: dict, positions: List[int], grads: list) -> None:
+    def _check_sparse(self, group: dict, positions: list[int], grads: list) -> None:
         """Sparse gradients raise RuntimeError (torch.optim's type) naming the parameter
         unless the class takes them (checked when a step plan is built)."""
         for i, g in zip(positions, grads):
@@ -161,4 +172,5 @@ class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
                 raise RuntimeError(
                     f"{type(self).__name__} does not support sparse gradients (parameter "
                     f"{self._param_label(group, i)}), as torch.optim.{type(self).__name__}; "
-                    f"torch.optim.SparseAdam takes them")
+                    f"torch.optim.SparseAdam takes them"
+                )

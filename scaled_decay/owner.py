@@ -5,17 +5,16 @@ The classes differ only in how a group is checked (``_check_group``), which keys
 group keeps from the current one (``_merge_loaded_group``) and what ``decay_report`` says
 for mode "l2" (``_l2_decay_factor``).
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 
+from . import timescale as T
 from .decay_plan import DecayPlan
 from .group_keys import PER_TENSOR_KEYS, RESET_ON_LOAD, align_param_names
 from .report import DecayReport
 from .rules import rules_to_plain
-from . import timescale as T
 from .updates import low_precision as LP
 
 
@@ -33,9 +32,16 @@ def optimizer_repr(optimizer) -> str:
     lines = [type(optimizer).__name__ + " ("]
     for i, group in enumerate(optimizer.param_groups):
         lines += [f"Parameter Group {i}", f"    params: {len(group['params'])} tensors"]
-        lines += [f"    {key}: " + (f"<{len(group[key])} per-tensor values>"
-                                    if key in PER_TENSOR_KEYS else str(group[key]))
-                  for key in sorted(group) if key != "params"]
+        lines += [
+            f"    {key}: "
+            + (
+                f"<{len(group[key])} per-tensor values>"
+                if key in PER_TENSOR_KEYS
+                else str(group[key])
+            )
+            for key in sorted(group)
+            if key != "params"
+        ]
     return "\n".join(lines + [")"])
 
 
@@ -95,8 +101,12 @@ class DecayPlanOwner:
         shapes; on any error nothing changes."""
         saved = state_dict.get("param_groups", [])
         if len(saved) == len(self.param_groups):
-            state_dict = dict(state_dict, param_groups=[
-                self._merge_loaded_group(old, cur) for cur, old in zip(self.param_groups, saved)])
+            state_dict = dict(
+                state_dict,
+                param_groups=[
+                    self._merge_loaded_group(old, cur) for cur, old in zip(self.param_groups, saved)
+                ],
+            )
         before = (self.state, self.param_groups)
         try:
             super().load_state_dict(state_dict)
@@ -131,8 +141,11 @@ class DecayPlanOwner:
                         continue
                     if key in (LP.COUNT, LP.COMP):
                         dtype = value.dtype
-                    elif want is not None and value.is_floating_point() \
-                            and key not in ("step", LP.COMP):
+                    elif (
+                        want is not None
+                        and value.is_floating_point()
+                        and key not in ("step", LP.COMP)
+                    ):
                         dtype = want
                     else:
                         continue
@@ -143,14 +156,18 @@ class DecayPlanOwner:
         for group in self.param_groups:
             for p in group["params"]:
                 for key, value in self.state.get(p, {}).items():
-                    if isinstance(value, torch.Tensor) and value.dim() > 0 \
-                            and value.shape != p.shape:
+                    if (
+                        isinstance(value, torch.Tensor)
+                        and value.dim() > 0
+                        and value.shape != p.shape
+                    ):
                         raise ValueError(
                             f"state_dict: state {key!r} has shape {tuple(value.shape)}, "
-                            f"its parameter has shape {tuple(p.shape)}")
+                            f"its parameter has shape {tuple(p.shape)}"
+                        )
 
     # ---- the report -----------------------------------------------------------------------
-    def _l2_decay_factor(self, group: dict, lam: float) -> Optional[float]:
+    def _l2_decay_factor(self, group: dict, lam: float) -> float | None:
         """What one step multiplies the weights by in mode "l2" (None: not a fixed factor)."""
         return None
 

@@ -1,8 +1,9 @@
 """``optimizer.decay_report()``: what the scaling rules did to each parameter and group."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import List, Optional, Sequence, Tuple
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ class DecayRow:
 
     group: int
     index: int
-    name: Optional[str]
-    shape: Tuple[int, ...]
+    name: str | None
+    shape: tuple[int, ...]
     fan_in: int
     fan_in_source: str
     scale: float
@@ -39,18 +40,18 @@ class DecayRow:
     lam: float
     decay_mode: str
     lr: float
-    peak_lr: Optional[float]
-    decay_factor: Optional[float]
-    no_decay_reason: Optional[str] = None
-    timescale: Optional[float] = None
+    peak_lr: float | None
+    decay_factor: float | None
+    no_decay_reason: str | None = None
+    timescale: float | None = None
     dtype: str = ""
-    decay_survives: Optional[bool] = None
-    compensated_by: Optional[str] = None
-    decayed: Optional[float] = None
+    decay_survives: bool | None = None
+    compensated_by: str | None = None
+    decayed: float | None = None
 
     @property
     def decay_kept(self) -> str:
-        """"yes", the mode that keeps it, "LOST" (rounded away every step) or "-"."""
+        """ "yes", the mode that keeps it, "LOST" (rounded away every step) or "-"."""
         if self.decay_survives is None:
             return "-"
         if self.compensated_by:
@@ -69,12 +70,12 @@ class GroupSummary:
     decay_mode: str
     decay_scaling: str
     lr: float
-    peak_lr: Optional[float]
+    peak_lr: float | None
     lam_min: float
     lam_max: float
 
 
-def _table(header: Sequence[str], lines: List[List[str]]) -> List[str]:
+def _table(header: Sequence[str], lines: list[list[str]]) -> list[str]:
     table = [list(header)] + lines
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
@@ -90,39 +91,82 @@ class DecayReport(list):
     """A list of :class:`DecayRow` with ``groups``, one :class:`GroupSummary` per param
     group; ``str()`` gives both tables, ``to_dicts()`` the rows as plain data."""
 
-    _COLUMNS = ("group", "name", "shape", "fan_in", "fan_in_from", "scale", "lam", "lr",
-                "decay_factor", "timescale", "dtype", "decay_kept", "no_decay")
-    _GROUP_COLUMNS = ("group", "tensors", "elements", "weight_decay", "decay_mode",
-                      "decay_scaling", "lr", "peak_lr", "lam")
+    _COLUMNS = (
+        "group",
+        "name",
+        "shape",
+        "fan_in",
+        "fan_in_from",
+        "scale",
+        "lam",
+        "lr",
+        "decay_factor",
+        "timescale",
+        "dtype",
+        "decay_kept",
+        "no_decay",
+    )
+    _GROUP_COLUMNS = (
+        "group",
+        "tensors",
+        "elements",
+        "weight_decay",
+        "decay_mode",
+        "decay_scaling",
+        "lr",
+        "peak_lr",
+        "lam",
+    )
 
     def __init__(self, rows=()):
         super().__init__(rows)
-        self.groups: List[GroupSummary] = []
+        self.groups: list[GroupSummary] = []
 
-    def to_dicts(self) -> List[dict]:
+    def to_dicts(self) -> list[dict]:
         return [asdict(row) for row in self]
 
     @staticmethod
-    def _cells(row: DecayRow) -> List[str]:
-        return [str(row.group),
-                row.name if row.name is not None else f"[{row.group}][{row.index}]",
-                "x".join(map(str, row.shape)) or "scalar", str(row.fan_in), row.fan_in_source,
-                _number(row.scale), _number(row.lam), _number(row.lr),
-                "-" if row.decay_factor is None else f"{row.decay_factor:.8f}",
-                _number(row.timescale), row.dtype.replace("torch.", ""), row.decay_kept,
-                row.no_decay_reason or ""]
+    def _cells(row: DecayRow) -> list[str]:
+        return [
+            str(row.group),
+            row.name if row.name is not None else f"[{row.group}][{row.index}]",
+            "x".join(map(str, row.shape)) or "scalar",
+            str(row.fan_in),
+            row.fan_in_source,
+            _number(row.scale),
+            _number(row.lam),
+            _number(row.lr),
+            "-" if row.decay_factor is None else f"{row.decay_factor:.8f}",
+            _number(row.timescale),
+            row.dtype.replace("torch.", ""),
+            row.decay_kept,
+            row.no_decay_reason or "",
+        ]
 
     @staticmethod
-    def _group_cells(g: GroupSummary) -> List[str]:
-        lam = _number(g.lam_min) if g.lam_min == g.lam_max \
+    def _group_cells(g: GroupSummary) -> list[str]:
+        lam = (
+            _number(g.lam_min)
+            if g.lam_min == g.lam_max
             else f"{_number(g.lam_min)} .. {_number(g.lam_max)}"
-        return [str(g.group), str(g.tensors), str(g.elements), _number(g.weight_decay),
-                g.decay_mode, g.decay_scaling, _number(g.lr), _number(g.peak_lr), lam]
+        )
+        return [
+            str(g.group),
+            str(g.tensors),
+            str(g.elements),
+            _number(g.weight_decay),
+            g.decay_mode,
+            g.decay_scaling,
+            _number(g.lr),
+            _number(g.peak_lr),
+            lam,
+        ]
 
     def __str__(self) -> str:
         if any(getattr(r, "decayed", None) is not None for r in self):  # cautious decay
-            lines = _table(self._COLUMNS + ("decayed",),
-                           [self._cells(r) + [_number(r.decayed)] for r in self])
+            lines = _table(
+                self._COLUMNS + ("decayed",), [self._cells(r) + [_number(r.decayed)] for r in self]
+            )
         else:
             lines = _table(self._COLUMNS, [self._cells(r) for r in self])
         if self.groups:
@@ -130,4 +174,3 @@ class DecayReport(list):
         return "\n".join(lines)
 
     __repr__ = list.__repr__
-

@@ -6,22 +6,36 @@ A rule is a small frozen object with a ``scale(info)`` method; ``info`` is a
 :class:`TensorInfo` describing the tensor (global shape, fan-in, total count), so the
 rules never look at data and are computed once per tensor, in :func:`tensor_scale`.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from typing import Union
 
 __all__ = [
-    "FanIn", "MuonShape", "ParamCount", "StepsPerEpoch", "TensorInfo",
-    "as_rules", "fan_in_from_shape", "muon_lr_adjustment", "muon_matrix_shape",
-    "rules_to_plain", "tensor_scale",
+    "FanIn",
+    "MuonShape",
+    "ParamCount",
+    "StepsPerEpoch",
+    "TensorInfo",
+    "as_rules",
+    "fan_in_from_shape",
+    "muon_lr_adjustment",
+    "muon_matrix_shape",
+    "rules_to_plain",
+    "tensor_scale",
 ]
 
 
 def _positive(name: str, value, kind: str = "a positive number") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be {kind}, got {value!r}")
     return value
 
@@ -38,11 +52,11 @@ class TensorInfo:
     ``"shape"`` (``shape[1] * prod(shape[2:])``) or ``"given"`` (a group's own ``fan_ins``).
     """
 
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     fan_in: int
     total_count: int
-    fan_in_reference: Optional[float] = None
-    name: Optional[str] = None
+    fan_in_reference: float | None = None
+    name: str | None = None
     fan_in_source: str = "shape"
 
 
@@ -62,8 +76,11 @@ class FanIn:
 
     def __post_init__(self):
         _positive("FanIn reference", self.reference)
-        if isinstance(self.power, bool) or not isinstance(self.power, (int, float)) \
-                or not math.isfinite(self.power):
+        if (
+            isinstance(self.power, bool)
+            or not isinstance(self.power, (int, float))
+            or not math.isfinite(self.power)
+        ):
             raise ValueError(f"FanIn power must be a finite number, got {self.power!r}")
 
     def scale(self, info: TensorInfo) -> float:
@@ -88,18 +105,24 @@ class ParamCount:
 
     reference: float = 1.0
     power: float = 1.0
-    total_count: Optional[int] = None
+    total_count: int | None = None
 
     def __post_init__(self):
         _positive("ParamCount reference", self.reference)
-        if isinstance(self.power, bool) or not isinstance(self.power, (int, float)) \
-                or not math.isfinite(self.power):
+        if (
+            isinstance(self.power, bool)
+            or not isinstance(self.power, (int, float))
+            or not math.isfinite(self.power)
+        ):
             raise ValueError(f"ParamCount power must be a finite number, got {self.power!r}")
         if self.total_count is not None and (
-                isinstance(self.total_count, bool) or not isinstance(self.total_count, int)
-                or self.total_count <= 0):
+            isinstance(self.total_count, bool)
+            or not isinstance(self.total_count, int)
+            or self.total_count <= 0
+        ):
             raise ValueError(
-                f"ParamCount total_count must be a positive int or None, got {self.total_count!r}")
+                f"ParamCount total_count must be a positive int or None, got {self.total_count!r}"
+            )
 
     def scale(self, info: TensorInfo) -> float:
         n = info.total_count if self.total_count is None else self.total_count
@@ -119,7 +142,7 @@ class StepsPerEpoch:
     """
 
     steps_per_epoch: float
-    epochs: Optional[float] = None
+    epochs: float | None = None
 
     def __post_init__(self):
         _positive("StepsPerEpoch steps_per_epoch", self.steps_per_epoch)
@@ -135,7 +158,7 @@ class StepsPerEpoch:
 MUON_ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
 
-def muon_matrix_shape(shape: Sequence[int]) -> Tuple[int, int]:
+def muon_matrix_shape(shape: Sequence[int]) -> tuple[int, int]:
     """The matrix Muon orthogonalizes for a weight of ``shape``: ``(shape[0],
     prod(shape[1:]))``, a conv kernel (out, in, kh, kw) as (out, in*kh*kw), as Keller Jordan's
     reference Muon flattens it (and, since its PR #60, adjusts its lr by), and as
@@ -143,7 +166,7 @@ def muon_matrix_shape(shape: Sequence[int]) -> Tuple[int, int]:
     return int(shape[0]), int(math.prod(shape[1:]))
 
 
-def muon_lr_adjustment(adjust_lr_fn: Optional[str], shape: Sequence[int]) -> float:
+def muon_lr_adjustment(adjust_lr_fn: str | None, shape: Sequence[int]) -> float:
     """``a(A, B)``: the factor ``torch.optim.Muon`` multiplies the lr of an A x B update by:
     ``sqrt(max(1, A/B))`` ("original", the default) or ``0.2 * sqrt(max(A, B))``
     ("match_rms_adamw"), with (A, B) = :func:`muon_matrix_shape` (a > 2-D weight: its
@@ -191,29 +214,41 @@ class MuonShape:
     tensor decays by ``c = eta * weight_decay_of_its_group * s(p)`` per step.
     """
 
-    adjust_lr_fn: Optional[str] = None
-    reference_shape: Optional[Tuple[int, ...]] = None
+    adjust_lr_fn: str | None = None
+    reference_shape: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.adjust_lr_fn not in MUON_ADJUST_LR_FNS:
-            raise ValueError(f"MuonShape adjust_lr_fn must be one of {MUON_ADJUST_LR_FNS}, "
-                             f"got {self.adjust_lr_fn!r}")
+            raise ValueError(
+                f"MuonShape adjust_lr_fn must be one of {MUON_ADJUST_LR_FNS}, "
+                f"got {self.adjust_lr_fn!r}"
+            )
         ref = self.reference_shape
         if ref is not None:
-            if isinstance(ref, (str, bytes)) or not isinstance(ref, Sequence) \
-                    or len(ref) < 2 or any(isinstance(n, bool) or not isinstance(n, int)
-                                           or n <= 0 for n in ref):
-                raise ValueError(f"MuonShape reference_shape must be two or more positive "
-                                 f"ints (A, B, ...), got {ref!r}")
+            if (
+                isinstance(ref, (str, bytes))
+                or not isinstance(ref, Sequence)
+                or len(ref) < 2
+                or any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in ref)
+            ):
+                raise ValueError(
+                    f"MuonShape reference_shape must be two or more positive "
+                    f"ints (A, B, ...), got {ref!r}"
+                )
             object.__setattr__(self, "reference_shape", tuple(ref))  # lists from state dicts
 
     def scale(self, info: TensorInfo) -> float:
         if len(info.shape) < 2:
             where = f" ({info.name})" if info.name else ""
-            raise ValueError(f"MuonShape applies to tensors of 2 or more dims (Muon's "
-                             f"matrices, conv kernels), got shape {tuple(info.shape)}{where}")
-        ref = 1.0 if self.reference_shape is None \
+            raise ValueError(
+                f"MuonShape applies to tensors of 2 or more dims (Muon's "
+                f"matrices, conv kernels), got shape {tuple(info.shape)}{where}"
+            )
+        ref = (
+            1.0
+            if self.reference_shape is None
             else muon_lr_adjustment(self.adjust_lr_fn, self.reference_shape)
+        )
         return muon_lr_adjustment(self.adjust_lr_fn, info.shape) / ref
 
     def check_group(self, group: dict) -> None:
@@ -222,8 +257,10 @@ class MuonShape:
         if "use_adjusted_lr" in group:  # pytorch-optimizer's Muon
             own = "match_rms_adamw" if group["use_adjusted_lr"] else "original"
         if (own or "original") != (self.adjust_lr_fn or "original"):
-            raise ValueError(f"MuonShape(adjust_lr_fn={self.adjust_lr_fn!r}) in a group whose "
-                             f"adjust_lr_fn is {own!r}: they must match")
+            raise ValueError(
+                f"MuonShape(adjust_lr_fn={self.adjust_lr_fn!r}) in a group whose "
+                f"adjust_lr_fn is {own!r}: they must match"
+            )
 
 
 Rule = Union[FanIn, ParamCount, StepsPerEpoch, MuonShape]
@@ -232,7 +269,7 @@ _RULE_TYPES = {cls.__name__: cls for cls in RULE_TYPES}
 _STRING_FORMS = {"none": (), "fan_in": (FanIn(),), "param_count": (ParamCount(),)}
 
 
-def as_rules(decay_scaling) -> Tuple[Rule, ...]:
+def as_rules(decay_scaling) -> tuple[Rule, ...]:
     """Normalize a ``decay_scaling`` value to a tuple of rule objects.
 
     Accepts None, ``"none"``, ``"fan_in"``, ``"param_count"``, a rule object, the plain-dict
@@ -244,7 +281,8 @@ def as_rules(decay_scaling) -> Tuple[Rule, ...]:
         if decay_scaling not in _STRING_FORMS:
             raise ValueError(
                 f"decay_scaling must be None, one of {sorted(_STRING_FORMS)}, a rule object "
-                f"or a tuple of them, got {decay_scaling!r}")
+                f"or a tuple of them, got {decay_scaling!r}"
+            )
         return _STRING_FORMS[decay_scaling]
     if isinstance(decay_scaling, tuple(_RULE_TYPES.values())):
         return (decay_scaling,)
@@ -261,7 +299,8 @@ def as_rules(decay_scaling) -> Tuple[Rule, ...]:
         return tuple(r for item in decay_scaling for r in as_rules(item))
     raise ValueError(
         f"decay_scaling must be None, a string, a rule object or a tuple of them, "
-        f"got {decay_scaling!r}")
+        f"got {decay_scaling!r}"
+    )
 
 
 def rules_to_plain(rules: Sequence[Rule]) -> list:

@@ -1,8 +1,7 @@
 """sd.SGD: torch.optim.SGD with decoupled, per-tensor scaled weight decay
 (the update: ``scaled_decay.updates.sgd``)."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 from .group_keys import check_non_negative
 from .optimizer import ScaledDecayOptimizer
@@ -47,18 +46,45 @@ class SGD(ScaledDecayOptimizer):
     _sparse_grads_ok = True
     _update = sgd_update
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0,
-                 weight_decay=DefaultDecay(0.0), nesterov=False, *, maximize=False,
-                 decay_mode="decoupled", decay_scaling=None, backend="auto", timescale=None,
-                 low_precision=None, state_dtype=None, cautious_decay=False, foreach=None,
-                 differentiable=False, fused=None):
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                        decay_mode=decay_mode, decay_scaling=decay_scaling, backend=backend,
-                        timescale=timescale, low_precision=low_precision,
-                        state_dtype=state_dtype, cautious_decay=cautious_decay)
-        super().__init__(params, defaults, foreach=foreach, fused=fused,
-                         differentiable=differentiable)
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        momentum=0.0,
+        dampening=0.0,
+        weight_decay=DefaultDecay(0.0),
+        nesterov=False,
+        *,
+        maximize=False,
+        decay_mode="decoupled",
+        decay_scaling=None,
+        backend="auto",
+        timescale=None,
+        low_precision=None,
+        state_dtype=None,
+        cautious_decay=False,
+        foreach=None,
+        differentiable=False,
+        fused=None,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            decay_mode=decay_mode,
+            decay_scaling=decay_scaling,
+            backend=backend,
+            timescale=timescale,
+            low_precision=low_precision,
+            state_dtype=state_dtype,
+            cautious_decay=cautious_decay,
+        )
+        super().__init__(
+            params, defaults, foreach=foreach, fused=fused, differentiable=differentiable
+        )
 
     def _check_hparams(self, group: dict) -> None:
         check_non_negative("momentum", group["momentum"])
@@ -68,9 +94,10 @@ class SGD(ScaledDecayOptimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(
                 f"nesterov=True requires momentum > 0 and dampening = 0, got "
-                f"momentum={group['momentum']!r}, dampening={group['dampening']!r}")
+                f"momentum={group['momentum']!r}, dampening={group['dampening']!r}"
+            )
 
-    def _l2_decay_factor(self, group: dict, lam: float) -> Optional[float]:
+    def _l2_decay_factor(self, group: dict, lam: float) -> float | None:
         return 1.0 - float(group["lr"]) * lam
 
     def _check_sparse(self, group: dict, positions, grads) -> None:
@@ -84,4 +111,5 @@ class SGD(ScaledDecayOptimizer):
                     f"SGD: decay_mode='l2' with weight decay {group['weight_decay']!r} cannot "
                     f"take the sparse gradient of parameter {self._param_label(group, i)}, as "
                     f"torch.optim.SGD cannot; use a multiplicative decay_mode or put it in a "
-                    f"group with weight_decay=0")
+                    f"group with weight_decay=0"
+                )

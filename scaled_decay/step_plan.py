@@ -13,11 +13,11 @@ grads have their params' strides (where a flat kernel runs), the state tensors a
 objects. Anything else (``load_state_dict``, ``p.data = ...``, a new grad layout, a param
 that gained or lost its grad) builds a new plan.
 """
+
 from __future__ import annotations
 
 import itertools
 import operator
-from typing import List, Optional
 
 import torch
 
@@ -53,8 +53,9 @@ class Batch:
         groups = indices_by(self.scales)
         self.scale_groups = tuple((s, None if len(groups) == 1 else i) for s, i in groups.items())
         self.n_update_states = plan.n_update_states
-        self.new_buffers = any(b is None for lst in self.states[:self.n_update_states]
-                               for b in lst)
+        self.new_buffers = any(
+            b is None for lst in self.states[: self.n_update_states] for b in lst
+        )
         self.device, self.dtype = self.params[0].device, self.params[0].dtype
         # (rounding, state_dtype) where loop/foreach run on upcast copies, else None
         self.wide = None
@@ -71,8 +72,16 @@ class Batch:
 class GroupPlan:
     """The plan of one group for one combination of the plan key (see ``plan_key``)."""
 
-    def __init__(self, opt, update, group: dict, scales: List[float], grads_all: list,
-                 capturable: bool, amp: tuple):
+    def __init__(
+        self,
+        opt,
+        update,
+        group: dict,
+        scales: list[float],
+        grads_all: list,
+        capturable: bool,
+        amp: tuple,
+    ):
         params_all = group["params"]
         self.params_all = list(params_all)
         self.rules = group["decay_scaling"]
@@ -102,8 +111,10 @@ class GroupPlan:
         states = [[d.get(k) for d in self.state_dicts] for k in self.keys]
         self.state_ids = states
         local_states = [[D.local_view(t) for t in lst] for lst in states]
-        fused_views = ([real_view(p) for p in local],
-                       [[real_view(t) for t in lst] for lst in local_states])
+        fused_views = (
+            [real_view(p) for p in local],
+            [[real_view(t) for t in lst] for lst in local_states],
+        )
         plain_views = fused_views if real_always else (local, local_states)
         self.param_views = {False: plain_views[0], True: fused_views[0]}
         self.state_views = {False: plain_views[1], True: fused_views[1]}
@@ -118,21 +129,26 @@ class GroupPlan:
         keys = []
         for i, be in enumerate(backends):
             pv = fused_views[0][i]
-            first = any(lst[i] is None for lst in states[:self.n_update_states])
+            first = any(lst[i] is None for lst in states[: self.n_update_states])
             if grads[i].is_sparse:
                 be = "loop"  # torch's own sparse arithmetic, one tensor at a time
             elif be in FUSED_BACKENDS:
                 state = [  # (step counts are 0-d: not walked)
-                    lst[i] for k, lst in zip(self.keys, fused_views[1])
-                    if lst[i] is not None and k not in ("step", LP.COUNT)]
-                if not flat_layout_ok(pv, [local_grads[i]]) \
-                        or not flat_layout_ok(pv, state, any_dtype=be == "triton") \
-                        or not self._kernel_takes(
-                        update, be, pv, group, wd, hp, amp, first):
+                    lst[i]
+                    for k, lst in zip(self.keys, fused_views[1])
+                    if lst[i] is not None and k not in ("step", LP.COUNT)
+                ]
+                if (
+                    not flat_layout_ok(pv, [local_grads[i]])
+                    or not flat_layout_ok(pv, state, any_dtype=be == "triton")
+                    or not self._kernel_takes(update, be, pv, group, wd, hp, amp, first)
+                ):
                     be = "foreach"
             keys.append((be, pv.device, pv.dtype, first and be in FUSED_BACKENDS))
-        self.batches = [Batch(k[0], None if len(idx) == len(keys) else idx, self, self.scale_list,
-                              first=k[3]) for k, idx in indices_by(keys).items()]
+        self.batches = [
+            Batch(k[0], None if len(idx) == len(keys) else idx, self, self.scale_list, first=k[3])
+            for k, idx in indices_by(keys).items()
+        ]
         self.check_layout = any(b.backend in FUSED_BACKENDS for b in self.batches)
         self.p_ptrs = list(map(PTR, params))
         self.p_strides = list(map(STRIDE, params))
@@ -152,24 +168,29 @@ class GroupPlan:
         if LP.needs_wide(p.dtype, group):  # torch's fused ops store to nearest, in p's dtype
             return False
         from .updates.decay_ops import Decay
+
         decay = None if wd == 0 else Decay(group["decay_mode"], ((1.0, None),))
         flags = update.fused_flags(decay, wd, hp, *amp, first)
         op = update.fused_op_name(decay)
-        return G.trusted(op, p.device, p.dtype, flags,
-                         lambda: update.probe(p.device, p.dtype, flags))
+        return G.trusted(
+            op, p.device, p.dtype, flags, lambda: update.probe(p.device, p.dtype, flags)
+        )
 
-    def grads_if_holds(self, group: dict, grads_all: list, opt_state) -> Optional[list]:
+    def grads_if_holds(self, group: dict, grads_all: list, opt_state) -> list | None:
         """This step's grads (of the params the plan updates) if the plan still holds, else
         None: C-level passes over the lists, no Python call per tensor. (Which grads are None
         is part of the plan's key, so the selected grads are never None.)"""
         params_all = group["params"]
-        if len(params_all) != len(self.params_all) or group["decay_scaling"] is not self.rules \
-                or not all(map(_is, params_all, self.params_all)) \
-                or tuple(group.get(k) for k in ("fan_ins", "fan_in_references")) \
-                != self.per_tensor:
+        if (
+            len(params_all) != len(self.params_all)
+            or group["decay_scaling"] is not self.rules
+            or not all(map(_is, params_all, self.params_all))
+            or tuple(group.get(k) for k in ("fan_ins", "fan_in_references")) != self.per_tensor
+        ):
             return None
-        grads = grads_all if self.select is None else \
-            list(itertools.compress(grads_all, self.select))
+        grads = (
+            grads_all if self.select is None else list(itertools.compress(grads_all, self.select))
+        )
         params = self.params
         if list(map(PTR, params)) != self.p_ptrs or list(map(STRIDE, params)) != self.p_strides:
             return None

@@ -20,20 +20,24 @@ at the schedule's peak). The weight decay is derived once, then is a plain group
 schedulers (``sd.WeightDecayScheduler``), state dicts and reports see a number; the group
 keeps ``timescale`` (in steps) as a record.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 from .modes import decay_lr_factor
 
-__all__ = ["Timescale", "DefaultDecay", "timescale_steps"]
+__all__ = ["DefaultDecay", "Timescale", "timescale_steps"]
 
 
 def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 
@@ -49,28 +53,35 @@ class Timescale:
     - ``Timescale(fraction=F, total_steps=N)``: ``F * N`` steps, a fraction of the run.
     """
 
-    steps: Optional[float] = None
-    epochs: Optional[float] = None
-    steps_per_epoch: Optional[float] = None
-    fraction: Optional[float] = None
-    total_steps: Optional[float] = None
+    steps: float | None = None
+    epochs: float | None = None
+    steps_per_epoch: float | None = None
+    fraction: float | None = None
+    total_steps: float | None = None
 
     def __post_init__(self):
-        forms = [self.steps is not None, self.epochs is not None or self.steps_per_epoch
-                 is not None, self.fraction is not None or self.total_steps is not None]
+        forms = [
+            self.steps is not None,
+            self.epochs is not None or self.steps_per_epoch is not None,
+            self.fraction is not None or self.total_steps is not None,
+        ]
         if sum(forms) != 1:
             raise ValueError(
                 f"Timescale needs exactly one of steps=, epochs= with steps_per_epoch=, or "
-                f"fraction= with total_steps=; got {self!r}")
+                f"fraction= with total_steps=; got {self!r}"
+            )
         for name in ("steps", "epochs", "steps_per_epoch", "fraction", "total_steps"):
             if getattr(self, name) is not None:
                 _positive(f"Timescale {name}", getattr(self, name))
         if forms[1] and (self.epochs is None or self.steps_per_epoch is None):
-            raise ValueError(f"Timescale in epochs needs both epochs= and steps_per_epoch=, "
-                             f"got {self!r}")
+            raise ValueError(
+                f"Timescale in epochs needs both epochs= and steps_per_epoch=, got {self!r}"
+            )
         if forms[2] and (self.fraction is None or self.total_steps is None):
-            raise ValueError(f"Timescale as a fraction of the run needs both fraction= and "
-                             f"total_steps=, got {self!r}")
+            raise ValueError(
+                f"Timescale as a fraction of the run needs both fraction= and "
+                f"total_steps=, got {self!r}"
+            )
 
     @property
     def in_steps(self) -> float:
@@ -102,8 +113,10 @@ def check_arguments(weight_decay, timescale):
     if timescale is not None:
         timescale_steps(timescale)  # bad values fail here, naming timescale
         if given:
-            raise ValueError(f"timescale={timescale!r} and weight_decay={weight_decay!r} were "
-                             f"both given: give one (timescale sets weight_decay)")
+            raise ValueError(
+                f"timescale={timescale!r} and weight_decay={weight_decay!r} were "
+                f"both given: give one (timescale sets weight_decay)"
+            )
     return float(weight_decay) if isinstance(weight_decay, DefaultDecay) else weight_decay
 
 
@@ -113,8 +126,10 @@ def claim(group: dict, default) -> dict:
     timescale (e.g. ``sd.param_groups``' ``weight_decay=0`` group). Idempotent."""
     own = group.get("timescale")
     if own is not None and group.get("weight_decay") is not None:
-        raise ValueError(f"param group has both timescale={own!r} and weight_decay="
-                         f"{group['weight_decay']!r}: give one (timescale sets weight_decay)")
+        raise ValueError(
+            f"param group has both timescale={own!r} and weight_decay="
+            f"{group['weight_decay']!r}: give one (timescale sets weight_decay)"
+        )
     if "timescale" not in group:
         group["timescale"] = None if "weight_decay" in group else default
     return group
@@ -129,14 +144,18 @@ def derive_weight_decay(group: dict) -> None:
     steps = timescale_steps(ts)
     mode = group["decay_mode"]
     if mode == "l2":
-        raise ValueError(f"timescale={ts!r} with decay_mode='l2': a coupled penalty has no "
-                         f"timescale of its own; use a multiplicative decay_mode")
+        raise ValueError(
+            f"timescale={ts!r} with decay_mode='l2': a coupled penalty has no "
+            f"timescale of its own; use a multiplicative decay_mode"
+        )
     for key in ("max_lr", "peak_lr", "initial_lr", "lr"):
         if key in group:
             eta0 = float(group[key])
             break
     if not eta0 > 0:
-        raise ValueError(f"timescale={ts!r} derives weight_decay from the peak lr, which is "
-                         f"{key} = {eta0!r}: it must be positive")
+        raise ValueError(
+            f"timescale={ts!r} derives weight_decay from the peak lr, which is "
+            f"{key} = {eta0!r}: it must be positive"
+        )
     group["weight_decay"] = 1.0 / (decay_lr_factor(mode, eta0, eta0) * steps)
     group["timescale"] = steps

@@ -28,26 +28,30 @@ The wrapped optimizer's own decay is held at 0: its ``weight_decay`` reads 0 whi
 (``group["weight_decay"]`` is the package's, so schedulers and state dicts see one value);
 ``decoupled_weight_decay=True`` or a nonzero ``own_decay`` hyperparameter is a ValueError.
 """
+
 from __future__ import annotations
 
 import copyreg
 import functools
 import inspect
-from typing import List
 
 import torch
 from torch.optim import Optimizer
 
 from . import cautious_wrap as CW
-from . import wrap_low_precision as WL
 from . import distributed as D
 from . import timescale as T
+from . import wrap_low_precision as WL
 from .group_keys import check_decay_group
 from .optimizer import ScaledDecayOptimizer
 from .owner import DecayPlanOwner
 from .updates import low_precision as LP
-from .updates.decay_ops import (add_decay_to_grads, apply_decoupled_decay, decay_from_lists,
-                                indices_by)
+from .updates.decay_ops import (
+    add_decay_to_grads,
+    apply_decoupled_decay,
+    decay_from_lists,
+    indices_by,
+)
 
 __all__ = ["with_scaled_decay"]
 
@@ -60,12 +64,12 @@ _OWN_DECAY_FLAGS = ("decoupled_weight_decay",)
 _UNSUPPORTED_FLAGS = {
     "differentiable": "the package's decay is applied under torch.no_grad()",
     "capturable": "the decay amount is computed on the host each step (CUDA graphs would "
-                  "freeze it)",
+    "freeze it)",
 }
 # Optimizers whose step is not "one update from the current gradient".
 _REFUSED = {
     torch.optim.LBFGS: "it evaluates the closure many times per step and its line search "
-                       "would not see the decay; add an L2 term to the loss instead",
+    "would not see the decay; add an L2 term to the loss instead",
 }
 
 
@@ -78,14 +82,15 @@ def with_scaled_decay(optimizer_class: type, *, own_decay: str = "weight_decay")
     ``torch.optim.Optimizer`` subclass or that the package cannot decay correctly.
     """
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
-        raise TypeError(f"with_scaled_decay needs a torch.optim.Optimizer subclass, got "
-                        f"{optimizer_class!r}")
+        raise TypeError(
+            f"with_scaled_decay needs a torch.optim.Optimizer subclass, got {optimizer_class!r}"
+        )
     if own_decay is not None and not isinstance(own_decay, str):
         raise ValueError(f"own_decay must be a hyperparameter name or None, got {own_decay!r}")
     return _make_class(optimizer_class, own_decay)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _make_class(optimizer_class: type, own_decay):
     if issubclass(optimizer_class, (ScaledDecayMixin, ScaledDecayOptimizer)):
         raise ValueError(f"{optimizer_class.__name__} already has the package's decay")
@@ -95,12 +100,20 @@ def _make_class(optimizer_class: type, own_decay):
     sig = inspect.signature(optimizer_class)
     holds = own_decay if own_decay in sig.parameters else None
     name = f"ScaledDecay{optimizer_class.__name__}"
-    cls = type(name, (ScaledDecayMixin, optimizer_class), {
-        "__module__": __name__, "__qualname__": name,
-        "__doc__": f"``{optimizer_class.__module__}.{optimizer_class.__qualname__}`` with the "
-                   f"package's scaled decay (see ``scaled_decay.wrap``).",
-        "_sd_wrapped": optimizer_class, "_sd_own_decay": own_decay, "_sd_holds": holds,
-        "_sd_signature": sig})
+    cls = type(
+        name,
+        (ScaledDecayMixin, optimizer_class),
+        {
+            "__module__": __name__,
+            "__qualname__": name,
+            "__doc__": f"``{optimizer_class.__module__}.{optimizer_class.__qualname__}`` with the "
+            f"package's scaled decay (see ``scaled_decay.wrap``).",
+            "_sd_wrapped": optimizer_class,
+            "_sd_own_decay": own_decay,
+            "_sd_holds": holds,
+            "_sd_signature": sig,
+        },
+    )
     return cls
 
 
@@ -123,12 +136,21 @@ class ScaledDecayMixin(DecayPlanOwner):
 
     _sd_wrapped: type
     _sd_own_decay = None
-    _sd_holds = None          # the wrapped constructor's decay argument we set to 0
+    _sd_holds = None  # the wrapped constructor's decay argument we set to 0
     _sd_signature: inspect.Signature
 
-    def __init__(self, params, *args, weight_decay=_NO_DEFAULT, decay_mode="decoupled",
-                 decay_scaling=None, timescale=None, low_precision=None, cautious_decay=False,
-                 **kwargs):
+    def __init__(
+        self,
+        params,
+        *args,
+        weight_decay=_NO_DEFAULT,
+        decay_mode="decoupled",
+        decay_scaling=None,
+        timescale=None,
+        low_precision=None,
+        cautious_decay=False,
+        **kwargs,
+    ):
         try:
             bound = self._sd_signature.bind_partial(params, *args, **kwargs)
         except TypeError as e:
@@ -138,19 +160,29 @@ class ScaledDecayMixin(DecayPlanOwner):
                 raise TypeError(f"{type(self).__name__}: got multiple values for weight_decay")
             weight_decay = bound.arguments.pop("weight_decay")
         if timescale is not None:  # (the groups' weight decay comes from it)
-            T.check_arguments(T.DefaultDecay(0.0) if weight_decay is _NO_DEFAULT
-                              else weight_decay, timescale)
+            T.check_arguments(
+                T.DefaultDecay(0.0) if weight_decay is _NO_DEFAULT else weight_decay, timescale
+            )
             weight_decay = 0.0
         if weight_decay is _NO_DEFAULT:  # the wrapped class's default (Muon: 0.1), else 0
             p = self._sd_signature.parameters.get(self._sd_holds or "")
-            weight_decay = p.default if self._sd_holds == "weight_decay" \
-                and p.default is not inspect.Parameter.empty else 0.0
-        if self._sd_holds is not None and (self._sd_holds == "weight_decay"
-                                           or self._sd_holds not in bound.arguments):
+            weight_decay = (
+                p.default
+                if self._sd_holds == "weight_decay" and p.default is not inspect.Parameter.empty
+                else 0.0
+            )
+        if self._sd_holds is not None and (
+            self._sd_holds == "weight_decay" or self._sd_holds not in bound.arguments
+        ):
             bound.arguments[self._sd_holds] = 0.0  # else a nonzero value is refused below
         self.__dict__["_sd_defaults"] = dict(
-            weight_decay=weight_decay, decay_mode=decay_mode, decay_scaling=decay_scaling,
-            timescale=timescale, low_precision=low_precision, cautious_decay=cautious_decay)
+            weight_decay=weight_decay,
+            decay_mode=decay_mode,
+            decay_scaling=decay_scaling,
+            timescale=timescale,
+            low_precision=low_precision,
+            cautious_decay=cautious_decay,
+        )
         super().__init__(*bound.args, **bound.kwargs)
         self.defaults.update(self._sd_defaults)
         self._new_plan()
@@ -159,26 +191,32 @@ class ScaledDecayMixin(DecayPlanOwner):
     # ---- groups ---------------------------------------------------------------------------
     def _check_group(self, group: dict) -> None:
         if "lr" not in group:
-            raise ValueError(f"{type(self).__name__}: the package's decay needs an 'lr' "
-                             f"group key, which {self._sd_wrapped.__name__} does not have")
+            raise ValueError(
+                f"{type(self).__name__}: the package's decay needs an 'lr' "
+                f"group key, which {self._sd_wrapped.__name__} does not have"
+            )
         check_decay_group(group)
         LP.check_keys(group)
         if group.get("state_dtype") is not None:
-            raise ValueError(f"state_dtype={group['state_dtype']!r} is not taken by "
-                             f"with_scaled_decay: the wrapped optimizer makes its own state "
-                             f"(fp32 for the bf16/fp16 params of a low_precision group)")
+            raise ValueError(
+                f"state_dtype={group['state_dtype']!r} is not taken by "
+                f"with_scaled_decay: the wrapped optimizer makes its own state "
+                f"(fp32 for the bf16/fp16 params of a low_precision group)"
+            )
         own = self._sd_own_decay
         if own not in (None, "weight_decay") and group.get(own, 0) != 0:
             raise ValueError(
                 f"{own}={group[own]!r}: {self._sd_wrapped.__name__}'s own weight decay and "
                 f"the package's weight_decay were both given; use weight_decay, decay_mode "
-                f"and decay_scaling only")
+                f"and decay_scaling only"
+            )
         for flag in _OWN_DECAY_FLAGS:
             if group.get(flag):
                 raise ValueError(
                     f"{flag}={group[flag]!r}: {self._sd_wrapped.__name__}'s own decay is off "
                     f"under with_scaled_decay; choose the form with decay_mode (got "
-                    f"{group['decay_mode']!r})")
+                    f"{group['decay_mode']!r})"
+                )
         for flag, why in _UNSUPPORTED_FLAGS.items():
             if group.get(flag):
                 raise ValueError(f"{flag}=True is not supported by with_scaled_decay: {why}")
@@ -198,9 +236,10 @@ class ScaledDecayMixin(DecayPlanOwner):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._new_plan()
-        self.__dict__["_sd_defaults"] = {k: self.defaults.get(k) for k in
-                                         ("weight_decay", "decay_mode", "decay_scaling",
-                                          "timescale", "low_precision")}
+        self.__dict__["_sd_defaults"] = {
+            k: self.defaults.get(k)
+            for k in ("weight_decay", "decay_mode", "decay_scaling", "timescale", "low_precision")
+        }
         # (pickles from before cautious decay lack the key)
         self._sd_defaults["cautious_decay"] = self.defaults.get("cautious_decay", False)
         for group in self.param_groups:
@@ -232,10 +271,10 @@ class ScaledDecayMixin(DecayPlanOwner):
             with torch.enable_grad():
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None)  # set by GradScaler where the
-        found_inf = getattr(self, "found_inf", None)    # optimizer unscales itself (fused)
+        found_inf = getattr(self, "found_inf", None)  # optimizer unscales itself (fused)
         hold = self._sd_holds == "weight_decay"
         saved_wd = [g["weight_decay"] for g in self.param_groups] if hold else []
-        restore_grads: List[tuple] = []
+        restore_grads: list[tuple] = []
         widened = WL.widen(self)
         done = False
         try:
@@ -258,19 +297,24 @@ class ScaledDecayMixin(DecayPlanOwner):
         return WL.loaded_state_dtype(group, p)
 
     @torch.no_grad()
-    def _decay(self, restore: List[tuple], grad_scale, found_inf) -> list:
+    def _decay(self, restore: list[tuple], grad_scale, found_inf) -> list:
         """Apply this step's decay; (param, user's grad) pairs to restore go to ``restore``.
         ``cautious_decay`` groups are copied instead (``cautious_wrap.snapshot``, returned):
         their decay follows the wrapped step."""
         amounts = list(self._plan.amounts(self.param_groups))
         for group, l2_lams, _ in amounts:  # refuse before changing anything
             for i, p in enumerate(group["params"]):
-                if l2_lams is not None and l2_lams[i] != 0 and p.grad is not None \
-                        and p.grad.is_sparse:
+                if (
+                    l2_lams is not None
+                    and l2_lams[i] != 0
+                    and p.grad is not None
+                    and p.grad.is_sparse
+                ):
                     names = group.get("param_names")
                     raise RuntimeError(
                         f"decay_mode='l2' does not support sparse gradients (parameter "
-                        f"{names[i] if names else i})")
+                        f"{names[i] if names else i})"
+                    )
         cautious = []
         for gi, (group, l2_lams, decay) in enumerate(amounts):
             if group.get("cautious_decay", False):
@@ -284,9 +328,11 @@ class ScaledDecayMixin(DecayPlanOwner):
             if decay is not None:
                 local = D.local_lists([params])[0]
                 for batch in indices_by([(p.device, p.dtype) for p in local]).values():
-                    apply_decoupled_decay([local[i] for i in batch],
-                                          decay_from_lists(None, [decay[idx[i]] for i in batch]),
-                                          found_inf=found_inf)
+                    apply_decoupled_decay(
+                        [local[i] for i in batch],
+                        decay_from_lists(None, [decay[idx[i]] for i in batch]),
+                        found_inf=found_inf,
+                    )
                 continue
             # "l2": the wrapped optimizer negates the gradient itself under maximize; with
             # grads still scaled by GradScaler (it unscales them itself), scale lam alike

@@ -7,6 +7,7 @@ of a ``low_precision`` group steps as an fp32 copy (``p + comp`` for "kahan"; ``
 the result by the group's rounding (``updates.low_precision.store_``). Costs an fp32 copy of
 those params and grads during the step; the wrapped optimizer's state for them is fp32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,5 +54,6 @@ def narrow(opt, widened: list, store: bool) -> None:
             # optimizers that theirs is initialized
             state = opt.state[p]
             LP.init_state(state, p, group)
-            LP.store_([low], [work], group["low_precision"],
-                      [[state[LP.state_keys(group)[0]]]], salt=i)
+            LP.store_(
+                [low], [work], group["low_precision"], [[state[LP.state_keys(group)[0]]]], salt=i
+            )

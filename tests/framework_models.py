@@ -1,5 +1,6 @@
 """Tiny random-init models of transformers and timm, built from configs (nothing downloaded),
 for the real-model and framework tests."""
+
 import pytest
 
 
@@ -13,29 +14,65 @@ def _quiet(config):
 
 def tiny_gpt2(n_layer=2):
     from transformers import GPT2Config, GPT2LMHeadModel
-    return GPT2LMHeadModel(_quiet(GPT2Config(n_layer=n_layer, n_embd=16, n_head=2, vocab_size=50,
-                                             n_positions=8)))
+
+    return GPT2LMHeadModel(
+        _quiet(GPT2Config(n_layer=n_layer, n_embd=16, n_head=2, vocab_size=50, n_positions=8))
+    )
 
 
 def tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
-    return LlamaForCausalLM(_quiet(LlamaConfig(
-        num_hidden_layers=1, hidden_size=16, intermediate_size=24, num_attention_heads=2,
-        num_key_value_heads=1, vocab_size=50, max_position_embeddings=8)))
+
+    return LlamaForCausalLM(
+        _quiet(
+            LlamaConfig(
+                num_hidden_layers=1,
+                hidden_size=16,
+                intermediate_size=24,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                vocab_size=50,
+                max_position_embeddings=8,
+            )
+        )
+    )
 
 
 def tiny_bert():
     from transformers import BertConfig, BertForSequenceClassification
-    return BertForSequenceClassification(_quiet(BertConfig(
-        num_hidden_layers=1, hidden_size=16, intermediate_size=24, num_attention_heads=2,
-        vocab_size=50, max_position_embeddings=8, type_vocab_size=2)))
+
+    return BertForSequenceClassification(
+        _quiet(
+            BertConfig(
+                num_hidden_layers=1,
+                hidden_size=16,
+                intermediate_size=24,
+                num_attention_heads=2,
+                vocab_size=50,
+                max_position_embeddings=8,
+                type_vocab_size=2,
+            )
+        )
+    )
 
 
 def tiny_t5():
     from transformers import T5Config, T5ForConditionalGeneration
-    return T5ForConditionalGeneration(_quiet(T5Config(
-        num_layers=1, d_model=16, d_kv=8, num_heads=2, d_ff=24, vocab_size=50,
-        relative_attention_num_buckets=8, decoder_start_token_id=0)))
+
+    return T5ForConditionalGeneration(
+        _quiet(
+            T5Config(
+                num_layers=1,
+                d_model=16,
+                d_kv=8,
+                num_heads=2,
+                d_ff=24,
+                vocab_size=50,
+                relative_attention_num_buckets=8,
+                decoder_start_token_id=0,
+            )
+        )
+    )
 
 
 def import_timm():
@@ -44,6 +81,8 @@ def import_timm():
     try:
         import timm
     except Exception as e:  # ImportError, or torchvision's RuntimeError on a mismatched torch
-        pytest.skip(f"timm does not import here ({type(e).__name__}: {e}); the timm tests run "
-                    f"in the torch 2.14.1 + torchvision CI leg")
+        pytest.skip(
+            f"timm does not import here ({type(e).__name__}: {e}); the timm tests run "
+            f"in the torch 2.14.1 + torchvision CI leg"
+        )
     return timm

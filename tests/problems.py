@@ -1,8 +1,9 @@
 """Shared test problems: parameter sets and deterministic losses, built from a drawn seed."""
+
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from hypothesis import strategies as st
@@ -14,7 +15,7 @@ shape_lists = st.lists(st.sampled_from(SHAPES), min_size=1, max_size=5)
 seeds = st.integers(0, 2**31 - 1)
 
 
-def make_params(seed: int, shapes: Sequence, non_contiguous: bool = True) -> List[torch.Tensor]:
+def make_params(seed: int, shapes: Sequence, non_contiguous: bool = True) -> list[torch.Tensor]:
     """Leaf parameters; every 2-D+ one with more than one row is a transposed (strided) view
     when ``non_contiguous``, so the optimizers see non-contiguous params."""
     g = torch.Generator().manual_seed(seed)
@@ -28,7 +29,7 @@ def make_params(seed: int, shapes: Sequence, non_contiguous: bool = True) -> Lis
     return params
 
 
-def clone_params(params: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+def clone_params(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     # clone(preserve_format) keeps strides, so the copies are as non-contiguous as the source
     return [p.detach().clone().requires_grad_() for p in params]
 
@@ -52,10 +53,19 @@ class QuadraticLoss:
         return self.sign * total
 
 
-def run_steps(opt, params, loss: QuadraticLoss, steps: int, *, scheduler=None,
-              use_closure: bool = False, skip_grad: Callable[[int, int], bool] = None):
+def run_steps(
+    opt,
+    params,
+    loss: QuadraticLoss,
+    steps: int,
+    *,
+    scheduler=None,
+    use_closure: bool = False,
+    skip_grad: Callable[[int, int], bool] = None,
+):
     """``steps`` optimizer steps on ``loss``; ``skip_grad(step, i)`` leaves p_i's grad None."""
     for k in range(steps):
+
         def closure():
             opt.zero_grad(set_to_none=True)
             value = loss(params)
@@ -65,6 +75,7 @@ def run_steps(opt, params, loss: QuadraticLoss, steps: int, *, scheduler=None,
                     if skip_grad(k, i):
                         p.grad = None
             return value
+
         if use_closure:
             opt.step(closure)
         else:
@@ -72,8 +83,6 @@ def run_steps(opt, params, loss: QuadraticLoss, steps: int, *, scheduler=None,
             opt.step()
         if scheduler is not None:
             scheduler.step()
-
-
 
 
 def run_amp_steps(opt, params, loss: QuadraticLoss, scaler, steps: int, overflow_at=None):

@@ -8,7 +8,6 @@ included) exactly as they were.
 
 import pytest
 import torch
-
 from problems import QuadraticLoss, clone_params, make_params, run_amp_steps
 from triton_interpret import interpret  # noqa: F401  (fixture)
 
@@ -17,12 +16,11 @@ import scaled_decay as sd
 BACKENDS = ["loop", "foreach", "torch_fused", "triton"]
 MAKERS = {
     "adamw": lambda ps, b: sd.AdamW(ps, lr=1e-2, weight_decay=0.1, backend=b),
-    "adam_l2_amsgrad": lambda ps, b: sd.Adam(ps, lr=1e-2, weight_decay=0.1, amsgrad=True,
-                                             decay_scaling="fan_in", backend=b),
-    "sgd_momentum": lambda ps, b: sd.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.1,
-                                         backend=b),
-    "sgd_l2": lambda ps, b: sd.SGD(ps, lr=0.05, weight_decay=0.1, decay_mode="l2",
-                                   backend=b),
+    "adam_l2_amsgrad": lambda ps, b: sd.Adam(
+        ps, lr=1e-2, weight_decay=0.1, amsgrad=True, decay_scaling="fan_in", backend=b
+    ),
+    "sgd_momentum": lambda ps, b: sd.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.1, backend=b),
+    "sgd_l2": lambda ps, b: sd.SGD(ps, lr=0.05, weight_decay=0.1, decay_mode="l2", backend=b),
 }
 
 
@@ -42,7 +40,7 @@ def backend(request):
 
 @pytest.mark.parametrize("name", list(MAKERS))
 def test_gradscaler_run_equals_unscaled_run(name, backend):
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 14, growth_interval=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**14, growth_interval=2)
     ours, opt, _ = _run(name, backend, scaler)
     ref, opt_ref, _ = _run(name, backend, None)
     for a, b in zip(ours, ref):
@@ -50,19 +48,19 @@ def test_gradscaler_run_equals_unscaled_run(name, backend):
     for a, b in zip(ours, ref):
         for key, value in opt.state[a].items():
             assert torch.equal(value.cpu(), opt_ref.state[b][key].cpu()), key
-    assert scaler.get_scale() > 2.0 ** 14  # the scale grew: no step was seen as overflowing
+    assert scaler.get_scale() > 2.0**14  # the scale grew: no step was seen as overflowing
 
 
 @pytest.mark.parametrize("name", list(MAKERS))
 @pytest.mark.parametrize("at", [0, 2])
 def test_overflow_step_changes_nothing(name, backend, at):
     """At step 0 (state just created) or later: params and state stay as before the step."""
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     _, _, snaps = _run(name, backend, scaler, steps=at + 1, overflow_at=at)
     (p_before, sd_before), (p_after, sd_after) = snaps
     for a, b in zip(p_before, p_after):
         assert torch.equal(a, b)
-    assert scaler.get_scale() == 2.0 ** 9  # GradScaler saw the inf and backed off
+    assert scaler.get_scale() == 2.0**9  # GradScaler saw the inf and backed off
     if at == 0:  # nothing to compare before the first step, except that no step counted
         steps = [s["step"].item() for s in sd_after["state"].values() if "step" in s]
         assert all(t == 0 for t in steps)
@@ -80,6 +78,7 @@ def test_decay_with_found_inf_clear_is_the_plain_decay_in_every_dtype(dtype):
     elements came out other than the plain decay's). Half dtypes now read found_inf on the
     host and multiply by the float factor."""
     from scaled_decay.updates.decay_ops import Decay, apply_decoupled_decay
+
     g = torch.Generator().manual_seed(0)
     p = [(torch.randn(4000, generator=g) * 100).to(dtype)]
     decay = Decay("decoupled", ((1.3, None),), lr=0.01)  # c = 0.013

@@ -1,4 +1,5 @@
 """Bad input: clear, early errors naming the argument and the value (SPEC "Bad input")."""
+
 import copy
 
 import pytest
@@ -12,34 +13,44 @@ def _p():
     return [nn.Parameter(torch.randn(3, 2))]
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda: sd.SGD(_p(), lr=-0.1), ["lr", "-0.1"]),
-    (lambda: sd.AdamW(_p(), lr=-1e-3), ["lr", "-0.001"]),
-    (lambda: sd.Adam(_p(), eps=-1e-8), ["eps", "-1e-08"]),
-    (lambda: sd.AdamW(_p(), weight_decay=-0.1), ["weight_decay", "-0.1"]),
-    (lambda: sd.SGD(_p(), weight_decay=float("nan")), ["weight_decay", "nan"]),
-    (lambda: sd.Adam(_p(), betas=(1.0, 0.999)), ["betas[0]", "1.0"]),
-    (lambda: sd.Adam(_p(), betas=(0.9, -0.1)), ["betas[1]", "-0.1"]),
-    (lambda: sd.AdamW(_p(), betas=(0.9,)), ["betas", "(0.9,)"]),
-    (lambda: sd.SGD(_p(), momentum=-0.9), ["momentum", "-0.9"]),
-    (lambda: sd.SGD(_p(), nesterov=True), ["nesterov", "momentum"]),
-    (lambda: sd.SGD(_p(), momentum=0.9, dampening=0.1, nesterov=True), ["nesterov", "dampening"]),
-    (lambda: sd.AdamW(_p(), decay_mode="weird"), ["decay_mode", "'weird'"]),
-    (lambda: sd.AdamW(_p(), decay_scaling="fanin"), ["decay_scaling", "'fanin'"]),
-    (lambda: sd.AdamW(_p(), decay_scaling=("fan_in", 3)), ["decay_scaling", "3"]),
-    (lambda: sd.AdamW(_p(), backend="cuda"), ["backend", "'cuda'"]),
-    (lambda: sd.FanIn(reference=0), ["reference", "0"]),
-    (lambda: sd.FanIn(reference=-2.0), ["reference", "-2.0"]),
-    (lambda: sd.FanIn(power=float("inf")), ["power", "inf"]),
-    (lambda: sd.ParamCount(reference=0.0), ["reference", "0.0"]),
-    (lambda: sd.StepsPerEpoch(0), ["steps_per_epoch", "0"]),
-    (lambda: sd.StepsPerEpoch(10, epochs=-1), ["epochs", "-1"]),
-    (lambda: sd.AdamW(_p(), lr=0.0, decay_mode="independent"), ["peak_lr", "0.0"]),
-    (lambda: sd.param_groups(nn.Linear(2, 2), -1.0), ["weight_decay", "-1.0"]),
-    (lambda: sd.param_groups(nn.Linear(2, 2), 0.1, no_decay=[3]), ["no_decay", "3"]),
-    (lambda: sd.param_groups(nn.Linear(2, 2), 0.1, base_model=nn.Sequential(nn.Linear(2, 2))),
-     ["base_model", "weight"]),
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: sd.SGD(_p(), lr=-0.1), ["lr", "-0.1"]),
+        (lambda: sd.AdamW(_p(), lr=-1e-3), ["lr", "-0.001"]),
+        (lambda: sd.Adam(_p(), eps=-1e-8), ["eps", "-1e-08"]),
+        (lambda: sd.AdamW(_p(), weight_decay=-0.1), ["weight_decay", "-0.1"]),
+        (lambda: sd.SGD(_p(), weight_decay=float("nan")), ["weight_decay", "nan"]),
+        (lambda: sd.Adam(_p(), betas=(1.0, 0.999)), ["betas[0]", "1.0"]),
+        (lambda: sd.Adam(_p(), betas=(0.9, -0.1)), ["betas[1]", "-0.1"]),
+        (lambda: sd.AdamW(_p(), betas=(0.9,)), ["betas", "(0.9,)"]),
+        (lambda: sd.SGD(_p(), momentum=-0.9), ["momentum", "-0.9"]),
+        (lambda: sd.SGD(_p(), nesterov=True), ["nesterov", "momentum"]),
+        (
+            lambda: sd.SGD(_p(), momentum=0.9, dampening=0.1, nesterov=True),
+            ["nesterov", "dampening"],
+        ),
+        (lambda: sd.AdamW(_p(), decay_mode="weird"), ["decay_mode", "'weird'"]),
+        (lambda: sd.AdamW(_p(), decay_scaling="fanin"), ["decay_scaling", "'fanin'"]),
+        (lambda: sd.AdamW(_p(), decay_scaling=("fan_in", 3)), ["decay_scaling", "3"]),
+        (lambda: sd.AdamW(_p(), backend="cuda"), ["backend", "'cuda'"]),
+        (lambda: sd.FanIn(reference=0), ["reference", "0"]),
+        (lambda: sd.FanIn(reference=-2.0), ["reference", "-2.0"]),
+        (lambda: sd.FanIn(power=float("inf")), ["power", "inf"]),
+        (lambda: sd.ParamCount(reference=0.0), ["reference", "0.0"]),
+        (lambda: sd.StepsPerEpoch(0), ["steps_per_epoch", "0"]),
+        (lambda: sd.StepsPerEpoch(10, epochs=-1), ["epochs", "-1"]),
+        (lambda: sd.AdamW(_p(), lr=0.0, decay_mode="independent"), ["peak_lr", "0.0"]),
+        (lambda: sd.param_groups(nn.Linear(2, 2), -1.0), ["weight_decay", "-1.0"]),
+        (lambda: sd.param_groups(nn.Linear(2, 2), 0.1, no_decay=[3]), ["no_decay", "3"]),
+        (
+            lambda: sd.param_groups(
+                nn.Linear(2, 2), 0.1, base_model=nn.Sequential(nn.Linear(2, 2))
+            ),
+            ["base_model", "weight"],
+        ),
+    ],
+)
 def test_bad_hyperparameters_raise_value_error_naming_them(make, words):
     with pytest.raises(ValueError) as info:
         make()
@@ -82,14 +93,17 @@ def _snapshot(opt):
     return copy.deepcopy((opt.state_dict(), groups)), [list(g["params"]) for g in opt.param_groups]
 
 
-@pytest.mark.parametrize("corrupt", [
-    lambda s: s["param_groups"].append(copy.deepcopy(s["param_groups"][0])),
-    lambda s: s["param_groups"][0]["params"].append(99),
-    lambda s: s["param_groups"][0].update(decay_mode="bogus"),
-    lambda s: s["param_groups"][0].update(lr=-3.0),
-    lambda s: s["param_groups"][0].update(decay_scaling=[{"rule": "Nope"}]),
-    lambda s: s["state"][0].update(exp_avg=torch.zeros(4, 4)),
-])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda s: s["param_groups"].append(copy.deepcopy(s["param_groups"][0])),
+        lambda s: s["param_groups"][0]["params"].append(99),
+        lambda s: s["param_groups"][0].update(decay_mode="bogus"),
+        lambda s: s["param_groups"][0].update(lr=-3.0),
+        lambda s: s["param_groups"][0].update(decay_scaling=[{"rule": "Nope"}]),
+        lambda s: s["state"][0].update(exp_avg=torch.zeros(4, 4)),
+    ],
+)
 def test_failed_load_state_dict_leaves_the_optimizer_unchanged(corrupt):
     opt = _trained_opt()
     before, params_before = _snapshot(opt)

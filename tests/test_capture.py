@@ -7,6 +7,7 @@ checked by making ``.item()``/``.tolist()`` raise during the step, and by compil
 with ``fullgraph=True`` under a cosine schedule without a recompile. The CUDA replay test is
 in ``test_triton_cuda.py``.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -27,10 +28,12 @@ def _loss(net, k):
 @pytest.fixture
 def no_host_reads(monkeypatch):
     """``.item()`` and ``.tolist()`` raise while the fixture's context is entered."""
+
     class Guard:
         def __enter__(self):
             def refuse(*args, **kwargs):
                 raise AssertionError("a host sync in a capturable step")
+
             monkeypatch.setattr(torch.Tensor, "item", refuse)
             monkeypatch.setattr(torch.Tensor, "tolist", refuse)
             monkeypatch.setattr(torch.Tensor, "__float__", refuse)
@@ -38,6 +41,7 @@ def no_host_reads(monkeypatch):
 
         def __exit__(self, *exc):
             monkeypatch.undo()
+
     return Guard()
 
 
@@ -50,8 +54,15 @@ def test_capturable_step_reads_nothing_on_the_host(cls, mode, scaling, no_host_r
     runs = {}
     for capturable in (False, True):
         net = _net()
-        opt = cls(net.parameters(), lr=torch.tensor(0.01), weight_decay=0.1, decay_mode=mode,
-                  decay_scaling=scaling, amsgrad=True, capturable=capturable)
+        opt = cls(
+            net.parameters(),
+            lr=torch.tensor(0.01),
+            weight_decay=0.1,
+            decay_mode=mode,
+            decay_scaling=scaling,
+            amsgrad=True,
+            capturable=capturable,
+        )
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8)
         for k in range(5):
             _loss(net, k).backward()
@@ -78,11 +89,15 @@ def test_the_host_read_check_can_fail(no_host_reads):
             opt.step()
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: sd.AdamW(ps, lr=torch.tensor(0.01), weight_decay=0.1, decay_scaling="fan_in"),
-    lambda ps: sd.SGD(ps, lr=torch.tensor(0.05), momentum=0.9, weight_decay=0.1,
-                      decay_mode="independent"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: sd.AdamW(ps, lr=torch.tensor(0.01), weight_decay=0.1, decay_scaling="fan_in"),
+        lambda ps: sd.SGD(
+            ps, lr=torch.tensor(0.05), momentum=0.9, weight_decay=0.1, decay_mode="independent"
+        ),
+    ],
+)
 def test_fullgraph_compiled_step_follows_a_cosine_schedule_without_recompiling(make):
     torch._dynamo.reset()
     runs = {}
@@ -91,8 +106,7 @@ def test_fullgraph_compiled_step_follows_a_cosine_schedule_without_recompiling(m
         opt = make(net.parameters())
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8)
         # (the class's step: the scheduler wraps the instance's, and Dynamo skips that)
-        step = torch.compile(lambda: type(opt).step(opt), fullgraph=True) if compiled \
-            else opt.step
+        step = torch.compile(lambda: type(opt).step(opt), fullgraph=True) if compiled else opt.step
         lrs = []
         try:
             for k in range(6):

@@ -5,9 +5,9 @@ per-tensor reference written here, on every backend (loop, foreach, Triton under
 interpreter) and dtype (fp32, bf16), with fan-in scaling, GradScaler, low precision and
 ``with_scaled_decay``; torch's fused ops never run it; the report's column; bad input.
 """
+
 import pytest
 import torch
-
 from problems import QuadraticLoss, clone_params, make_params, run_amp_steps
 from triton_interpret import interpret  # noqa: F401  (fixture)
 
@@ -26,8 +26,7 @@ def backend(request):
 
 def _grads(seed, params, steps=STEPS):
     g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(p.shape, generator=g).to(p.dtype) for p in params]
-            for _ in range(steps)]
+    return [[torch.randn(p.shape, generator=g).to(p.dtype) for p in params] for _ in range(steps)]
 
 
 def _run(opt, params, grads):
@@ -46,7 +45,7 @@ def _ref_adamw(x, grads, lam, betas=(0.9, 0.999), eps=1e-8, cautious=True):
         g = g.float()
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        u = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+        u = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
         mask = (u * x >= 0).float() if cautious else torch.ones(x.shape)
         x = x - LR * (u + lam * mask * x)
         masks.append(mask)
@@ -68,8 +67,10 @@ def _ref_sgd(x, grads, lam, momentum=0.9, cautious=True):
 
 MAKERS = {
     "adamw": (lambda ps, **kw: sd.AdamW(ps, lr=LR, weight_decay=WD, **kw), _ref_adamw),
-    "sgd_momentum": (lambda ps, **kw: sd.SGD(ps, lr=LR, momentum=0.9, weight_decay=WD, **kw),
-                     _ref_sgd),
+    "sgd_momentum": (
+        lambda ps, **kw: sd.SGD(ps, lr=LR, momentum=0.9, weight_decay=WD, **kw),
+        _ref_sgd,
+    ),
 }
 
 
@@ -91,8 +92,9 @@ def test_matches_the_reference_with_fan_in_scaling(name, backend, dtype):
     for i, (p, x0, row) in enumerate(zip(params, before, report)):
         expected, masks = ref(x0, [g[i] for g in grads], row.lam)
         torch.testing.assert_close(p.detach().float(), expected, **_tol(dtype))
-        assert row.decayed == pytest.approx(float(masks[-1].mean()), abs=0.1 if dtype !=
-                                            torch.float32 else 1e-6)
+        assert row.decayed == pytest.approx(
+            float(masks[-1].mean()), abs=0.1 if dtype != torch.float32 else 1e-6
+        )
 
 
 @pytest.mark.parametrize("name", list(MAKERS))
@@ -116,8 +118,11 @@ def test_coordinates_whose_sign_disagrees_keep_their_value(name, backend):
     x = +1 with an update pushing it down decays by exactly the plain decay's factor."""
     p = torch.tensor([1.0, 1.0, -2.0, -2.0]).requires_grad_()
     g = torch.tensor([-1.0, 1.0, -1.0, 1.0])  # u = sign(g) at the first step (Adam, SGD)
-    make = (lambda ps, **kw: sd.AdamW(ps, lr=LR, weight_decay=WD, **kw)) if name == "adamw" \
+    make = (
+        (lambda ps, **kw: sd.AdamW(ps, lr=LR, weight_decay=WD, **kw))
+        if name == "adamw"
         else (lambda ps, **kw: sd.SGD(ps, lr=LR, weight_decay=WD, **kw))
+    )
     out = {}
     for cautious in (False, True):
         q = p.detach().clone().requires_grad_()
@@ -143,8 +148,14 @@ def test_all_agreeing_is_the_plain_decay_bit_for_bit(backend):
     out = []
     for cautious in (False, True):
         ps = clone_params(params)
-        opt = sd.SGD(ps, lr=LR, weight_decay=WD, decay_scaling="fan_in", backend=backend,
-                     cautious_decay=cautious)
+        opt = sd.SGD(
+            ps,
+            lr=LR,
+            weight_decay=WD,
+            decay_scaling="fan_in",
+            backend=backend,
+            cautious_decay=cautious,
+        )
         _run(opt, ps, grads)
         out.append(ps)
     for a, b in zip(*out):
@@ -162,11 +173,11 @@ def test_gradscaler_run_equals_unscaled_run_and_overflow_changes_nothing(name, b
         snaps = run_amp_steps(opt, ps, QuadraticLoss(7, ps), scaler, steps, overflow_at)
         return ps, snaps
 
-    ours, _ = run(torch.amp.GradScaler("cpu", init_scale=2.0 ** 12, growth_interval=2))
+    ours, _ = run(torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=2))
     ref, _ = run(None)
     for a, b in zip(ours, ref):
         assert torch.equal(a, b), (a - b).abs().max()
-    _, snaps = run(torch.amp.GradScaler("cpu", init_scale=2.0 ** 10), steps=2, overflow_at=1)
+    _, snaps = run(torch.amp.GradScaler("cpu", init_scale=2.0**10), steps=2, overflow_at=1)
     (p_before, _), (p_after, _) = snaps
     for a, b in zip(p_before, p_after):
         assert torch.equal(a, b)
@@ -180,8 +191,10 @@ def test_torch_fused_never_runs_cautious_tensors(name, monkeypatch):
     _run(opt, params, _grads(1, params, 1))
     fused_before = [b.backend for plan in opt._plan.step_plans[0].values() for b in plan.batches]
     for op in ("_fused_adamw_", "_fused_adam_", "_fused_sgd_"):
+
         def refuse(*a, **k):
             raise AssertionError("torch's fused op ran a cautious step")
+
         monkeypatch.setattr(torch, op, refuse)
     opt.param_groups[0]["cautious_decay"] = True  # mid-run: a new plan (plan_key)
     _run(opt, params, _grads(2, params, 2))
@@ -226,8 +239,9 @@ def test_with_scaled_decay(wrapped):
     """u = (p_before - p_after) / lr of the wrapped step; p = p_after - c * mask * p_before."""
     params = clone_params(make_params(11, SHAPES))
     ref_params = clone_params(params)
-    opt = sd.with_scaled_decay(wrapped)(params, lr=LR, weight_decay=WD, decay_scaling="fan_in",
-                                        cautious_decay=True)
+    opt = sd.with_scaled_decay(wrapped)(
+        params, lr=LR, weight_decay=WD, decay_scaling="fan_in", cautious_decay=True
+    )
     plain = wrapped(ref_params, lr=LR)
     lams = [r.lam for r in opt.decay_report()]
     for step in _grads(12, params):
@@ -252,8 +266,9 @@ def test_capturable_tensor_math_matches():
     out = []
     for cap in (False, True):
         params = clone_params(make_params(13, SHAPES))
-        opt = sd.AdamW(params, lr=LR, weight_decay=WD, cautious_decay=True, capturable=cap,
-                       backend="foreach")
+        opt = sd.AdamW(
+            params, lr=LR, weight_decay=WD, cautious_decay=True, capturable=cap, backend="foreach"
+        )
         _run(opt, params, _grads(14, params))
         out.append((params, [r.decayed for r in opt.decay_report()]))
     for a, b in zip(out[0][0], out[1][0]):

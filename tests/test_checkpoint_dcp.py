@@ -5,10 +5,10 @@ tests/dist_workers/dcp_resume.py trains 8 steps, saves model + optimizer + sched
 another init and an optimizer built with other lr / weight_decay / decay_mode / rule
 parameters loads the checkpoint (``set_optimizer_state_dict``) and trains the same 8 steps.
 """
+
 import json
 
 import pytest
-
 from dist_support import DIST_MARKS, run_job
 
 pytestmark = DIST_MARKS
@@ -27,8 +27,10 @@ def test_fsdp2_dcp_resume_is_exact_and_restores_group_keys(tmp_path, layout):
     assert r["restored_modes"] == ["independent", "independent"]
     assert r["restored_scaling"][0] == [
         {"rule": "FanIn", "reference": 4, "power": 0.5},
-        {"rule": "ParamCount", "reference": 100, "power": 1.0, "total_count": None}]
+        {"rule": "ParamCount", "reference": 100, "power": 1.0, "total_count": None},
+    ]
     assert r["template_lrs"] == [0.01, 0.01] and r["restored_lrs"][0] == pytest.approx(0.0375)
-    assert {"decay_mode", "decay_scaling", "fan_ins", "param_names", "initial_lr"} \
-        <= set(r["restored_keys"])
+    assert {"decay_mode", "decay_scaling", "fan_ins", "param_names", "initial_lr"} <= set(
+        r["restored_keys"]
+    )
     assert r["state_dtensor"] and r["steps"] == [16.0]

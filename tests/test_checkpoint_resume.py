@@ -5,6 +5,7 @@ StepsPerEpoch rules, param groups), a OneCycle LR schedule and the RNG (dropout)
 of 40 steps, atomically. Each test compares the final parameters to an uninterrupted run
 with ``torch.equal``.
 """
+
 import os
 import signal
 import subprocess
@@ -20,14 +21,20 @@ TIMEOUT = 90
 
 
 def _env():
-    return dict(os.environ, OMP_NUM_THREADS="1",
-                PYTHONPATH=os.pathsep.join([str(REPO), str(WORKERS)]))
+    return dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), str(WORKERS)])
+    )
 
 
 def _train(run_dir: Path, *args, expect_rc=0) -> str:
     run_dir.mkdir(exist_ok=True)
-    proc = subprocess.run([sys.executable, str(WORKERS / "train_resume.py"), str(run_dir), *args],
-                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    proc = subprocess.run(
+        [sys.executable, str(WORKERS / "train_resume.py"), str(run_dir), *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert proc.returncode == expect_rc, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -55,7 +62,10 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, uninterrupted):
     run_dir.mkdir()
     proc = subprocess.Popen(
         [sys.executable, str(WORKERS / "train_resume.py"), str(run_dir), "--step-delay", "0.1"],
-        env=_env(), stdout=subprocess.PIPE, text=True)
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stdout:  # kill between two checkpoints, from outside
             if line.strip() == "step 13":

@@ -6,6 +6,7 @@ tensor lr changed in place by an LR scheduler does not recompile; a float lr is 
 constant (a recompile when it changes, unless Dynamo's automatic dynamic has learned it), as
 with torch.optim. In eager mode a tensor lr gives the same numbers as the float.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -52,12 +53,19 @@ def _run(make_opt, lr, step_fn=None, steps=STEPS, after_warmup=None):
 
 OPTIMIZERS = {
     "AdamW/independent/fan_in": lambda net, lr: sd.AdamW(
-        sd.param_groups(net, 0.5), lr=lr, decay_mode="independent", decay_scaling="fan_in"),
+        sd.param_groups(net, 0.5), lr=lr, decay_mode="independent", decay_scaling="fan_in"
+    ),
     "SGD/corrected/param_count": lambda net, lr: sd.SGD(
-        net.parameters(), lr=lr, momentum=0.9, weight_decay=0.5, decay_mode="corrected",
-        decay_scaling=sd.ParamCount(reference=100)),
+        net.parameters(),
+        lr=lr,
+        momentum=0.9,
+        weight_decay=0.5,
+        decay_mode="corrected",
+        decay_scaling=sd.ParamCount(reference=100),
+    ),
     "Adam/l2/amsgrad": lambda net, lr: sd.Adam(
-        net.parameters(), lr=lr, weight_decay=0.1, amsgrad=True, decay_scaling="fan_in"),
+        net.parameters(), lr=lr, weight_decay=0.1, amsgrad=True, decay_scaling="fan_in"
+    ),
 }
 
 
@@ -82,6 +90,7 @@ def _recording_inductor(seen_ops: set):
     def backend(gm, example_inputs):
         seen_ops.update(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
         return compile_fx(gm, example_inputs)
+
     return backend
 
 
@@ -93,9 +102,11 @@ def test_compiled_step_matches_eager_and_does_not_recompile_when_lr_changes(name
     no_recompiles = torch._dynamo.config.patch(error_on_recompile=True)
     try:
         compiled, opt, lrs = _run(
-            OPTIMIZERS[name], torch.tensor(0.05),
+            OPTIMIZERS[name],
+            torch.tensor(0.05),
             step_fn=lambda f: torch.compile(f, backend=_recording_inductor(seen_ops)),
-            after_warmup=no_recompiles)  # steps 3..8 at new lrs: a recompile raises
+            after_warmup=no_recompiles,
+        )  # steps 3..8 at new lrs: a recompile raises
     finally:
         torch._dynamo.reset()
     assert lrs == lrs_eager and len(set(lrs)) == STEPS  # lr changed at every step
@@ -113,21 +124,32 @@ def test_float_lr_recompiles_which_is_why_lr_is_a_tensor():
     torch._dynamo.reset()
     # without automatic dynamic (and its on-disk profile of earlier runs), a float lr is
     # baked into the graph
-    cfg = {k: False for k in ("automatic_dynamic_shapes", "automatic_dynamic_local_pgo")
-           if hasattr(torch._dynamo.config, k)}
+    cfg = {
+        k: False
+        for k in ("automatic_dynamic_shapes", "automatic_dynamic_local_pgo")
+        if hasattr(torch._dynamo.config, k)
+    }
     try:
         with torch._dynamo.config.patch(**cfg), pytest.raises(torch._dynamo.exc.RecompileError):
-            _run(OPTIMIZERS["AdamW/independent/fan_in"], 0.05, step_fn=torch.compile,
-                 after_warmup=torch._dynamo.config.patch(error_on_recompile=True))
+            _run(
+                OPTIMIZERS["AdamW/independent/fan_in"],
+                0.05,
+                step_fn=torch.compile,
+                after_warmup=torch._dynamo.config.patch(error_on_recompile=True),
+            )
     finally:
         torch._dynamo.config.error_on_recompile = False
         torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: sd.AdamW(ps, lr=0.1, weight_decay=0.5, decay_scaling="fan_in"),
-    lambda ps: sd.with_scaled_decay(torch.optim.SGD)(ps, lr=0.1, weight_decay=0.5),
-], ids=["sd.AdamW", "with_scaled_decay(SGD)"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: sd.AdamW(ps, lr=0.1, weight_decay=0.5, decay_scaling="fan_in"),
+        lambda ps: sd.with_scaled_decay(torch.optim.SGD)(ps, lr=0.1, weight_decay=0.5),
+    ],
+    ids=["sd.AdamW", "with_scaled_decay(SGD)"],
+)
 def test_decay_plan_exists_before_any_step(make):
     """Dynamo (torch 2.11) cannot create the decay plan inside a compiled step, so it is made
     at construction, and again when a copy is unpickled or a state dict is loaded."""
@@ -135,8 +157,7 @@ def test_decay_plan_exists_before_any_step(make):
     import pickle
 
     opt = make(list(_net().parameters()))
-    copies = {"new": opt, "deepcopy": copy.deepcopy(opt),
-              "pickle": pickle.loads(pickle.dumps(opt))}
+    copies = {"new": opt, "deepcopy": copy.deepcopy(opt), "pickle": pickle.loads(pickle.dumps(opt))}
     loaded = make(list(_net().parameters()))
     loaded.load_state_dict(opt.state_dict())
     copies["load_state_dict"] = loaded

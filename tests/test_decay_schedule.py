@@ -1,6 +1,7 @@
 """sd.WeightDecayScheduler: each group's weight_decay follows its curve (Megatron's formulas),
 reaches the update, rebuilds no plan, resumes bit for bit, and runs next to lr schedulers,
 under transformers' Trainer and Lightning."""
+
 import io
 import math
 
@@ -27,8 +28,13 @@ def _megatron_wd(t, start, end, steps, style):
 def _opt(**kw):
     a = nn.Parameter(torch.ones(4, 3, dtype=torch.float64))
     b = nn.Parameter(torch.ones(4, dtype=torch.float64))
-    return sd.SGD([{"params": [a]}, {"params": [b], "weight_decay": 0.0}], lr=LR,
-                  weight_decay=WD, **kw), a, b
+    return (
+        sd.SGD(
+            [{"params": [a]}, {"params": [b], "weight_decay": 0.0}], lr=LR, weight_decay=WD, **kw
+        ),
+        a,
+        b,
+    )
 
 
 @pytest.mark.parametrize("style", ["linear", "cosine"])
@@ -54,9 +60,9 @@ def test_constant_and_callable_schedules():
     sched.step()
     assert sched.get_last_wd() == [0.5 * WD, 0.0]
     opt, *_ = _opt()
-    sched = sd.WeightDecayScheduler(opt, [lambda t: 2.0 ** -t, lambda t: 1.0])
+    sched = sd.WeightDecayScheduler(opt, [lambda t: 2.0**-t, lambda t: 1.0])
     for t in range(4):
-        assert opt.param_groups[0]["weight_decay"] == WD * 2.0 ** -t
+        assert opt.param_groups[0]["weight_decay"] == WD * 2.0**-t
         sched.step()
     assert "_fns" not in sched.state_dict()  # callables are not state
 
@@ -74,6 +80,7 @@ def _plans_built(monkeypatch, start=None):
     """The steps at which step plans were built over 10 steps, with a cosine weight-decay
     schedule from ``start`` (None: no schedule); s(p) must be computed once either way."""
     from scaled_decay import dispatch
+
     built, step = [], 0
 
     class Counting(GroupPlan):
@@ -86,8 +93,11 @@ def _plans_built(monkeypatch, start=None):
     model = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 2))
     opt = sd.AdamW(sd.param_groups(model, WD), lr=LR, decay_scaling="fan_in", backend="foreach")
     lr_sched = L.CosineAnnealingLR(opt, T_max=10)
-    sched = None if start is None else sd.WeightDecayScheduler(
-        opt, "cosine", total_steps=8, start_factor=start)
+    sched = (
+        None
+        if start is None
+        else sd.WeightDecayScheduler(opt, "cosine", total_steps=8, start_factor=start)
+    )
     scales = None
     for step in range(10):
         model(torch.randn(3, 6)).sum().backward()
@@ -116,8 +126,7 @@ def _run(steps, save_at=None, state=None, start_factor=0.2):
     data = [(torch.randn(4, 5), torch.randn(4, 1)) for _ in range(steps)]
     opt = sd.AdamW(sd.param_groups(model, WD), lr=LR, decay_scaling="fan_in")
     lr_sched = L.CosineAnnealingLR(opt, T_max=steps)
-    wd_sched = sd.WeightDecayScheduler(opt, "cosine", total_steps=steps,
-                                        start_factor=start_factor)
+    wd_sched = sd.WeightDecayScheduler(opt, "cosine", total_steps=steps, start_factor=start_factor)
     first = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -128,8 +137,15 @@ def _run(steps, save_at=None, state=None, start_factor=0.2):
     for t in range(first, steps):
         if t == save_at and state is None:
             buf = io.BytesIO()
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "lr": lr_sched.state_dict(), "wd": wd_sched.state_dict()}, buf)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "lr": lr_sched.state_dict(),
+                    "wd": wd_sched.state_dict(),
+                },
+                buf,
+            )
             buf.seek(0)
             return torch.load(buf, weights_only=True)
         x, y = data[t]
@@ -151,9 +167,12 @@ def test_a_resumed_run_continues_bit_for_bit():
 
 def test_chained_with_an_lr_scheduler_is_one_scheduler():
     opt, a, b = _opt()
-    chained = L.ChainedScheduler([L.LinearLR(opt, start_factor=0.5, total_iters=4),
-                                  sd.WeightDecayScheduler(opt, "linear", total_steps=4,
-                                                          start_factor=0.0)])
+    chained = L.ChainedScheduler(
+        [
+            L.LinearLR(opt, start_factor=0.5, total_iters=4),
+            sd.WeightDecayScheduler(opt, "linear", total_steps=4, start_factor=0.0),
+        ]
+    )
     for _ in range(4):
         a.grad, b.grad = torch.zeros_like(a), torch.zeros_like(b)
         opt.step()
@@ -165,19 +184,22 @@ def test_chained_with_an_lr_scheduler_is_one_scheduler():
     assert saved["_schedulers"][1]["last_epoch"] == 4
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(schedule="exponential"), ["schedule", "exponential"]),
-    (dict(schedule="linear"), ["total_steps", "None"]),
-    (dict(schedule="cosine", total_steps=0), ["total_steps", "0"]),
-    (dict(schedule="linear", total_steps=3, start_factor=-1.0), ["start_factor", "-1.0"]),
-    (dict(schedule="linear", total_steps=3, end_factor=float("inf")), ["end_factor", "inf"]),
-    (dict(schedule="constant", start_factor=0.5), ["constant", "start_factor", "end_factor"]),
-    (dict(schedule=[lambda t: 1.0]), ["1 callables for 2 param groups"]),
-    (dict(schedule=lambda t: -1.0), ["factor at step 0", "param_groups[0]", "-1.0"]),
-    (dict(schedule=3), ["schedule", "3"]),
-    (dict(schedule="linear", total_steps=3, last_epoch=4), ["initial_weight_decay"]),
-    (dict(schedule="linear", total_steps=3, last_epoch=-2), ["last_epoch", "-2"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(schedule="exponential"), ["schedule", "exponential"]),
+        (dict(schedule="linear"), ["total_steps", "None"]),
+        (dict(schedule="cosine", total_steps=0), ["total_steps", "0"]),
+        (dict(schedule="linear", total_steps=3, start_factor=-1.0), ["start_factor", "-1.0"]),
+        (dict(schedule="linear", total_steps=3, end_factor=float("inf")), ["end_factor", "inf"]),
+        (dict(schedule="constant", start_factor=0.5), ["constant", "start_factor", "end_factor"]),
+        (dict(schedule=[lambda t: 1.0]), ["1 callables for 2 param groups"]),
+        (dict(schedule=lambda t: -1.0), ["factor at step 0", "param_groups[0]", "-1.0"]),
+        (dict(schedule=3), ["schedule", "3"]),
+        (dict(schedule="linear", total_steps=3, last_epoch=4), ["initial_weight_decay"]),
+        (dict(schedule="linear", total_steps=3, last_epoch=-2), ["last_epoch", "-2"]),
+    ],
+)
 def test_bad_input_raises_value_error_naming_it(kwargs, words):
     opt, *_ = _opt()
     with pytest.raises(ValueError) as info:
@@ -196,8 +218,8 @@ def test_an_optimizer_without_weight_decay_is_refused():
 def test_under_transformers_trainer_as_a_chained_scheduler(tmp_path):
     pytest.importorskip("transformers")
     from accelerate.state import AcceleratorState, GradientState
-    from transformers import Trainer, TrainerCallback, TrainingArguments
     from framework_models import tiny_gpt2
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     class Tokens(torch.utils.data.Dataset):
         def __len__(self):
@@ -218,14 +240,29 @@ def test_under_transformers_trainer_as_a_chained_scheduler(tmp_path):
     try:
         model = tiny_gpt2(n_layer=1)
         opt = sd.AdamW(sd.param_groups(model, WD), lr=1e-3)
-        sched = L.ChainedScheduler([
-            L.LambdaLR(opt, lambda t: 1 - t / 6),
-            sd.WeightDecayScheduler(opt, "linear", total_steps=4, start_factor=0.0)])
-        args = TrainingArguments(output_dir=str(tmp_path), max_steps=5,
-                                 per_device_train_batch_size=4, use_cpu=True, report_to="none",
-                                 save_strategy="no", logging_strategy="no", disable_tqdm=True)
-        Trainer(model=model, args=args, train_dataset=Tokens(), callbacks=[Record()],
-                optimizers=(opt, sched)).train()
+        sched = L.ChainedScheduler(
+            [
+                L.LambdaLR(opt, lambda t: 1 - t / 6),
+                sd.WeightDecayScheduler(opt, "linear", total_steps=4, start_factor=0.0),
+            ]
+        )
+        args = TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=5,
+            per_device_train_batch_size=4,
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+        )
+        Trainer(
+            model=model,
+            args=args,
+            train_dataset=Tokens(),
+            callbacks=[Record()],
+            optimizers=(opt, sched),
+        ).train()
     finally:
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
@@ -251,15 +288,28 @@ def test_under_lightning_next_to_an_lr_scheduler():
             opt = sd.AdamW(self.parameters(), lr=LR, weight_decay=WD)
             return [opt], [
                 {"scheduler": L.LinearLR(opt, 1.0, 0.5, total_iters=4), "interval": "step"},
-                {"scheduler": sd.WeightDecayScheduler(opt, "cosine", total_steps=4,
-                                                      start_factor=0.0), "interval": "step"}]
+                {
+                    "scheduler": sd.WeightDecayScheduler(
+                        opt, "cosine", total_steps=4, start_factor=0.0
+                    ),
+                    "interval": "step",
+                },
+            ]
 
     data = torch.utils.data.TensorDataset(torch.randn(10, 4), torch.randn(10, 1))
-    trainer = lightning.Trainer(max_steps=5, accelerator="cpu", devices=1, logger=False,
-                                enable_checkpointing=False, enable_progress_bar=False,
-                                enable_model_summary=False)
+    trainer = lightning.Trainer(
+        max_steps=5,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(Module(), torch.utils.data.DataLoader(data, batch_size=2))
     assert [wd for _, wd in seen] == [
-        pytest.approx(_megatron_wd(t, 0.0, WD, 4, "cosine"), abs=1e-15) for t in range(5)]
-    assert [lr for lr, _ in seen] == [pytest.approx(LR * (1 - t / 8)) for t in range(4)] \
-        + [pytest.approx(LR / 2)]
+        pytest.approx(_megatron_wd(t, 0.0, WD, 4, "cosine"), abs=1e-15) for t in range(5)
+    ]
+    assert [lr for lr, _ in seen] == [pytest.approx(LR * (1 - t / 8)) for t in range(4)] + [
+        pytest.approx(LR / 2)
+    ]

@@ -1,4 +1,5 @@
 """`scaled-decay demo`: runs end to end on built-in data; bad flags give a clear error."""
+
 import pytest
 
 from scaled_decay.cli import main
@@ -15,8 +16,10 @@ def test_demo_runs_and_prints_losses_and_report(capsys):
     assert "decay_report()" in out and "fan_in" in out
 
 
-@pytest.mark.parametrize("argv, word", [(["demo", "--width", "0"], "--width"),
-                                        (["demo", "--weight-decay", "-1"], "--weight-decay")])
+@pytest.mark.parametrize(
+    "argv, word",
+    [(["demo", "--width", "0"], "--width"), (["demo", "--weight-decay", "-1"], "--weight-decay")],
+)
 def test_demo_rejects_bad_flags(argv, word):
     with pytest.raises(SystemExit) as info:
         main(argv)

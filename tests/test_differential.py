@@ -12,31 +12,50 @@ It catches torch's fused-kernel bugs when the package's guard is off (tested bel
 torch's CPU fused AdamW/SGD mix up elements when a grad's strides differ from its param's,
 and torch 2.13's CPU fused SGD is wrong for bf16/fp16 tensors of 16 elements or more.
 """
+
 import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
 from triton_interpret import ULPS, interpret, ulp  # noqa: F401  (interpret: a fixture)
 
 import scaled_decay as sd
 from scaled_decay import fused_guard as G
-from scaled_decay.updates.sgd import probe as sgd_probe
 from scaled_decay import step_plan
+from scaled_decay.updates.sgd import probe as sgd_probe
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 MODES = ["decoupled", "independent", "corrected", "l2"]
-SCALINGS = [None, "fan_in", "param_count", sd.StepsPerEpoch(10, epochs=4),
-            (sd.FanIn(reference=4.0, power=-1.0), sd.ParamCount(reference=50.0))]
-OPTIMIZERS = ["sgd", "sgd_momentum", "sgd_nesterov", "sgd_damp", "adam", "adam_amsgrad",
-              "adamw"]
-SHAPES = [(5, 3), (4, 8), (2, 3, 2, 2), (3, 1), (1, 4), (1, 3, 1, 2), (17,), (1,), (0,),
-          (0, 3), (2, 0, 2, 2)]
+SCALINGS = [
+    None,
+    "fan_in",
+    "param_count",
+    sd.StepsPerEpoch(10, epochs=4),
+    (sd.FanIn(reference=4.0, power=-1.0), sd.ParamCount(reference=50.0)),
+]
+OPTIMIZERS = ["sgd", "sgd_momentum", "sgd_nesterov", "sgd_damp", "adam", "adam_amsgrad", "adamw"]
+SHAPES = [
+    (5, 3),
+    (4, 8),
+    (2, 3, 2, 2),
+    (3, 1),
+    (1, 4),
+    (1, 3, 1, 2),
+    (17,),
+    (1,),
+    (0,),
+    (0, 3),
+    (2, 0, 2, 2),
+]
 PARAM_LAYOUTS = ["contiguous", "transposed", "channels_last", "sliced"]
 OTHER_LAYOUTS = ["like", "contiguous", "transposed"]  # grads and state
 
-tensor_specs = st.tuples(st.sampled_from(SHAPES), st.sampled_from(PARAM_LAYOUTS),
-                         st.sampled_from(OTHER_LAYOUTS), st.sampled_from(OTHER_LAYOUTS))
+tensor_specs = st.tuples(
+    st.sampled_from(SHAPES),
+    st.sampled_from(PARAM_LAYOUTS),
+    st.sampled_from(OTHER_LAYOUTS),
+    st.sampled_from(OTHER_LAYOUTS),
+)
 
 
 def _laid_out(values: torch.Tensor, layout: str, like: torch.Tensor = None) -> torch.Tensor:
@@ -45,7 +64,8 @@ def _laid_out(values: torch.Tensor, layout: str, like: torch.Tensor = None) -> t
         out = torch.empty_like(like, memory_format=torch.preserve_format)
     elif layout == "transposed" and values.dim() >= 2:
         out = torch.empty(tuple(reversed(values.shape)), dtype=values.dtype).permute(
-            *reversed(range(values.dim())))
+            *reversed(range(values.dim()))
+        )
     elif layout == "channels_last" and values.dim() == 4:
         out = torch.empty_like(values, memory_format=torch.channels_last)
     elif layout == "sliced" and values.dim() >= 1:
@@ -91,14 +111,18 @@ def _problem(seed, specs, dtype, name, first_step):
 
 
 def _make(name, params, backend, mode, scaling, maximize):
-    kw = dict(weight_decay=0.1, decay_mode=mode, decay_scaling=scaling, maximize=maximize,
-              backend=backend)
+    kw = dict(
+        weight_decay=0.1, decay_mode=mode, decay_scaling=scaling, maximize=maximize, backend=backend
+    )
     if name.startswith("adam"):
         cls = sd.AdamW if name == "adamw" else sd.Adam
         return cls(params, lr=0.01, betas=(0.9, 0.99), amsgrad=name == "adam_amsgrad", **kw)
-    extra = {"sgd": {}, "sgd_momentum": dict(momentum=0.9),
-             "sgd_nesterov": dict(momentum=0.9, nesterov=True),
-             "sgd_damp": dict(momentum=0.8, dampening=0.3)}[name]
+    extra = {
+        "sgd": {},
+        "sgd_momentum": dict(momentum=0.9),
+        "sgd_nesterov": dict(momentum=0.9, nesterov=True),
+        "sgd_damp": dict(momentum=0.8, dampening=0.3),
+    }[name]
     return sd.SGD(params, lr=0.05, **extra, **kw)
 
 
@@ -113,12 +137,14 @@ def _step(items, name, backend, mode, scaling, maximize, lr_factor, wide=None):
     opt.param_groups[0]["lr"] *= lr_factor  # a scheduled lr: initial_lr stays
     for p2, (_, _, state) in zip(params, items):
         if state:
-            opt.state[p2] = {k: v.clone() if k == "step" else
-                             _same_layout_copy(v if wide is None else v.to(wide))
-                             for k, v in state.items()}
+            opt.state[p2] = {
+                k: v.clone()
+                if k == "step"
+                else _same_layout_copy(v if wide is None else v.to(wide))
+                for k, v in state.items()
+            }
     opt.step()
-    return [(p2.detach(), {k: v for k, v in opt.state[p2].items() if k != "step"})
-            for p2 in params]
+    return [(p2.detach(), {k: v for k, v in opt.state[p2].items() if k != "step"}) for p2 in params]
 
 
 def _check_tensor(out, loop, ref32, before, what, exact_only):
@@ -130,12 +156,15 @@ def _check_tensor(out, loop, ref32, before, what, exact_only):
     assert not exact_only, f"{what}: differs from loop ({(out.float() - loop.float()).abs().max()})"
     dtype = out.dtype
     ref = ref32.to(dtype).float()
-    scale = torch.maximum(torch.maximum(before.float().abs(), ref32.abs()),
-                          (ref32 - before.float()).abs())
+    scale = torch.maximum(
+        torch.maximum(before.float().abs(), ref32.abs()), (ref32 - before.float()).abs()
+    )
     err = (out.float() - ref).abs()
     bad = err > ULPS[dtype] * ulp(scale, dtype)
-    assert not bad.any(), (f"{what} ({dtype}): {int(bad.sum())} of {out.numel()} elements "
-                           f"off by more than {ULPS[dtype]} ulp; worst {float(err.max())}")
+    assert not bad.any(), (
+        f"{what} ({dtype}): {int(bad.sum())} of {out.numel()} elements "
+        f"off by more than {ULPS[dtype]} ulp; worst {float(err.max())}"
+    )
     return int((out.float() == ref).sum()), out.numel()
 
 
@@ -148,9 +177,11 @@ def check_backend(items, name, backend, mode, scaling, maximize, lr_factor):
     exact_only = backend in ("loop", "foreach")
     equal = total = 0
     for i, ((p, st_), (lp, lst), (rp, rst), (before, _, bst)) in enumerate(
-            zip(out, loop, ref, items)):
+        zip(out, loop, ref, items)
+    ):
         pairs = [("param", p, lp, rp, before)] + [
-            (k, st_[k], lst[k], rst[k], bst.get(k, torch.zeros_like(lst[k]))) for k in lst]
+            (k, st_[k], lst[k], rst[k], bst.get(k, torch.zeros_like(lst[k]))) for k in lst
+        ]
         assert set(st_) == set(lst), f"tensor {i}: state keys {set(st_)} != {set(lst)}"
         for what, a, b, r, before_t in pairs:
             e, n = _check_tensor(a, b, r, before_t, f"{backend} tensor {i} {what}", exact_only)
@@ -161,20 +192,42 @@ def check_backend(items, name, backend, mode, scaling, maximize, lr_factor):
         assert equal / total >= 0.99, f"{backend}: only {equal}/{total} bit-equal"
 
 
-common = dict(seed=st.integers(0, 2**31 - 1), specs=st.lists(tensor_specs, min_size=1,
-              max_size=4), dtype=st.sampled_from(DTYPES), name=st.sampled_from(OPTIMIZERS),
-              mode=st.sampled_from(MODES), scaling=st.sampled_from(SCALINGS),
-              maximize=st.booleans(), lr_factor=st.sampled_from([1.0, 0.3]),
-              first_step=st.booleans())
+common = dict(
+    seed=st.integers(0, 2**31 - 1),
+    specs=st.lists(tensor_specs, min_size=1, max_size=4),
+    dtype=st.sampled_from(DTYPES),
+    name=st.sampled_from(OPTIMIZERS),
+    mode=st.sampled_from(MODES),
+    scaling=st.sampled_from(SCALINGS),
+    maximize=st.booleans(),
+    lr_factor=st.sampled_from([1.0, 0.3]),
+    first_step=st.booleans(),
+)
 
 # The two torch bugs, pinned: a transposed param with a contiguous grad (CPU fused AdamW and
 # SGD mix up elements), and bf16 SGD on 16+ elements (torch 2.13's CPU fused SGD).
-BUG_LAYOUT = dict(seed=1, specs=[((5, 3), "transposed", "contiguous", "like")],
-                  dtype=torch.float32, name="adamw", mode="decoupled", scaling=None,
-                  maximize=False, lr_factor=1.0, first_step=False)
-BUG_BF16 = dict(seed=2, specs=[((17,), "contiguous", "like", "like")], dtype=torch.bfloat16,
-                name="sgd", mode="l2", scaling=None, maximize=False, lr_factor=1.0,
-                first_step=True)
+BUG_LAYOUT = dict(
+    seed=1,
+    specs=[((5, 3), "transposed", "contiguous", "like")],
+    dtype=torch.float32,
+    name="adamw",
+    mode="decoupled",
+    scaling=None,
+    maximize=False,
+    lr_factor=1.0,
+    first_step=False,
+)
+BUG_BF16 = dict(
+    seed=2,
+    specs=[((17,), "contiguous", "like", "like")],
+    dtype=torch.bfloat16,
+    name="sgd",
+    mode="l2",
+    scaling=None,
+    maximize=False,
+    lr_factor=1.0,
+    first_step=True,
+)
 
 
 @pytest.mark.parametrize("backend", ["foreach", "torch_fused", "auto"])
@@ -182,10 +235,16 @@ BUG_BF16 = dict(seed=2, specs=[((17,), "contiguous", "like", "like")], dtype=tor
 @given(**common)
 @example(**BUG_LAYOUT)
 @example(**BUG_BF16)
-@example(**dict(BUG_LAYOUT, name="sgd_momentum", specs=[((2, 3, 2, 2), "channels_last",
-                                                         "contiguous", "contiguous")]))
-def test_backend_matches_loop(backend, seed, specs, dtype, name, mode, scaling, maximize,
-                              lr_factor, first_step):
+@example(
+    **dict(
+        BUG_LAYOUT,
+        name="sgd_momentum",
+        specs=[((2, 3, 2, 2), "channels_last", "contiguous", "contiguous")],
+    )
+)
+def test_backend_matches_loop(
+    backend, seed, specs, dtype, name, mode, scaling, maximize, lr_factor, first_step
+):
     items = _problem(seed, specs, dtype, name, first_step)
     check_backend(items, name, backend, mode, scaling, maximize, lr_factor)
 
@@ -193,10 +252,18 @@ def test_backend_matches_loop(backend, seed, specs, dtype, name, mode, scaling, 
 @pytest.mark.usefixtures("interpret")
 @settings(max_examples=4)
 @given(**common)
-@example(**dict(BUG_LAYOUT, specs=[((5, 3), "transposed", "contiguous", "contiguous"),
-                                   ((4, 8), "contiguous", "like", "like")]))
-def test_triton_matches_loop(seed, specs, dtype, name, mode, scaling, maximize, lr_factor,
-                             first_step):
+@example(
+    **dict(
+        BUG_LAYOUT,
+        specs=[
+            ((5, 3), "transposed", "contiguous", "contiguous"),
+            ((4, 8), "contiguous", "like", "like"),
+        ],
+    )
+)
+def test_triton_matches_loop(
+    seed, specs, dtype, name, mode, scaling, maximize, lr_factor, first_step
+):
     items = _problem(seed, specs, dtype, name, first_step)
     check_backend(items, name, "triton", mode, scaling, maximize, lr_factor)
 

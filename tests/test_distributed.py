@@ -6,10 +6,10 @@ the same batch, so the data-parallel gradient equals the single-process one bit 
 the parameters after 20 steps (with an LR schedule, so the modes differ) must be *equal*:
 a rule that used a local shard's shape or a rank's share of N would show up here.
 """
+
 import json
 
 import pytest
-
 from dist_support import DIST_MARKS, run_job
 
 pytestmark = DIST_MARKS
@@ -107,8 +107,12 @@ def test_launcher_kills_every_rank_on_timeout_or_failure(tmp_path, mode):
     with pytest.raises(AssertionError, match="timed out" if mode == "hang" else "failed"):
         run_job("hang.py", [mode], tmp_path, timeout=4)
     assert time.monotonic() - start < 30
-    pids = [int(line) for log in tmp_path.glob("hang.rank*.log")
-            for line in log.read_text().splitlines() if line.strip().isdigit()]
+    pids = [
+        int(line)
+        for log in tmp_path.glob("hang.rank*.log")
+        for line in log.read_text().splitlines()
+        if line.strip().isdigit()
+    ]
     assert pids
     for pid in pids:  # our children were reaped: the pid no longer exists
         with pytest.raises(ProcessLookupError):

@@ -4,10 +4,10 @@ that the overflow step is skipped on every rank, including FSDP2 ranks whose own
 no inf (DTensor's unscale op reduces found_inf over the mesh). Per-backend AMP behaviour is
 tested in test_amp.py.
 """
+
 import json
 
 import pytest
-
 from dist_support import DIST_MARKS, run_job
 
 pytestmark = DIST_MARKS

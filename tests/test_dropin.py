@@ -6,6 +6,7 @@ fused kernels on CPU), torch.optim its own default (the for-loop on CPU), so par
 compared to float32 rounding (torch.testing.assert_close); a copy against its original, bit
 for bit.
 """
+
 import copy
 import io
 import pickle
@@ -15,15 +16,20 @@ import torch
 
 import scaled_decay as sd
 
+
 def _maker(cls, defaults):
     return lambda ps, **kw: cls(ps, **{**defaults, **kw})
 
 
 PAIRS = {
-    "sgd": (_maker(torch.optim.SGD, dict(lr=0.05, momentum=0.9, weight_decay=0.01)),
-            _maker(sd.SGD, dict(lr=0.05, momentum=0.9, weight_decay=0.01, decay_mode="l2"))),
-    "adam": (_maker(torch.optim.Adam, dict(lr=0.01, weight_decay=0.01, amsgrad=True)),
-             _maker(sd.Adam, dict(lr=0.01, weight_decay=0.01, amsgrad=True))),
+    "sgd": (
+        _maker(torch.optim.SGD, dict(lr=0.05, momentum=0.9, weight_decay=0.01)),
+        _maker(sd.SGD, dict(lr=0.05, momentum=0.9, weight_decay=0.01, decay_mode="l2")),
+    ),
+    "adam": (
+        _maker(torch.optim.Adam, dict(lr=0.01, weight_decay=0.01, amsgrad=True)),
+        _maker(sd.Adam, dict(lr=0.01, weight_decay=0.01, amsgrad=True)),
+    ),
     "adamw": (_maker(torch.optim.AdamW, dict(lr=0.01)), _maker(sd.AdamW, dict(lr=0.01))),
 }
 SHAPES = ((4, 3), (3,), (2, 2, 2))
@@ -81,8 +87,11 @@ def assert_same_dict(a, b, where="state_dict"):
 
 
 # ---- copies of the whole optimizer -----------------------------------------------------------
-COPIES = {"deepcopy": copy.deepcopy, "pickle": lambda o: pickle.loads(pickle.dumps(o)),
-          "torch.save": lambda o: save_load(o, weights_only=False)}
+COPIES = {
+    "deepcopy": copy.deepcopy,
+    "pickle": lambda o: pickle.loads(pickle.dumps(o)),
+    "torch.save": lambda o: save_load(o, weights_only=False),
+}
 
 
 @pytest.mark.parametrize("how", COPIES)
@@ -100,6 +109,7 @@ def test_a_copied_optimizer_continues_like_the_original(name, how):
         for a, b in zip(params, clone_params):
             assert torch.equal(a, b)
         return params
+
     assert_same_params(*on_both(name, scenario))
 
 
@@ -118,8 +128,12 @@ def test_a_copy_with_rules_reports_and_steps(how):
 # ---- state dicts -------------------------------------------------------------------------------
 def _scaled_sd_optimizer():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
-    opt = sd.AdamW(sd.param_groups(model, 0.1), lr=0.01, decay_mode="independent",
-                   decay_scaling=("fan_in", sd.StepsPerEpoch(10, epochs=3)))
+    opt = sd.AdamW(
+        sd.param_groups(model, 0.1),
+        lr=0.01,
+        decay_mode="independent",
+        decay_scaling=("fan_in", sd.StepsPerEpoch(10, epochs=3)),
+    )
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     params = list(model.parameters())
     train(opt, params, 2)
@@ -127,10 +141,14 @@ def _scaled_sd_optimizer():
     return opt
 
 
-@pytest.mark.parametrize("make", [
-    *(lambda make=make: _trained(make) for pair in PAIRS.values() for make in pair),
-    _scaled_sd_optimizer], ids=[f"{lib}-{name}" for name in PAIRS for lib in ("torch", "sd")]
-    + ["sd-scaled-groups"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        *(lambda make=make: _trained(make) for pair in PAIRS.values() for make in pair),
+        _scaled_sd_optimizer,
+    ],
+    ids=[f"{lib}-{name}" for name in PAIRS for lib in ("torch", "sd")] + ["sd-scaled-groups"],
+)
 def test_state_dict_load_state_dict_state_dict_gives_the_same_dict(make):
     opt = make()
     first = opt.state_dict()
@@ -159,7 +177,9 @@ def test_torch_state_dict_through_sd_and_back(name):
     back = s.state_dict()
     for group in back["param_groups"]:  # capturable: a group key of Adam/AdamW, as torch's
         assert not {"foreach", "fused", "differentiable"} & set(group)
-        assert group.get("capturable", False) is False and (name != "sgd" or "capturable" not in group)
+        assert group.get("capturable", False) is False and (
+            name != "sgd" or "capturable" not in group
+        )
     t2 = make_torch([p.detach().clone().requires_grad_() for p in params])
     t2.load_state_dict(back)
     again = t2.state_dict()
@@ -168,8 +188,10 @@ def test_torch_state_dict_through_sd_and_back(name):
     # back as torch's __setstate__ fills them in (e.g. SGD's fused=None becomes False)
     execution = {"foreach", "fused", "capturable", "differentiable"}
     for g_again, g_first in zip(again["param_groups"], first["param_groups"]):
-        assert_same_dict({k: g_again[k] for k in g_first if k not in execution},
-                         {k: v for k, v in g_first.items() if k not in execution})
+        assert_same_dict(
+            {k: g_again[k] for k in g_first if k not in execution},
+            {k: v for k, v in g_first.items() if k not in execution},
+        )
 
 
 @pytest.mark.parametrize("backend", ["loop", "foreach", "torch_fused", "auto"])
@@ -191,6 +213,7 @@ def test_an_old_checkpoint_with_a_number_step_loads_and_steps(name, step_type, b
         assert all(isinstance(opt.state[p]["step"], torch.Tensor) for p in ps)
         train(opt, ps, 2, start=2)
         return ps
+
     ref = scenario(PAIRS[name][0])
     assert_same_params(ref, scenario(lambda ps: PAIRS[name][1](ps, backend=backend)))
 
@@ -207,8 +230,10 @@ def test_tensor_lr_and_a_scheduler(name):
             sched.step()
         assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
         return params
-    assert_same_params(*[scenario(lambda ps, make=make: make(ps, lr=torch.tensor(0.01)))
-                         for make in PAIRS[name]])  # (a tensor each: schedulers write in it)
+
+    assert_same_params(
+        *[scenario(lambda ps, make=make: make(ps, lr=torch.tensor(0.01))) for make in PAIRS[name]]
+    )  # (a tensor each: schedulers write in it)
 
 
 @pytest.mark.parametrize("name", PAIRS)
@@ -217,6 +242,7 @@ def test_maximize(name):
         params = make_params()
         train(make(params), params, 4)
         return params
+
     assert_same_params(*on_both(name, scenario, maximize=True))
 
 
@@ -232,6 +258,7 @@ def test_zero_grad_both_ways(name, set_to_none):
         if not set_to_none:  # zeroed grads still step (decay and momentum act)
             opt.step()
         return grads, params
+
     (t_grads, t_params), (s_grads, s_params) = on_both(name, scenario)
     for a, b in zip(t_grads, s_grads):
         assert (a is None and b is None) if set_to_none else torch.equal(a, b)
@@ -245,8 +272,12 @@ def test_params_without_grads_are_skipped_as_in_torch(name):
         opt = make(params)
         # param 1 has no grad on odd steps, param 3 never has one
         train(opt, params, 5, skip=lambda k: (3,) if k % 2 == 0 else (1, 3))
-        return params, sorted(opt.state_dict()["state"]), \
-            {k: sorted(v) for k, v in opt.state_dict()["state"].items()}
+        return (
+            params,
+            sorted(opt.state_dict()["state"]),
+            {k: sorted(v) for k, v in opt.state_dict()["state"].items()},
+        )
+
     (t_params, t_keys, t_state), (s_params, s_keys, s_state) = on_both(name, scenario)
     assert t_keys == s_keys == [0, 1, 2] and t_state == s_state
     assert_same_params(t_params, s_params)
@@ -258,6 +289,7 @@ def test_mixed_dtypes_in_one_group(name):
         params = make_params(dtypes=[torch.float32, torch.float64, torch.float32])
         train(make(params), params, 4)
         return params
+
     t_params, s_params = on_both(name, scenario)
     assert [p.dtype for p in s_params] == [torch.float32, torch.float64, torch.float32]
     assert_same_params(t_params, s_params)
@@ -272,6 +304,7 @@ def test_add_param_group_mid_run(name):
         opt.add_param_group({"params": [params[2]], "lr": 0.002})
         train(opt, params, 3, start=2)
         return params, opt.param_groups[1]["lr"]
+
     (t_params, t_lr), (s_params, s_lr) = on_both(name, scenario)
     assert t_lr == s_lr == 0.002
     assert_same_params(t_params, s_params)
@@ -286,6 +319,7 @@ def test_meta_device_params(name):
         params[0].grad = torch.empty(3, 2, device="meta")
         opt.step()
         return state, {k: (v.device.type, v.shape) for k, v in opt.state[params[0]].items()}
+
     (t_state, t_after), (s_state, s_after) = on_both(name, scenario)
     assert t_state["state"] == s_state["state"] == {}
     assert t_state["param_groups"][0]["params"] == s_state["param_groups"][0]["params"] == [0]

@@ -1,10 +1,10 @@
 """Drop-in for torch.optim, continued: complex parameters, sparse gradients and tensor
 ``betas``, each compared with the matching torch.optim class."""
+
 import pytest
 import torch
-from torch import nn
-
 from test_dropin import PAIRS, assert_same_params, make_params
+from torch import nn
 from triton_interpret import interpret  # noqa: F401  (fixture)
 
 import scaled_decay as sd
@@ -15,9 +15,11 @@ BACKENDS = ["loop", "foreach", "torch_fused", "auto"]
 # ---- complex parameters ------------------------------------------------------------------------
 def _complex_run(make, steps=5):
     g = torch.Generator().manual_seed(0)
-    params = [torch.randn(4, 3, dtype=torch.complex64, generator=g).requires_grad_(),
-              torch.randn(5, generator=g).requires_grad_(),
-              torch.randn(2, 2, dtype=torch.complex64, generator=g).t().requires_grad_()]
+    params = [
+        torch.randn(4, 3, dtype=torch.complex64, generator=g).requires_grad_(),
+        torch.randn(5, generator=g).requires_grad_(),
+        torch.randn(2, 2, dtype=torch.complex64, generator=g).t().requires_grad_(),
+    ]
     opt = make(params)
     for _ in range(steps):
         for p in params:
@@ -93,8 +95,12 @@ def _sparse_run(make, steps=4, scaler=None):
     return [p.detach() for p in model.parameters()], opt
 
 
-SGD_SETTINGS = [dict(), dict(momentum=0.9), dict(momentum=0.9, nesterov=True),
-                dict(momentum=0.5, dampening=0.3, maximize=True)]
+SGD_SETTINGS = [
+    dict(),
+    dict(momentum=0.9),
+    dict(momentum=0.9, nesterov=True),
+    dict(momentum=0.5, dampening=0.3, maximize=True),
+]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -126,6 +132,7 @@ def test_sgd_decoupled_decay_with_sparse_gradients_scales_the_whole_param():
                 for p in group["params"]:
                     p.mul_(1 - lr * wd)
             return super().step(closure)
+
     t_params, _ = _sparse_run(lambda ps: Decayed(ps, lr=lr, momentum=0.9))
     s_params, _ = _sparse_run(lambda ps: sd.SGD(ps, lr=lr, momentum=0.9, weight_decay=wd))
     assert_same_params(t_params, s_params)
@@ -147,8 +154,10 @@ def test_adam_refuses_sparse_gradients_as_torch_does(name):
 
 
 def test_an_unnamed_sparse_parameter_is_named_by_its_position():
-    groups = [{"params": [torch.randn(3, requires_grad=True)]},
-              {"params": [torch.randn(3, requires_grad=True)]}]
+    groups = [
+        {"params": [torch.randn(3, requires_grad=True)]},
+        {"params": [torch.randn(3, requires_grad=True)]},
+    ]
     opt = sd.Adam(groups)
     groups[1]["params"][0].grad = torch.randn(3).to_sparse()
     with pytest.raises(RuntimeError, match=r"param_groups\[1\]\['params'\]\[0\]"):
@@ -158,7 +167,7 @@ def test_an_unnamed_sparse_parameter_is_named_by_its_position():
 def test_sparse_gradients_under_gradscaler_equal_the_unscaled_run():
     make = lambda ps: sd.SGD(ps, lr=0.1, momentum=0.9)  # noqa: E731
     plain, _ = _sparse_run(make)
-    scaled, _ = _sparse_run(make, scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    scaled, _ = _sparse_run(make, scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10))
     for a, b in zip(plain, scaled):
         assert torch.equal(a, b)
 
@@ -168,6 +177,7 @@ def test_tensor_betas_are_read_at_every_step():
     """Tensor betas changed in place (as a schedule might) take effect at the next step:
     the same as float betas with the new value, and torch's for-loop Adam to fp32 rounding
     (it computes with the tensors in fp32)."""
+
     def run(make_betas, cls, change, **kw):
         params = make_params()
         betas = make_betas()

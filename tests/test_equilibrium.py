@@ -1,14 +1,15 @@
 """sd.EquilibriumMonitor: measured rotational equilibrium against Kosson et al.'s predictions."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import scaled_decay as sd
 from scaled_decay.equilibrium import predict_angular_update, predict_rms
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -36,17 +37,25 @@ def _train_scale_invariant(make_opt, steps, *, seed=0, d=32, batch=16, reset_at=
 
 
 @settings(max_examples=3, deadline=None)
-@given(seed=st.integers(0, 2**16), momentum=st.sampled_from([0.0, 0.5, 0.9]),
-       mode=st.sampled_from(["decoupled", "l2"]))
+@given(
+    seed=st.integers(0, 2**16),
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
+    mode=st.sampled_from(["decoupled", "l2"]),
+)
 @example(seed=0, momentum=0.9, mode="decoupled")
 def test_sgd_angular_update_matches_prediction_within_5_percent(seed, momentum, mode):
     # c = lr * lam = 0.005: equilibrium after a few hundred steps
     row = _train_scale_invariant(
         lambda p: sd.SGD(p, lr=0.1, momentum=momentum, weight_decay=0.05, decay_mode=mode),
-        2000, seed=seed)
+        2000,
+        seed=seed,
+    )
     assert row.grad_cos < 1e-4  # the norm layer makes the weight scale-invariant
-    expected = math.sqrt(2 * 0.005 * (1 - momentum) / (1 + momentum)) if mode != "l2" \
+    expected = (
+        math.sqrt(2 * 0.005 * (1 - momentum) / (1 + momentum))
+        if mode != "l2"
         else math.sqrt(2 * 0.1 * 0.05 / (1 + momentum))
+    )
     assert row.angular_pred == pytest.approx(expected, rel=1e-9)
     assert row.ratio == pytest.approx(1.0, abs=0.05)
     assert row.rms_pred is None  # SGD's equilibrium norm depends on the gradient's size
@@ -54,7 +63,8 @@ def test_sgd_angular_update_matches_prediction_within_5_percent(seed, momentum, 
 
 def test_torch_sgd_l2_is_predicted_as_coupled_decay():
     row = _train_scale_invariant(
-        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.05), 2000)
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.05), 2000
+    )
     assert row.decay_mode == "l2" and row.c == 0.0
     assert row.angular_pred == pytest.approx(math.sqrt(2 * 0.1 * 0.05 / 1.9))
     assert row.ratio == pytest.approx(1.0, abs=0.05)
@@ -100,18 +110,20 @@ def test_independent_mode_uses_the_per_step_shrink_of_decay_report():
     (row,) = mon.report()
     (rep,) = opt.decay_report()
     assert row.c == pytest.approx(1 - rep.decay_factor) and row.c == pytest.approx(0.005)
-    assert row.angular_pred == pytest.approx(predict_angular_update("adam", "independent",
-                                                                    0.005, 0.05, 0.01, 0.9))
+    assert row.angular_pred == pytest.approx(
+        predict_angular_update("adam", "independent", 0.005, 0.05, 0.01, 0.9)
+    )
     assert row.rms_pred == pytest.approx(0.05 / math.sqrt(0.01))
 
 
 def test_no_prediction_where_the_theory_gives_none():
     w = torch.nn.Parameter(torch.randn(3, 3))
-    cases = [(torch.optim.Adam([w], lr=0.1, weight_decay=0.1), "Adam with L2"),
-             (sd.SGD([w], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
-              "nesterov"),
-             (sd.AdamW([w], lr=0.1, weight_decay=0.0), "no decay"),
-             (torch.optim.RMSprop([w], lr=0.1, weight_decay=0.1), "RMSprop")]
+    cases = [
+        (torch.optim.Adam([w], lr=0.1, weight_decay=0.1), "Adam with L2"),
+        (sd.SGD([w], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1), "nesterov"),
+        (sd.AdamW([w], lr=0.1, weight_decay=0.0), "no decay"),
+        (torch.optim.RMSprop([w], lr=0.1, weight_decay=0.1), "RMSprop"),
+    ]
     for opt, note in cases:
         mon = sd.EquilibriumMonitor(opt)
         w.grad = torch.randn(3, 3)

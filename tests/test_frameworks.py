@@ -1,14 +1,15 @@
 """The package inside frameworks: transformers' Trainer (three routes), accelerate's wrapper
 and its parameter swaps, Lightning's configure_optimizers, timm's create_optimizer_v2, and
 sd.decay_report through each one's wrapper. Tiny models, a few CPU steps each."""
+
 import copy
 
 import pytest
 import torch
+from framework_models import import_timm, tiny_gpt2
 from torch import nn
 
 import scaled_decay as sd
-from framework_models import import_timm, tiny_gpt2
 
 LR, WD = 1e-3, 0.1
 
@@ -17,6 +18,7 @@ LR, WD = 1e-3, 0.1
 def fresh_accelerate():
     """accelerate keeps process-wide state; each test starts and ends without it."""
     from accelerate.state import AcceleratorState, GradientState
+
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     yield
@@ -40,18 +42,30 @@ class _Tokens(torch.utils.data.Dataset):
 
 def _train(tmp_path, model, **trainer_kw):
     from transformers import Trainer, TrainerCallback, TrainingArguments
+
     seen = []
 
     class Record(TrainerCallback):
         def on_step_begin(self, args, state, control, optimizer=None, **kw):
             seen.append(sd.decay_report(optimizer))  # accelerate's wrapper
 
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4,
-                             learning_rate=LR, weight_decay=WD, warmup_steps=2, use_cpu=True,
-                             report_to="none", save_strategy="no", logging_strategy="no",
-                             disable_tqdm=True, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=_Tokens(), callbacks=[Record()],
-                      **trainer_kw)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=LR,
+        weight_decay=WD,
+        warmup_steps=2,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=_Tokens(), callbacks=[Record()], **trainer_kw
+    )
     trainer.train()
     assert type(trainer.optimizer).__name__ == "AcceleratedOptimizer"
     return trainer, seen
@@ -59,7 +73,7 @@ def _train(tmp_path, model, **trainer_kw):
 
 def _check_gpt2(trainer, seen):
     rows = {r.name: r for r in sd.decay_report(trainer)}
-    assert rows["transformer.h.0.attn.c_attn.weight"].fan_in == 16      # Conv1D: in, not 48
+    assert rows["transformer.h.0.attn.c_attn.weight"].fan_in == 16  # Conv1D: in, not 48
     assert rows["transformer.h.0.attn.c_attn.weight"].fan_in_source == "Conv1D"
     assert rows["transformer.h.0.ln_1.weight"].no_decay_reason == "1-d"
     # independent decay under the Trainer's warmup + linear decay: lam at the peak lr
@@ -72,17 +86,29 @@ def _check_gpt2(trainer, seen):
 
 def test_trainer_with_optimizers_given(tmp_path, fresh_accelerate):
     model = tiny_gpt2(n_layer=1)
-    opt = sd.AdamW(sd.param_groups(model, WD), lr=LR, decay_mode="independent",
-                   decay_scaling="fan_in")
+    opt = sd.AdamW(
+        sd.param_groups(model, WD), lr=LR, decay_mode="independent", decay_scaling="fan_in"
+    )
     _check_gpt2(*_train(tmp_path, model, optimizers=(opt, None)))
 
 
 def test_trainer_factory_route_gets_the_model(tmp_path, fresh_accelerate):
     model = tiny_gpt2(n_layer=1)
     factory = sd.trainer_factory(sd.AdamW)
-    trainer, seen = _train(tmp_path, model, optimizer_cls_and_kwargs=(factory, {
-        "lr": LR, "weight_decay": WD, "decay_mode": "independent", "decay_scaling": "fan_in",
-        "no_decay": ["transformer.wpe.weight"]}))
+    trainer, seen = _train(
+        tmp_path,
+        model,
+        optimizer_cls_and_kwargs=(
+            factory,
+            {
+                "lr": LR,
+                "weight_decay": WD,
+                "decay_mode": "independent",
+                "decay_scaling": "fan_in",
+                "no_decay": ["transformer.wpe.weight"],
+            },
+        ),
+    )
     _check_gpt2(trainer, seen)
     assert _decayed_row(seen[0], "transformer.wpe.weight").no_decay_reason == "no_decay"
     assert isinstance(sd.decay_report(trainer), sd.DecayReport)
@@ -94,15 +120,19 @@ def test_trainer_factory_route_gets_the_model(tmp_path, fresh_accelerate):
 
 def test_trainer_optimizer_cls_route_uses_the_trainers_groups(tmp_path, fresh_accelerate):
     from transformers import Trainer
+
     model = tiny_gpt2(n_layer=1)
-    trainer, _ = _train(tmp_path, model, optimizer_cls_and_kwargs=(
-        sd.AdamW, {"lr": LR, "decay_scaling": "fan_in"}))
+    trainer, _ = _train(
+        tmp_path, model, optimizer_cls_and_kwargs=(sd.AdamW, {"lr": LR, "decay_scaling": "fan_in"})
+    )
     report = sd.decay_report(trainer)
-    decayed = {id(p) for g in trainer.optimizer.param_groups if g["weight_decay"]
-               for p in g["params"]}
+    decayed = {
+        id(p) for g in trainer.optimizer.param_groups if g["weight_decay"] for p in g["params"]
+    }
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[i] for i in decayed} == set(Trainer.get_decay_parameter_names(None, model)) & set(
-        names.values())
+        names.values()
+    )
     # no names, no modules: the fan-in of Conv1D comes from its (in, out) shape, and the report
     # says so (use sd.trainer_factory for module-aware fan-ins)
     conv = next(r for r in report if r.shape == (16, 48))
@@ -112,6 +142,7 @@ def test_trainer_optimizer_cls_route_uses_the_trainers_groups(tmp_path, fresh_ac
 # ---- accelerate ---------------------------------------------------------------------------
 def test_accelerate_wrapper_report_and_parameter_swaps(fresh_accelerate):
     from accelerate import Accelerator
+
     model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 2))
     opt = sd.SGD(sd.param_groups(model, WD), lr=0.1, decay_scaling="fan_in")
     model, wrapped = Accelerator(cpu=True).prepare(model, opt)
@@ -158,22 +189,29 @@ def test_lightning_configure_optimizers_with_one_cycle():
             return nn.functional.mse_loss(self.net(x), y)
 
         def configure_optimizers(self):
-            opt = sd.AdamW(sd.param_groups(self, WD), lr=LR, decay_mode="independent",
-                           decay_scaling="fan_in")
+            opt = sd.AdamW(
+                sd.param_groups(self, WD), lr=LR, decay_mode="independent", decay_scaling="fan_in"
+            )
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4 * LR, total_steps=6)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     torch.manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(12, 4), torch.randn(12, 1))
     module = Module()
-    trainer = L.Trainer(max_steps=6, accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        max_steps=6,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=2))
     assert len(module.reports) == 6
     for report in module.reports:
         row = _decayed_row(report, "net.2.weight")
-        assert row.fan_in == 8 and row.peak_lr == 4 * LR   # OneCycleLR's max_lr
+        assert row.fan_in == 8 and row.peak_lr == 4 * LR  # OneCycleLR's max_lr
         assert 1 - row.decay_factor == pytest.approx(WD / 8 * row.lr / (4 * LR))
     assert _decayed_row(sd.decay_report(trainer), "net.1.weight").no_decay_reason == "1-d"
 
@@ -181,21 +219,24 @@ def test_lightning_configure_optimizers_with_one_cycle():
 # ---- timm ---------------------------------------------------------------------------------
 def _vit():
     from timm.models.vision_transformer import VisionTransformer
-    return VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2,
-                             num_classes=3, mlp_ratio=2)
+
+    return VisionTransformer(
+        img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_classes=3, mlp_ratio=2
+    )
 
 
 def test_timm_create_optimizer_v2_builds_the_registered_classes():
     import_timm()
     from timm.optim import Lookahead, create_optimizer_v2
+
     names = sd.register_timm_optimizers()
-    assert names == sd.register_timm_optimizers()      # twice is harmless
-    assert all("_" not in name for name in names)      # timm cuts names at "_"
+    assert names == sd.register_timm_optimizers()  # twice is harmless
+    assert all("_" not in name for name in names)  # timm cuts names at "_"
     for name, cls in names.items():
         opt = create_optimizer_v2(_vit(), name, lr=LR, weight_decay=WD, decay_scaling="fan_in")
         assert type(opt) is cls
     sgd = create_optimizer_v2(_vit(), "scaledsgd", lr=LR)
-    assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9   # as timm's "sgd"
+    assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9  # as timm's "sgd"
     assert not create_optimizer_v2(_vit(), "scaledmomentum", lr=LR).defaults["nesterov"]
     # the hazard the names avoid: "sd_adamw" is read as timm's own "adamw"
     assert not isinstance(create_optimizer_v2(_vit(), "sd_adamw", lr=LR), sd.AdamW)
@@ -207,12 +248,18 @@ def test_timm_create_optimizer_v2_builds_the_registered_classes():
 def test_timm_grouping_and_param_group_fn():
     import_timm()
     from timm.optim import create_optimizer_v2
+
     sd.register_timm_optimizers()
     model = _vit()
     opt = create_optimizer_v2(model, "scaledadamw", lr=LR, weight_decay=WD, decay_scaling="fan_in")
     by_timm = {id(p) for g in opt.param_groups if g["weight_decay"] for p in g["params"]}
-    opt = create_optimizer_v2(model, "scaledadamw", lr=LR, decay_scaling="fan_in",
-                              param_group_fn=lambda m: sd.param_groups(m, WD))
+    opt = create_optimizer_v2(
+        model,
+        "scaledadamw",
+        lr=LR,
+        decay_scaling="fan_in",
+        param_group_fn=lambda m: sd.param_groups(m, WD),
+    )
     assert {id(p) for p in opt.param_groups[0]["params"]} == by_timm
     rows = {r.name: r for r in sd.decay_report(opt)}
     assert rows["blocks.0.mlp.fc2.weight"].lam == pytest.approx(WD / 32)
@@ -222,6 +269,7 @@ def test_timm_grouping_and_param_group_fn():
 def test_timm_name_taken_by_another_class_is_refused():
     import_timm()
     from timm.optim._optim_factory import OptimInfo, OptimizerRegistry
+
     registry = OptimizerRegistry()
     registry.register(OptimInfo(name="scaledadamw", opt_class=torch.optim.AdamW))
     with pytest.raises(ValueError, match="scaledadamw"):

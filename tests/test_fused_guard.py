@@ -1,18 +1,18 @@
 """The probe of scaled_decay.fused_guard: a torch fused op that gives wrong results is found
 once per settings, warned about once (naming the torch version) and not used; a right one is
 used after a single probe. torch 2.13's own bf16/fp16 CPU fused SGD bug is guarded."""
+
 import math
 import re
 import warnings
 
 import pytest
 import torch
-
 from test_differential import _check_tensor, _torch_fused_sgd_wrong
 
 import scaled_decay as sd
-from scaled_decay.updates import adam as adam_module
 from scaled_decay import fused_guard as G
+from scaled_decay.updates import adam as adam_module
 
 
 @pytest.fixture
@@ -27,15 +27,19 @@ def _broken(op, calls):
         calls.append(len(params))
         op(params, *args, **kwargs)
         torch._foreach_add_(params, 0.01)  # a kernel that is off by a constant
+
     return run
 
 
 @pytest.mark.usefixtures("fresh_verdicts")
-@pytest.mark.parametrize("op_name, make", [
-    ("_fused_adamw_", lambda ps, b: sd.AdamW(ps, lr=0.01, backend=b)),
-    ("_fused_adam_", lambda ps, b: sd.Adam(ps, lr=0.01, weight_decay=0.1, backend=b)),
-    ("_fused_sgd_", lambda ps, b: sd.SGD(ps, lr=0.05, momentum=0.9, backend=b)),
-])
+@pytest.mark.parametrize(
+    "op_name, make",
+    [
+        ("_fused_adamw_", lambda ps, b: sd.AdamW(ps, lr=0.01, backend=b)),
+        ("_fused_adam_", lambda ps, b: sd.Adam(ps, lr=0.01, weight_decay=0.1, backend=b)),
+        ("_fused_sgd_", lambda ps, b: sd.SGD(ps, lr=0.05, momentum=0.9, backend=b)),
+    ],
+)
 def test_a_wrong_fused_op_is_probed_once_warned_once_and_not_used(op_name, make, monkeypatch):
     calls = []
     monkeypatch.setattr(torch, op_name, _broken(getattr(torch, op_name), calls))
@@ -99,13 +103,34 @@ def test_torchs_own_low_precision_sgd_bug_is_guarded(dtype):
         assert len(ours) == 1 and torch.__version__ in str(ours[0].message)
     else:  # torch's kernel is used: within the README's tolerance of the fp32 math
         assert not ours
-        _check_tensor(out["torch_fused"], out["loop"], start.float() - 0.05 * grad.float(),
-                      start, "torch_fused", exact_only=False)
+        _check_tensor(
+            out["torch_fused"],
+            out["loop"],
+            start.float() - 0.05 * grad.float(),
+            start,
+            "torch_fused",
+            exact_only=False,
+        )
 
 
-def _adamw_as_cuda_writes_it(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *,
-                             lr, beta1, beta2, weight_decay, eps, amsgrad, maximize,
-                             grad_scale=None, found_inf=None):
+def _adamw_as_cuda_writes_it(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    max_exp_avg_sqs,
+    steps,
+    *,
+    lr,
+    beta1,
+    beta2,
+    weight_decay,
+    eps,
+    amsgrad,
+    maximize,
+    grad_scale=None,
+    found_inf=None,
+):
     """AdamW as torch's CUDA fused kernel computes it: the moments as multiply-adds with the
     betas first rounded to fp32 and ``1 - beta`` taken in fp32 (for beta2 = 0.99 that weight
     is 9.5e-7 off), instead of the reference's lerp and fp64 weights. The same math, rounded
@@ -118,8 +143,8 @@ def _adamw_as_cuda_writes_it(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_s
         m.copy_(b1 * m + (1 - b1) * g)
         v.copy_(b2 * v + (1 - b2) * g * g)
         t = float(s)
-        denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(eps)
-        p.addcdiv_(m, denom, value=-lr / (1 - beta1 ** t))
+        denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
+        p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
 
 
 @pytest.mark.usefixtures("fresh_verdicts")
@@ -139,6 +164,8 @@ def test_the_probe_trusts_cuda_rounding_but_not_a_real_error(maximize, monkeypat
     def off_by_1e_5(*args, **kwargs):  # a real error: a relative 1e-5 in every update
         _adamw_as_cuda_writes_it(*args, **kwargs)
         args[0][0].mul_(1 + 1e-5)
+
     monkeypatch.setattr(torch, "_fused_adamw_", off_by_1e_5)
-    assert not G.probe_ok(adam_module.probe(torch.device("cpu"), torch.float32, flags),
-                          torch.float32)
+    assert not G.probe_ok(
+        adam_module.probe(torch.device("cpu"), torch.float32, flags), torch.float32
+    )

@@ -1,5 +1,6 @@
 """The package's group keys on a live optimizer: mid-run edits (validated at the next step),
 add_param_group with and without names, print(opt), and the report's lr column and groups."""
+
 import pytest
 import torch
 from hypothesis import given
@@ -8,9 +9,11 @@ from torch import nn
 
 import scaled_decay as sd
 
-OPTIMIZERS = {"SGD": lambda g, **kw: sd.SGD(g, lr=0.1, **kw),
-              "Adam": lambda g, **kw: sd.Adam(g, lr=0.1, **kw),
-              "AdamW": lambda g, **kw: sd.AdamW(g, lr=0.1, **kw)}
+OPTIMIZERS = {
+    "SGD": lambda g, **kw: sd.SGD(g, lr=0.1, **kw),
+    "Adam": lambda g, **kw: sd.Adam(g, lr=0.1, **kw),
+    "AdamW": lambda g, **kw: sd.AdamW(g, lr=0.1, **kw),
+}
 
 
 def _model():
@@ -28,8 +31,11 @@ def _decays(opt, model):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     _zero_grads(model)
     opt.step()
-    return {n: (p.detach() / before[n]).mean().item() for n, p in model.named_parameters()
-            if p.dim() > 1}
+    return {
+        n: (p.detach() / before[n]).mean().item()
+        for n, p in model.named_parameters()
+        if p.dim() > 1
+    }
 
 
 EDITS = {  # key -> (new value, expected s(p) for a weight of fan-in f)
@@ -47,7 +53,7 @@ def test_decay_scaling_set_mid_run_acts_at_the_next_step(edit):
     opt = sd.SGD(sd.param_groups(model, 0.5), lr=0.1)
     assert _decays(opt, model)["0.weight"] == pytest.approx(1 - 0.1 * 0.5)
     value, s_of = EDITS[edit]
-    opt.param_groups[0]["decay_scaling"] = value   # crashed at the step before
+    opt.param_groups[0]["decay_scaling"] = value  # crashed at the step before
     decays = _decays(opt, model)
     assert decays["0.weight"] == pytest.approx(1 - 0.1 * 0.5 * s_of(4), rel=1e-6)
     assert decays["2.weight"] == pytest.approx(1 - 0.1 * 0.5 * s_of(8), rel=1e-6)
@@ -59,7 +65,7 @@ def test_decay_mode_and_weight_decay_set_mid_run(name):
     model = _model()
     opt = OPTIMIZERS[name](sd.param_groups(model, 0.5), decay_mode="decoupled")
     _decays(opt, model)
-    opt.param_groups[0]["lr"] = 0.05          # as a scheduler would
+    opt.param_groups[0]["lr"] = 0.05  # as a scheduler would
     opt.param_groups[0].update(decay_mode="independent", weight_decay=0.2)
     # zero grads: Adam's update is 0 (m = 0), SGD's too; only the decay moves p
     assert _decays(opt, model)["0.weight"] == pytest.approx(1 - 0.05 / 0.1 * 0.2)
@@ -67,14 +73,17 @@ def test_decay_mode_and_weight_decay_set_mid_run(name):
     assert report[0].decay_mode == "independent" and report[0].lam == 0.2
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("decay_scaling", "fan-in", ["param_groups[1]", "decay_scaling", "'fan-in'"]),
-    ("decay_scaling", object, ["param_groups[1]", "decay_scaling"]),
-    ("decay_mode", "bogus", ["param_groups[1]", "decay_mode", "'bogus'"]),
-    ("weight_decay", -0.5, ["param_groups[1]", "weight_decay", "-0.5"]),
-    ("lr", float("nan"), ["param_groups[1]", "lr", "nan"]),
-    ("peak_lr", 0.0, ["param_groups[1]", "peak_lr", "0.0"]),
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("decay_scaling", "fan-in", ["param_groups[1]", "decay_scaling", "'fan-in'"]),
+        ("decay_scaling", object, ["param_groups[1]", "decay_scaling"]),
+        ("decay_mode", "bogus", ["param_groups[1]", "decay_mode", "'bogus'"]),
+        ("weight_decay", -0.5, ["param_groups[1]", "weight_decay", "-0.5"]),
+        ("lr", float("nan"), ["param_groups[1]", "lr", "nan"]),
+        ("peak_lr", 0.0, ["param_groups[1]", "peak_lr", "0.0"]),
+    ],
+)
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_bad_mid_run_edit_raises_at_the_step_and_changes_nothing(name, key, value, words):
     model = _model()
@@ -117,7 +126,7 @@ def _frozen_head_model():
 def test_add_param_group_of_plain_tensors_to_a_param_groups_optimizer():
     model = _frozen_head_model()
     opt = sd.AdamW(sd.param_groups(model, 0.1), decay_scaling="fan_in")
-    for p in model[2].parameters():     # progressive unfreezing
+    for p in model[2].parameters():  # progressive unfreezing
         p.requires_grad_(True)
     opt.add_param_group({"params": model[2].parameters(), "weight_decay": 0.2})
     assert opt.param_groups[-1]["param_names"] == ["param_groups[2][0]", "param_groups[2][1]"]
@@ -125,7 +134,7 @@ def test_add_param_group_of_plain_tensors_to_a_param_groups_optimizer():
     row = rows["param_groups[2][0]"]
     assert (row.fan_in, row.fan_in_source) == (8, "shape")
     _decays(opt, model)
-    opt.add_param_group({"params": nn.Parameter(torch.ones(2, 2))})   # one tensor
+    opt.add_param_group({"params": nn.Parameter(torch.ones(2, 2))})  # one tensor
     assert opt.param_groups[-1]["param_names"] == ["param_groups[3][0]"]
 
 
@@ -154,20 +163,47 @@ def test_print_shows_per_tensor_lists_by_their_length():
 
 def test_report_has_lr_source_and_reason_columns_and_a_group_summary():
     model = _model()
-    opt = sd.SGD(sd.param_groups(model, 0.5), lr=0.1, decay_mode="independent",
-                 decay_scaling="fan_in")
+    opt = sd.SGD(
+        sd.param_groups(model, 0.5), lr=0.1, decay_mode="independent", decay_scaling="fan_in"
+    )
     report = opt.decay_report()
     header = str(report).splitlines()[0].split()
-    assert header == ["group", "name", "shape", "fan_in", "fan_in_from", "scale", "lam", "lr",
-                      "decay_factor", "timescale", "dtype", "decay_kept", "no_decay"]
+    assert header == [
+        "group",
+        "name",
+        "shape",
+        "fan_in",
+        "fan_in_from",
+        "scale",
+        "lam",
+        "lr",
+        "decay_factor",
+        "timescale",
+        "dtype",
+        "decay_kept",
+        "no_decay",
+    ]
     rows = {r.name: r for r in report}
     assert rows["0.weight"].fan_in_source == "Linear" and rows["0.weight"].lr == 0.1
     assert rows["1.weight"].no_decay_reason == "1-d" and rows["0.weight"].no_decay_reason is None
     g0, g1 = report.groups
     assert (g0.tensors, g0.elements, g0.lam_min, g0.lam_max) == (2, 32 + 24, 0.5 / 8, 0.5 / 4)
-    assert (g1.tensors, g1.weight_decay, g1.peak_lr, g1.decay_scaling) == \
-        (4, 0.0, 0.1, "FanIn(reference=1.0, power=1.0)")
+    assert (g1.tensors, g1.weight_decay, g1.peak_lr, g1.decay_scaling) == (
+        4,
+        0.0,
+        0.1,
+        "FanIn(reference=1.0, power=1.0)",
+    )
     summary = str(report).split("\n\n")[1].splitlines()
-    assert summary[0].split() == ["group", "tensors", "elements", "weight_decay", "decay_mode",
-                                  "decay_scaling", "lr", "peak_lr", "lam"]
+    assert summary[0].split() == [
+        "group",
+        "tensors",
+        "elements",
+        "weight_decay",
+        "decay_mode",
+        "decay_scaling",
+        "lr",
+        "peak_lr",
+        "lam",
+    ]
     assert "0.0625 .. 0.125" in summary[2]

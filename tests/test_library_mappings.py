@@ -2,6 +2,7 @@
 README's table): each pair runs side by side on the same problem for 20 steps, with a constant
 lr and under a warmup + cosine schedule, and must end at the same parameters. Libraries that
 are not installed are skipped (timm: only in CI's torch 2.14.1 leg)."""
+
 import inspect
 import math
 
@@ -59,9 +60,12 @@ both = pytest.mark.parametrize("schedule", [False, True], ids=["constant lr", "w
 def test_torch_adam_decoupled_weight_decay_is_sd_adamw(schedule):
     if "decoupled_weight_decay" not in inspect.signature(torch.optim.Adam).parameters:
         pytest.skip("torch.optim.Adam has no decoupled_weight_decay in this torch")
-    _check(lambda p: torch.optim.Adam(p, lr=LR, weight_decay=0.1, decoupled_weight_decay=True),
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=0.1),
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0), schedule)
+    _check(
+        lambda p: torch.optim.Adam(p, lr=LR, weight_decay=0.1, decoupled_weight_decay=True),
+        lambda p: sd.AdamW(p, lr=LR, weight_decay=0.1),
+        lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0),
+        schedule,
+    )
 
 
 # ---- torch-optimi ---------------------------------------------------------------------------
@@ -72,41 +76,59 @@ ADAM = dict(betas=(0.9, 0.99), eps=1e-6)  # optimi's defaults, given to both
 @pytest.mark.parametrize("cls", ["AdamW", "Adam(decouple_wd=True)"])
 def test_optimi_adamw_is_sd_adamw(schedule, cls):
     optimi = pytest.importorskip("optimi")
-    make = (lambda p, **k: optimi.AdamW(p, **k)) if cls == "AdamW" else \
-        (lambda p, **k: optimi.Adam(p, decouple_wd=True, **k))
-    _check(lambda p: make(p, lr=LR, weight_decay=0.1, foreach=False, **ADAM),
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=0.1, **ADAM),
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0, **ADAM), schedule)
+    make = (
+        (lambda p, **k: optimi.AdamW(p, **k))
+        if cls == "AdamW"
+        else (lambda p, **k: optimi.Adam(p, decouple_wd=True, **k))
+    )
+    _check(
+        lambda p: make(p, lr=LR, weight_decay=0.1, foreach=False, **ADAM),
+        lambda p: sd.AdamW(p, lr=LR, weight_decay=0.1, **ADAM),
+        lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0, **ADAM),
+        schedule,
+    )
 
 
 @both
 def test_optimi_decouple_lr_is_sd_independent(schedule):
     """optimi: ``p *= 1 - (lr / max_lr) * weight_decay``, max_lr = the lr at construction."""
     optimi = pytest.importorskip("optimi")
-    _check(lambda p: optimi.AdamW(p, lr=LR, weight_decay=1e-4, decouple_lr=True,
-                                  foreach=False, **ADAM),
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=1e-4, decay_mode="independent", **ADAM),
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0, **ADAM), schedule)
+    _check(
+        lambda p: optimi.AdamW(
+            p, lr=LR, weight_decay=1e-4, decouple_lr=True, foreach=False, **ADAM
+        ),
+        lambda p: sd.AdamW(p, lr=LR, weight_decay=1e-4, decay_mode="independent", **ADAM),
+        lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0, **ADAM),
+        schedule,
+    )
 
 
 @both
 def test_optimi_adam_l2_is_sd_adam(schedule):
     optimi = pytest.importorskip("optimi")
-    _check(lambda p: optimi.Adam(p, lr=LR, weight_decay=0.1, foreach=False, **ADAM),
-           lambda p: sd.Adam(p, lr=LR, weight_decay=0.1, **ADAM),
-           lambda p: sd.Adam(p, lr=LR, weight_decay=0.0, **ADAM), schedule)
+    _check(
+        lambda p: optimi.Adam(p, lr=LR, weight_decay=0.1, foreach=False, **ADAM),
+        lambda p: sd.Adam(p, lr=LR, weight_decay=0.1, **ADAM),
+        lambda p: sd.Adam(p, lr=LR, weight_decay=0.0, **ADAM),
+        schedule,
+    )
 
 
 @both
-@pytest.mark.parametrize("flag, mode", [("decouple_wd", "decoupled"),
-                                        ("decouple_lr", "independent")])
+@pytest.mark.parametrize(
+    "flag, mode", [("decouple_wd", "decoupled"), ("decouple_lr", "independent")]
+)
 def test_optimi_sgd_is_sd_sgd(schedule, flag, mode):
     optimi = pytest.importorskip("optimi")
     wd = 0.1 if mode == "decoupled" else 1e-4  # (optimi warns from 1e-3 up)
-    _check(lambda p: optimi.SGD(p, lr=LR, momentum=0.9, weight_decay=wd, foreach=False,
-                                **{flag: True}),
-           lambda p: sd.SGD(p, lr=LR, momentum=0.9, weight_decay=wd, decay_mode=mode),
-           lambda p: sd.SGD(p, lr=LR, momentum=0.9), schedule)
+    _check(
+        lambda p: optimi.SGD(
+            p, lr=LR, momentum=0.9, weight_decay=wd, foreach=False, **{flag: True}
+        ),
+        lambda p: sd.SGD(p, lr=LR, momentum=0.9, weight_decay=wd, decay_mode=mode),
+        lambda p: sd.SGD(p, lr=LR, momentum=0.9),
+        schedule,
+    )
 
 
 # ---- pytorch-optimizer ----------------------------------------------------------------------
@@ -119,14 +141,20 @@ def test_pytorch_optimizer_adamc_is_sd(schedule, kind):
     """AdamC: decoupled ``lr * wd``; ``normalized=True`` groups ``lr**2 / max_lr * wd``
     (Defazio et al. 2025), max_lr = the lr at construction; ``weight_decouple=False``: L2."""
     po = pytest.importorskip("pytorch_optimizer")
-    theirs = {"decoupled": lambda p: po.AdamC(p, lr=LR, weight_decay=0.1, **PO_ADAM),
-              "corrected": lambda p: po.AdamC([{"params": p, "normalized": True}], lr=LR,
-                                              weight_decay=0.1, **PO_ADAM),
-              "l2": lambda p: po.AdamC(p, lr=LR, weight_decay=0.1, weight_decouple=False,
-                                       **PO_ADAM)}[kind]
-    ours = (sd.Adam if kind == "l2" else sd.AdamW)
-    _check(theirs, lambda p: ours(p, lr=LR, weight_decay=0.1, decay_mode=kind, **PO_ADAM),
-           lambda p: ours(p, lr=LR, weight_decay=0.0, decay_mode=kind, **PO_ADAM), schedule)
+    theirs = {
+        "decoupled": lambda p: po.AdamC(p, lr=LR, weight_decay=0.1, **PO_ADAM),
+        "corrected": lambda p: po.AdamC(
+            [{"params": p, "normalized": True}], lr=LR, weight_decay=0.1, **PO_ADAM
+        ),
+        "l2": lambda p: po.AdamC(p, lr=LR, weight_decay=0.1, weight_decouple=False, **PO_ADAM),
+    }[kind]
+    ours = sd.Adam if kind == "l2" else sd.AdamW
+    _check(
+        theirs,
+        lambda p: ours(p, lr=LR, weight_decay=0.1, decay_mode=kind, **PO_ADAM),
+        lambda p: ours(p, lr=LR, weight_decay=0.0, decay_mode=kind, **PO_ADAM),
+        schedule,
+    )
 
 
 @both
@@ -141,11 +169,14 @@ def test_pytorch_optimizer_fixed_decay_is_sd_independent_against_the_lr_schedule
         if not schedule:
             return opt
         # (the factor after the last step is never used: cosine reaches 0 there)
-        return opt, sd.WeightDecayScheduler(
-            opt, lambda t: 1 / _warmup_cosine(min(t, STEPS - 1)))
+        return opt, sd.WeightDecayScheduler(opt, lambda t: 1 / _warmup_cosine(min(t, STEPS - 1)))
 
-    _check(lambda p: po.AdamC(p, lr=LR, weight_decay=1e-2, fixed_decay=True, **PO_ADAM), ours,
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0, **PO_ADAM), schedule)
+    _check(
+        lambda p: po.AdamC(p, lr=LR, weight_decay=1e-2, fixed_decay=True, **PO_ADAM),
+        ours,
+        lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0, **PO_ADAM),
+        schedule,
+    )
 
 
 # ---- timm -----------------------------------------------------------------------------------
@@ -157,6 +188,9 @@ def test_timm_corrected_weight_decay_is_sd_corrected(schedule):
     cls = getattr(timm_optim, "AdamWLegacy", None)
     if cls is None or "corrected_weight_decay" not in inspect.signature(cls).parameters:
         pytest.skip("this timm has no AdamWLegacy(corrected_weight_decay=)")
-    _check(lambda p: cls(p, lr=LR, weight_decay=0.1, corrected_weight_decay=True),
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=0.1, decay_mode="corrected"),
-           lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0), schedule)
+    _check(
+        lambda p: cls(p, lr=LR, weight_decay=0.1, corrected_weight_decay=True),
+        lambda p: sd.AdamW(p, lr=LR, weight_decay=0.1, decay_mode="corrected"),
+        lambda p: sd.AdamW(p, lr=LR, weight_decay=0.0),
+        schedule,
+    )

@@ -2,6 +2,7 @@
 
 Scored against the exact arithmetic (fp64), never backend against backend: foreach rounds
 per op, the Triton kernel computes in fp32 (see the issue's notes)."""
+
 import copy
 import warnings
 
@@ -9,7 +10,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from triton_interpret import interpret  # noqa: F401  (fixture)
 
 import scaled_decay as sd
@@ -27,10 +27,10 @@ def _backend(backend, request):
 
 def _make(cls_name, params, backend, mode, **kw):
     if cls_name == "adamw":
-        return sd.AdamW(params, lr=LR, weight_decay=WD, backend=backend, low_precision=mode,
-                        **kw)
-    return sd.SGD(params, lr=LR, momentum=0.9, weight_decay=WD, backend=backend,
-                  low_precision=mode, **kw)
+        return sd.AdamW(params, lr=LR, weight_decay=WD, backend=backend, low_precision=mode, **kw)
+    return sd.SGD(
+        params, lr=LR, momentum=0.9, weight_decay=WD, backend=backend, low_precision=mode, **kw
+    )
 
 
 def _zero_grad_steps(opt, p, steps):
@@ -73,9 +73,11 @@ def test_rounding_to_nearest_loses_the_decay_and_warns_once(backend, request):
 
 def test_no_warning_where_the_decay_survives_or_is_kept():
     p = torch.nn.Parameter(torch.randn(8, 8).bfloat16())
-    for opt in (sd.AdamW([p], lr=0.1, weight_decay=0.1),  # shrink 1e-2 > 2**-9
-                sd.AdamW([p], lr=LR, weight_decay=WD, low_precision="kahan"),
-                sd.AdamW([torch.nn.Parameter(torch.randn(8, 8))], lr=LR, weight_decay=WD)):
+    for opt in (
+        sd.AdamW([p], lr=0.1, weight_decay=0.1),  # shrink 1e-2 > 2**-9
+        sd.AdamW([p], lr=LR, weight_decay=WD, low_precision="kahan"),
+        sd.AdamW([torch.nn.Parameter(torch.randn(8, 8))], lr=LR, weight_decay=WD),
+    ):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             for q in opt.param_groups[0]["params"]:
@@ -92,15 +94,17 @@ def test_fp16_kahan_and_stochastic(backend, request):
         n0 = p.detach().double().norm()
         opt = sd.AdamW([p], lr=1e-4, weight_decay=0.1, backend=backend, low_precision=mode)
         _zero_grad_steps(opt, p, 400)  # shrink 1e-5 < half an fp16 ulp (2**-12)
-        assert float(p.detach().double().norm() / n0) == pytest.approx((1 - 1e-5) ** 400,
-                                                                        rel=2e-3)
+        assert float(p.detach().double().norm() / n0) == pytest.approx((1 - 1e-5) ** 400, rel=2e-3)
 
 
 # ---- the properties -------------------------------------------------------------------------
 @settings(max_examples=25, deadline=None)
-@given(x=st.floats(1e-3, 1e3) | st.floats(-1e3, -1e-3),
-       dtype=st.sampled_from([torch.bfloat16, torch.float16]), count=st.integers(0, 2 ** 40),
-       on_device=st.booleans())
+@given(
+    x=st.floats(1e-3, 1e3) | st.floats(-1e3, -1e-3),
+    dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+    count=st.integers(0, 2**40),
+    on_device=st.booleans(),
+)
 def test_stochastic_rounding_is_unbiased(x, dtype, count, on_device):
     """E[round(x)] = x: the mean over 20,000 draws is within 5 standard errors of x, and
     every draw is one of x's two neighbours in the dtype (bf16 by its bits, fp16 by its
@@ -114,15 +118,17 @@ def test_stochastic_rounding_is_unbiased(x, dtype, count, on_device):
     lo, hi = float(out.min()), float(out.max())
     assert lo <= x32 <= hi and len(set(out.tolist())) <= 2
     spread = hi - lo
-    assert abs(float(out.mean()) - x32) <= 5 * spread * 0.5 / n ** 0.5 + 1e-12
+    assert abs(float(out.mean()) - x32) <= 5 * spread * 0.5 / n**0.5 + 1e-12
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=6, deadline=None)
-@given(c=st.floats(1e-6, 1e-3), dtype=st.sampled_from([torch.bfloat16, torch.float16]),
-       value=st.floats(0.1, 10.0))
-def test_stochastic_decay_step_is_unbiased_on_every_backend(backend, c, dtype, value,
-                                                            request):
+@given(
+    c=st.floats(1e-6, 1e-3),
+    dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+    value=st.floats(0.1, 10.0),
+)
+def test_stochastic_decay_step_is_unbiased_on_every_backend(backend, c, dtype, value, request):
     """One decay step of 4,096 equal weights: their mean is value * (1 - c) (the fp64 ideal)
     within 5 standard errors of the rounding, for any shrink, dtype and value."""
     _backend(backend, request)
@@ -138,8 +144,12 @@ def test_stochastic_decay_step_is_unbiased_on_every_backend(backend, c, dtype, v
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=5, deadline=None)
-@given(seed=st.integers(0, 2 ** 16), c=st.floats(0.0, 1e-3), lr=st.floats(1e-4, 1e-2),
-       dtype=st.sampled_from([torch.bfloat16, torch.float16]))
+@given(
+    seed=st.integers(0, 2**16),
+    c=st.floats(0.0, 1e-3),
+    lr=st.floats(1e-4, 1e-2),
+    dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+)
 def test_kahan_sum_is_the_fp64_sum_within_one_ulp(backend, seed, c, lr, dtype, request):
     """SGD with Kahan compensation: p + comp after 200 steps of ``x = x(1 - c) - lr*g`` is
     the same recurrence in fp64 within one ulp of p's dtype."""
@@ -168,8 +178,14 @@ def test_resume_is_bit_identical(mode, backend, request):
 
     def fresh(values):
         p = torch.nn.Parameter(values.clone())
-        return p, sd.AdamW([p], lr=1e-2, weight_decay=0.1, backend=backend,
-                           low_precision=mode, state_dtype=torch.float32)
+        return p, sd.AdamW(
+            [p],
+            lr=1e-2,
+            weight_decay=0.1,
+            backend=backend,
+            low_precision=mode,
+            state_dtype=torch.float32,
+        )
 
     p, opt = fresh(torch.randn(8, 24).bfloat16())
     for g in grads[:4]:
@@ -181,8 +197,9 @@ def test_resume_is_bit_identical(mode, backend, request):
         opt.step()
     q, opt2 = fresh(middle)
     opt2.load_state_dict(saved)
-    assert {k: v.dtype for k, v in opt2.state[q].items()} == \
-        {k: v.dtype for k, v in opt.state[p].items()}
+    assert {k: v.dtype for k, v in opt2.state[q].items()} == {
+        k: v.dtype for k, v in opt.state[p].items()
+    }
     for g in grads[4:]:
         q.grad = g.clone()
         opt2.step()
@@ -215,8 +232,7 @@ def test_fp32_moments_follow_the_fp64_ideal_closer():
     errs = {}
     for sdtype in (None, torch.float32):
         p = torch.nn.Parameter(w0.bfloat16())
-        opt = sd.AdamW([p], lr=1e-3, weight_decay=0.1, low_precision="kahan",
-                       state_dtype=sdtype)
+        opt = sd.AdamW([p], lr=1e-3, weight_decay=0.1, low_precision="kahan", state_dtype=sdtype)
         for g in grads:
             p.grad = g.bfloat16()
             opt.step()
@@ -269,8 +285,7 @@ def test_with_scaled_decay_keeps_the_decay(inner, mode):
     n0 = p.detach().double().norm()
     opt = sd.with_scaled_decay(inner)([p], lr=LR, weight_decay=WD, low_precision=mode)
     _zero_grad_steps(opt, p, 1000)
-    assert float(p.detach().double().norm() / n0) == pytest.approx((1 - LR * WD) ** 1000,
-                                                                    rel=0.01)
+    assert float(p.detach().double().norm() / n0) == pytest.approx((1 - LR * WD) ** 1000, rel=0.01)
     assert p.dtype == torch.bfloat16 and p.grad.dtype == torch.bfloat16
 
 
@@ -297,14 +312,17 @@ def test_with_scaled_decay_resume_is_bit_identical():
 
 
 # ---- bad input ------------------------------------------------------------------------------
-@pytest.mark.parametrize("make", [
-    lambda ps: sd.AdamW(ps, low_precision="kahan32"),
-    lambda ps: sd.SGD(ps, low_precision=True),
-    lambda ps: sd.AdamW(ps, state_dtype=torch.int32),
-    lambda ps: sd.Adam(ps, state_dtype="float32"),
-    lambda ps: sd.with_scaled_decay(torch.optim.Adam)(ps, low_precision="fast"),
-    lambda ps: sd.with_scaled_decay(torch.optim.Adam)(ps, state_dtype=torch.float32),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: sd.AdamW(ps, low_precision="kahan32"),
+        lambda ps: sd.SGD(ps, low_precision=True),
+        lambda ps: sd.AdamW(ps, state_dtype=torch.int32),
+        lambda ps: sd.Adam(ps, state_dtype="float32"),
+        lambda ps: sd.with_scaled_decay(torch.optim.Adam)(ps, low_precision="fast"),
+        lambda ps: sd.with_scaled_decay(torch.optim.Adam)(ps, state_dtype=torch.float32),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_them(make):
     with pytest.raises((ValueError, TypeError), match="low_precision|state_dtype"):
         make([torch.nn.Parameter(torch.randn(2, 2))])

@@ -1,5 +1,6 @@
 """The fan-in registry and the no-decay rule on torch.nn modules, fan-ins worked out by hand
 (SPEC "fan_in(p)" and "param_groups")."""
+
 import subprocess
 import sys
 import warnings
@@ -44,29 +45,54 @@ class Zoo(nn.Module):
 
 # By hand: fan-in of each >= 2-d tensor (what its module sees as input size).
 ZOO_FAN_INS = {
-    "lin.weight": 5, "bil.weight": 3 * 4, "conv.weight": 3 * 3, "conv3.weight": 2 * 1 * 2 * 3,
+    "lin.weight": 5,
+    "bil.weight": 3 * 4,
+    "conv.weight": 3 * 3,
+    "conv3.weight": 2 * 1 * 2 * 3,
     "tconv.weight": 3 * 2 * 3,  # (in, out/groups, kH, kW): out/groups * kernel (SPEC)
-    "emb.weight": 11, "bag.weight": 13,
-    "mha.in_proj_weight": 8, "mha.out_proj.weight": 8, "mha.bias_k": 1, "mha.bias_v": 1,
-    "mha_kv.q_proj_weight": 8, "mha_kv.k_proj_weight": 3, "mha_kv.v_proj_weight": 5,
+    "emb.weight": 11,
+    "bag.weight": 13,
+    "mha.in_proj_weight": 8,
+    "mha.out_proj.weight": 8,
+    "mha.bias_k": 1,
+    "mha.bias_v": 1,
+    "mha_kv.q_proj_weight": 8,
+    "mha_kv.k_proj_weight": 3,
+    "mha_kv.v_proj_weight": 5,
     "mha_kv.out_proj.weight": 8,
-    "lstm.weight_ih_l0": 5, "lstm.weight_hh_l0": 4, "lstm.weight_hr_l0": 6,
-    "lstm.weight_ih_l0_reverse": 5, "lstm.weight_hh_l0_reverse": 4,
+    "lstm.weight_ih_l0": 5,
+    "lstm.weight_hh_l0": 4,
+    "lstm.weight_hr_l0": 6,
+    "lstm.weight_ih_l0_reverse": 5,
+    "lstm.weight_hh_l0_reverse": 4,
     "lstm.weight_hr_l0_reverse": 6,
-    "lstm.weight_ih_l1": 4 * 2, "lstm.weight_hh_l1": 4, "lstm.weight_hr_l1": 6,
-    "lstm.weight_ih_l1_reverse": 4 * 2, "lstm.weight_hh_l1_reverse": 4,
+    "lstm.weight_ih_l1": 4 * 2,
+    "lstm.weight_hh_l1": 4,
+    "lstm.weight_hr_l1": 6,
+    "lstm.weight_ih_l1_reverse": 4 * 2,
+    "lstm.weight_hh_l1_reverse": 4,
     "lstm.weight_hr_l1_reverse": 6,
-    "gru.weight_ih_l0": 3, "gru.weight_hh_l0": 5,
-    "rnn.weight_ih_l0": 3, "rnn.weight_hh_l0": 4, "rnn.weight_ih_l1": 4, "rnn.weight_hh_l1": 4,
-    "ln3.weight": 1, "ln3.bias": 1,
-    "enc.self_attn.in_proj_weight": 8, "enc.self_attn.out_proj.weight": 8,
-    "enc.linear1.weight": 8, "enc.linear2.weight": 16,
+    "gru.weight_ih_l0": 3,
+    "gru.weight_hh_l0": 5,
+    "rnn.weight_ih_l0": 3,
+    "rnn.weight_hh_l0": 4,
+    "rnn.weight_ih_l1": 4,
+    "rnn.weight_hh_l1": 4,
+    "ln3.weight": 1,
+    "ln3.bias": 1,
+    "enc.self_attn.in_proj_weight": 8,
+    "enc.self_attn.out_proj.weight": 8,
+    "enc.linear1.weight": 8,
+    "enc.linear2.weight": 16,
     "raw": 4 * 2,
 }
 # By hand: why each tensor is not decayed by default.
 ZOO_NOT_DECAYED = {
     **{n: "1-d" for n, p in Zoo().named_parameters() if p.dim() <= 1},
-    "mha.bias_k": "module", "mha.bias_v": "module", "ln3.weight": "module", "ln3.bias": "bias",
+    "mha.bias_k": "module",
+    "mha.bias_v": "module",
+    "ln3.weight": "module",
+    "ln3.bias": "bias",
 }
 
 
@@ -99,8 +125,10 @@ def test_parametrized_tensors_take_their_modules_fan_in():
     g and v, ``original`` for the others): they take the owning module's fan-in and no-decay
     rule, under torch's names, and nothing warns about a shape fallback."""
     from torch.nn.utils import parametrizations as P
-    model = nn.Sequential(nn.Conv1d(8, 16, 4, groups=2), nn.Linear(16, 6), nn.Linear(6, 3),
-                          nn.LayerNorm(3))
+
+    model = nn.Sequential(
+        nn.Conv1d(8, 16, 4, groups=2), nn.Linear(16, 6), nn.Linear(6, 3), nn.LayerNorm(3)
+    )
     P.weight_norm(model[0], dim=2)
     P.spectral_norm(model[1])
     P.orthogonal(model[2])
@@ -110,26 +138,39 @@ def test_parametrized_tensors_take_their_modules_fan_in():
     fan_ins, sources = _by_name(groups, "fan_ins"), _by_name(groups, "fan_in_sources")
     w = "parametrizations.weight."
     assert {n: fan_ins[n] for n in fan_ins if ".parametrizations." in n} == {
-        f"0.{w}original0": 16, f"0.{w}original1": 16,   # in/groups * kernel = 4 * 4
-        f"1.{w}original": 16, f"2.{w}original": 6,
-        "3.parametrizations.bias.original0": 1, "3.parametrizations.bias.original1": 1}
+        f"0.{w}original0": 16,
+        f"0.{w}original1": 16,  # in/groups * kernel = 4 * 4
+        f"1.{w}original": 16,
+        f"2.{w}original": 6,
+        "3.parametrizations.bias.original0": 1,
+        "3.parametrizations.bias.original1": 1,
+    }
     assert sources[f"0.{w}original1"] == "_ConvNd" and sources[f"1.{w}original"] == "Linear"
     assert set(fan_ins) == {n for n, _ in model.named_parameters()}
     assert {n for n in groups.split.not_decayed if ".parametrizations." in n} == {
-        "3.parametrizations.bias.original0", "3.parametrizations.bias.original1"}
+        "3.parametrizations.bias.original0",
+        "3.parametrizations.bias.original1",
+    }
 
 
 def test_no_decay_split_biases_of_any_name_gains_prelu_and_module_declared():
     groups, _ = _groups(Zoo())
     assert groups.split.not_decayed == ZOO_NOT_DECAYED
-    for name in ("mha.in_proj_bias", "lstm.bias_ih_l0", "gru.bias_hh_l0", "prelu.weight",
-                 "enc.self_attn.in_proj_bias", "bn.weight"):
+    for name in (
+        "mha.in_proj_bias",
+        "lstm.bias_ih_l0",
+        "gru.bias_hh_l0",
+        "prelu.weight",
+        "enc.self_attn.in_proj_bias",
+        "bn.weight",
+    ):
         assert groups.split.not_decayed[name] == "1-d"
     plain = groups[1]
     assert plain["weight_decay"] == 0.0
     assert dict(zip(plain["param_names"], plain["no_decay_reasons"])) == ZOO_NOT_DECAYED
     assert set(groups[0]["param_names"]) == {n for n, _ in Zoo().named_parameters()} - set(
-        ZOO_NOT_DECAYED)
+        ZOO_NOT_DECAYED
+    )
     text = str(groups.split)
     assert f"no decay for {len(ZOO_NOT_DECAYED)}" in text and "bias_k" in text
 
@@ -169,8 +210,13 @@ class Scaled(nn.Module):
 def test_model_declared_names_and_keywords_also_in_submodules():
     outer = nn.Sequential(nn.Linear(3, 3), Scaled())
     groups, _ = _groups(outer)
-    assert groups.split.not_decayed == {"0.bias": "1-d", "1.pos": "model", "1.rel_table": "model",
-                                        "1.proj.bias": "1-d", "1.bias": "bias"}
+    assert groups.split.not_decayed == {
+        "0.bias": "1-d",
+        "1.pos": "model",
+        "1.rel_table": "model",
+        "1.proj.bias": "1-d",
+        "1.bias": "bias",
+    }
     groups, _ = _groups(outer, decay_1d=True)
     assert groups.split.not_decayed == {"1.pos": "model", "1.rel_table": "model"}
 
@@ -229,20 +275,31 @@ def test_conv1d_is_known_by_name_without_importing_transformers(registry):
     layer = fake()
     layer.nx, layer.weight = 5, nn.Parameter(torch.zeros(5, 9))
     assert _by_name(_groups(layer)[0], "fan_ins")["weight"] == 5
-    out = subprocess.run([sys.executable, "-c", "import sys, torch, scaled_decay as sd; "
-                          "sd.param_groups(torch.nn.Linear(2, 2), 0.1); "
-                          "print('transformers' in sys.modules)"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, torch, scaled_decay as sd; "
+            "sd.param_groups(torch.nn.Linear(2, 2), 0.1); "
+            "print('transformers' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda: sd.register_module(3, {}), ["module_type", "3"]),
-    (lambda: sd.register_module("Linear", {}), ["module_type", "'Linear'"]),
-    (lambda: sd.register_module(InOut, {"w": 0}), ["fan_in", "InOut", "0"]),
-    (lambda: sd.register_module(InOut, {"w": "d_in"}), ["fan_in", "'d_in'"]),
-    (lambda: sd.register_module(InOut, {}, no_decay=[1]), ["no_decay", "1"]),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: sd.register_module(3, {}), ["module_type", "3"]),
+        (lambda: sd.register_module("Linear", {}), ["module_type", "'Linear'"]),
+        (lambda: sd.register_module(InOut, {"w": 0}), ["fan_in", "InOut", "0"]),
+        (lambda: sd.register_module(InOut, {"w": "d_in"}), ["fan_in", "'d_in'"]),
+        (lambda: sd.register_module(InOut, {}, no_decay=[1]), ["no_decay", "1"]),
+    ],
+)
 def test_bad_registrations_raise_value_error(registry, call, words):
     with pytest.raises(ValueError) as info:
         call()

@@ -2,11 +2,13 @@
 (out, in*k*k), and its decay gets exactly the lr adjustment its update gets - measured on
 each Muon implementation installed here that takes such weights (torch's refuses them before
 its PR #180561; pytorch-optimizer's flattens them)."""
+
 import math
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import scaled_decay as sd
 from scaled_decay.rules import TensorInfo, muon_matrix_shape
@@ -16,8 +18,7 @@ dims = st.integers(1, 64)
 
 
 def _info(shape):
-    return TensorInfo(shape=tuple(shape), fan_in=math.prod(shape[1:]),
-                      total_count=math.prod(shape))
+    return TensorInfo(shape=tuple(shape), fan_in=math.prod(shape[1:]), total_count=math.prod(shape))
 
 
 @given(o=dims, i=dims, k=st.integers(1, 5), fn=st.sampled_from(FNS))
@@ -30,7 +31,8 @@ def test_a_conv_kernel_is_its_flattened_matrix(o, i, k, fn):
     assert sd.MuonShape(fn, reference_shape=shape).scale(_info(shape)) == 1.0
     assert sd.MuonShape(fn, reference_shape=(o, b)).scale(_info(shape)) == 1.0
     assert sd.MuonShape(fn).scale(_info((o, i, k))) == pytest.approx(  # conv1d
-        sd.MuonShape(fn).scale(_info((o, i * k))), rel=1e-12)
+        sd.MuonShape(fn).scale(_info((o, i * k))), rel=1e-12
+    )
 
 
 @given(shape=st.lists(dims, min_size=2, max_size=4), flag=st.booleans())
@@ -38,21 +40,27 @@ def test_factor_is_pytorch_optimizers_adjustment(shape, flag):
     base = pytest.importorskip("pytorch_optimizer.optimizer.muon.base")
     fn = "match_rms_adamw" if flag else "original"
     assert sd.MuonShape(fn).scale(_info(shape)) == pytest.approx(
-        base.get_adjusted_lr(1.0, tuple(shape), use_adjusted_lr=flag), rel=1e-12)
+        base.get_adjusted_lr(1.0, tuple(shape), use_adjusted_lr=flag), rel=1e-12
+    )
 
 
 def _torch_muon(params, fn, **kw):
     if not hasattr(torch.optim, "Muon"):
         pytest.skip("torch.optim.Muon needs torch >= 2.9")
     return sd.with_scaled_decay(torch.optim.Muon)(
-        [{"params": [p]} for p in params], lr=1.0, adjust_lr_fn=fn, **kw)
+        [{"params": [p]} for p in params], lr=1.0, adjust_lr_fn=fn, **kw
+    )
 
 
 def _po_muon(params, fn, weight_decay=0.0, **kw):
     po = pytest.importorskip("pytorch_optimizer")
     return sd.with_scaled_decay(po.Muon)(
         [{"params": [p], "use_muon": True, "weight_decay": weight_decay} for p in params],
-        lr=1.0, use_adjusted_lr=fn == "match_rms_adamw", foreach=False, **kw)
+        lr=1.0,
+        use_adjusted_lr=fn == "match_rms_adamw",
+        foreach=False,
+        **kw,
+    )
 
 
 MUONS = {"torch.optim.Muon": _torch_muon, "pytorch_optimizer.Muon": _po_muon}
@@ -61,7 +69,7 @@ MUONS = {"torch.optim.Muon": _torch_muon, "pytorch_optimizer.Muon": _po_muon}
 @pytest.mark.parametrize("muon", sorted(MUONS))
 @pytest.mark.parametrize("fn", ["original", "match_rms_adamw"])
 def test_the_decay_gets_the_adjustment_the_update_gets(muon, fn):
-    conv = (64, 2, 2, 2)    # flattened 64 x 8: a = sqrt(8) ("original"); (64, 2) would be 4
+    conv = (64, 2, 2, 2)  # flattened 64 x 8: a = sqrt(8) ("original"); (64, 2) would be 4
     g = torch.Generator().manual_seed(0)
     grad = torch.randn(conv, generator=g)
     # the update: from W = 0, no decay, the conv kernel against its flattened transpose

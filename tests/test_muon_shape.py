@@ -1,20 +1,23 @@
 """sd.MuonShape: the factor is torch's own lr adjustment, and it does what its docstring's
 math says: with a constant gradient, wrapped Muon converges to W* = -(R) O with radius
 R = a(A, B) / lam without the rule and R = a(reference) / lam with it, for every shape."""
+
 import io
 import math
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import scaled_decay as sd
 from scaled_decay.rules import TensorInfo, as_rules, rules_to_plain
 
 FNS = [None, "original", "match_rms_adamw"]
 dims = st.integers(1, 300)
-needs_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"),
-                                reason="torch.optim.Muon needs torch >= 2.9")
+needs_muon = pytest.mark.skipif(
+    not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9"
+)
 
 
 def _info(shape):
@@ -37,7 +40,8 @@ def test_factor_is_torchs_adjustment(a, b, fn):
     if adjust is None:
         pytest.skip("torch.optim._muon._adjust_lr not present in this torch")
     assert sd.MuonShape(fn).scale(_info((a, b))) == pytest.approx(
-        adjust(1.0, fn, torch.Size((a, b))), rel=1e-12)
+        adjust(1.0, fn, torch.Size((a, b))), rel=1e-12
+    )
 
 
 def test_plain_dict_form_round_trips_through_weights_only_load():
@@ -46,16 +50,21 @@ def test_plain_dict_form_round_trips_through_weights_only_load():
     torch.save(rules_to_plain(rules), buf)
     buf.seek(0)
     assert as_rules(torch.load(buf, weights_only=True)) == rules
-    assert as_rules([{"rule": "MuonShape", "adjust_lr_fn": None, "reference_shape": [3, 4]}]) \
-        == (sd.MuonShape(None, (3, 4)),)
+    assert as_rules([{"rule": "MuonShape", "adjust_lr_fn": None, "reference_shape": [3, 4]}]) == (
+        sd.MuonShape(None, (3, 4)),
+    )
 
 
 @needs_muon
 def test_report_shows_the_decay_at_the_adjusted_lr():
     params = [torch.randn(64, 16, requires_grad=True), torch.randn(16, 64, requires_grad=True)]
     opt = sd.with_scaled_decay(torch.optim.Muon)(
-        params, lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw",
-        decay_scaling=sd.MuonShape("match_rms_adamw", reference_shape=(32, 32)))
+        params,
+        lr=0.02,
+        weight_decay=0.1,
+        adjust_lr_fn="match_rms_adamw",
+        decay_scaling=sd.MuonShape("match_rms_adamw", reference_shape=(32, 32)),
+    )
     a_ref = 0.2 * math.sqrt(32)
     for row in opt.decay_report():
         a = 0.2 * math.sqrt(64)
@@ -77,7 +86,8 @@ def _equilibrium(shape, fn, rule, lam, steps):
     grad = torch.randn(shape, generator=g)
     w = (0.1 * torch.randn(shape, generator=g)).requires_grad_()
     opt = sd.with_scaled_decay(torch.optim.Muon)(
-        [w], lr=0.5, weight_decay=lam, adjust_lr_fn=fn, decay_scaling=rule)
+        [w], lr=0.5, weight_decay=lam, adjust_lr_fn=fn, decay_scaling=rule
+    )
     for _ in range(steps):
         w.grad = grad.clone()
         opt.step()
@@ -90,11 +100,12 @@ def test_muon_shape_fixes_the_spectral_radius_across_shapes(fn):
     lam, ref = 0.8, (16, 16)  # c = 0.5 * lam * s >= 0.28: 30 steps converge to 1e-4
     for shape in [(8, 8), (32, 32), (32, 8)]:
         a = sd.MuonShape(fn).scale(_info(shape))
-        for rule, radius in [(None, a / lam),
-                             (sd.MuonShape(fn, ref), sd.MuonShape(fn).scale(_info(ref)) / lam)]:
+        for rule, radius in [
+            (None, a / lam),
+            (sd.MuonShape(fn, ref), sd.MuonShape(fn).scale(_info(ref)) / lam),
+        ]:
             w, o = _equilibrium(shape, fn, rule, lam, steps=30)
             # W* = -R O: direction and size (Muon's bf16 O differs a little from step to
             # step: up to 1.5% on 8 x 8; the two radii differ by 1.4x to 2x where they differ)
-            assert torch.nn.functional.cosine_similarity(w.flatten(), -o.flatten(), dim=0) \
-                > 0.995
+            assert torch.nn.functional.cosine_similarity(w.flatten(), -o.flatten(), dim=0) > 0.995
             assert w.norm() / o.norm() == pytest.approx(radius, rel=0.03), (shape, rule)

@@ -1,5 +1,6 @@
 """eta0 of decay_mode "independent"/"corrected" is the peak lr under every torch and HF
 scheduler: the decay per step at the schedule's peak is exactly lam (SPEC "Update math")."""
+
 import pytest
 import torch
 from torch import nn
@@ -17,8 +18,9 @@ def _cyclic(opt):
 TORCH = {
     "LambdaLR warmup": lambda o: L.LambdaLR(o, lambda s: min(1.0, (s + 1) / 5)),
     "LinearLR warmup": lambda o: L.LinearLR(o, start_factor=0.1, total_iters=5),
-    "SequentialLR": lambda o: L.SequentialLR(o, [L.LinearLR(o, 0.2, total_iters=3),
-                                                 L.CosineAnnealingLR(o, T_max=10)], [3]),
+    "SequentialLR": lambda o: L.SequentialLR(
+        o, [L.LinearLR(o, 0.2, total_iters=3), L.CosineAnnealingLR(o, T_max=10)], [3]
+    ),
     "CosineAnnealingLR": lambda o: L.CosineAnnealingLR(o, T_max=10),
     "CosineAnnealingWarmRestarts": lambda o: L.CosineAnnealingWarmRestarts(o, T_0=4),
     "StepLR": lambda o: L.StepLR(o, step_size=3, gamma=0.5),
@@ -32,9 +34,16 @@ TORCH = {
     "CyclicLR, built at max_lr": _cyclic,
 }
 HF = {
-    "linear": {}, "cosine": {}, "cosine_with_restarts": {}, "polynomial": {}, "constant": {},
-    "constant_with_warmup": {}, "inverse_sqrt": {}, "reduce_lr_on_plateau": {},
-    "cosine_with_min_lr": {"min_lr_rate": 0.1}, "cosine_warmup_with_min_lr": {"min_lr_rate": 0.1},
+    "linear": {},
+    "cosine": {},
+    "cosine_with_restarts": {},
+    "polynomial": {},
+    "constant": {},
+    "constant_with_warmup": {},
+    "inverse_sqrt": {},
+    "reduce_lr_on_plateau": {},
+    "cosine_with_min_lr": {"min_lr_rate": 0.1},
+    "cosine_warmup_with_min_lr": {"min_lr_rate": 0.1},
     "warmup_stable_decay": {"num_decay_steps": 4},
 }
 
@@ -42,8 +51,11 @@ HF = {
 def _hf(name):
     def make(opt):
         from transformers import get_scheduler
-        return get_scheduler(name, opt, num_warmup_steps=3, num_training_steps=14,
-                             scheduler_specific_kwargs=HF[name])
+
+        return get_scheduler(
+            name, opt, num_warmup_steps=3, num_training_steps=14, scheduler_specific_kwargs=HF[name]
+        )
+
     return make
 
 
@@ -94,20 +106,36 @@ def test_one_cycle_keeps_max_lr_and_corrected_mode_uses_it_too():
 
 def test_cyclic_lr_above_the_built_lr_is_an_error_unless_peak_lr_is_set():
     with pytest.raises(ValueError, match=r"param_groups\[0\].*above the peak lr.*peak_lr"):
-        _run(lambda o: L.CyclicLR(o, base_lr=0.001, max_lr=10 * LR, step_size_up=3,
-                                  cycle_momentum=False))
-    history = _run(lambda o: L.CyclicLR(o, base_lr=0.001, max_lr=10 * LR, step_size_up=3,
-                                        cycle_momentum=False), peak_lr=10 * LR)
+        _run(
+            lambda o: L.CyclicLR(
+                o, base_lr=0.001, max_lr=10 * LR, step_size_up=3, cycle_momentum=False
+            )
+        )
+    history = _run(
+        lambda o: L.CyclicLR(
+            o, base_lr=0.001, max_lr=10 * LR, step_size_up=3, cycle_momentum=False
+        ),
+        peak_lr=10 * LR,
+    )
     _check_peak(history, WD, peak=10 * LR)
     # decoupled decay does not divide by a peak: lr may go anywhere
-    _run(lambda o: L.CyclicLR(o, base_lr=0.001, max_lr=10 * LR, step_size_up=3,
-                              cycle_momentum=False), mode="decoupled")
+    _run(
+        lambda o: L.CyclicLR(
+            o, base_lr=0.001, max_lr=10 * LR, step_size_up=3, cycle_momentum=False
+        ),
+        mode="decoupled",
+    )
 
 
 def test_peak_lr_is_set_at_construction_and_reported():
-    opt = sd.AdamW([{"params": [nn.Parameter(torch.ones(2))]},
-                    {"params": [nn.Parameter(torch.ones(2))], "lr": 0.5, "initial_lr": 0.7}],
-                   lr=torch.tensor(0.2), decay_mode="independent")
+    opt = sd.AdamW(
+        [
+            {"params": [nn.Parameter(torch.ones(2))]},
+            {"params": [nn.Parameter(torch.ones(2))], "lr": 0.5, "initial_lr": 0.7},
+        ],
+        lr=torch.tensor(0.2),
+        decay_mode="independent",
+    )
     g0, g1 = opt.param_groups
     assert float(g0["peak_lr"]) == pytest.approx(0.2) and g0["peak_lr"] is not g0["lr"]
     assert g1["peak_lr"] == 0.7  # an initial_lr given with the group is its eta0
@@ -116,16 +144,20 @@ def test_peak_lr_is_set_at_construction_and_reported():
     assert sd.AdamW([nn.Parameter(torch.ones(2))]).decay_report()[0].peak_lr is None
 
 
-@pytest.mark.parametrize("group, words", [
-    ({"peak_lr": 0.0}, ["peak_lr", "0.0", "positive"]),
-    ({"peak_lr": -1.0}, ["peak_lr", "-1.0"]),
-    ({"peak_lr": 0.05}, ["lr = 0.1", "peak_lr = 0.05"]),
-    ({"max_lr": float("nan")}, ["max_lr", "nan"]),
-])
+@pytest.mark.parametrize(
+    "group, words",
+    [
+        ({"peak_lr": 0.0}, ["peak_lr", "0.0", "positive"]),
+        ({"peak_lr": -1.0}, ["peak_lr", "-1.0"]),
+        ({"peak_lr": 0.05}, ["lr = 0.1", "peak_lr = 0.05"]),
+        ({"max_lr": float("nan")}, ["max_lr", "nan"]),
+    ],
+)
 def test_bad_peak_lr_raises_value_error(group, words):
     with pytest.raises(ValueError) as info:
-        sd.SGD([dict(params=[nn.Parameter(torch.ones(2))], **group)], lr=LR,
-               decay_mode="independent")
+        sd.SGD(
+            [dict(params=[nn.Parameter(torch.ones(2))], **group)], lr=LR, decay_mode="independent"
+        )
     assert all(w in str(info.value) for w in words)
 
 

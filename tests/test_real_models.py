@@ -2,13 +2,14 @@
 downloaded): fan-ins against values worked out by hand from each config, and the no-decay
 split against the framework's own (transformers' Trainer, timm's param_groups_weight_decay).
 """
+
 import warnings
 
 import pytest
 import torch
+from framework_models import import_timm, tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 
 import scaled_decay as sd
-from framework_models import import_timm, tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 
 WD = 0.1
 
@@ -36,6 +37,7 @@ def _check(model, by_hand, others=1):
 
 def _hf_decayed(model):
     from transformers import Trainer
+
     names = {n for n, _ in model.named_parameters()}  # tied weights once, as here
     return set(Trainer.get_decay_parameter_names(None, model)) & names  # does not use self
 
@@ -46,10 +48,14 @@ def test_gpt2_conv1d_fan_in_is_its_input_size():
     by_hand = {"transformer.wte.weight": 50, "transformer.wpe.weight": 8}
     for i in range(2):
         h = f"transformer.h.{i}."
-        by_hand.update({h + "attn.c_attn.weight": 16,   # stored (16, 48): in = 16, not 48
-                        h + "attn.c_proj.weight": 16,
-                        h + "mlp.c_fc.weight": 16,      # stored (16, 64)
-                        h + "mlp.c_proj.weight": 64})   # stored (64, 16)
+        by_hand.update(
+            {
+                h + "attn.c_attn.weight": 16,  # stored (16, 48): in = 16, not 48
+                h + "attn.c_proj.weight": 16,
+                h + "mlp.c_fc.weight": 16,  # stored (16, 64)
+                h + "mlp.c_proj.weight": 64,
+            }
+        )  # stored (64, 16)
     groups = _check(model, by_hand)
     sources = {n: s for g in groups for n, s in zip(g["param_names"], g["fan_in_sources"])}
     assert sources["transformer.h.0.mlp.c_fc.weight"] == "Conv1D"
@@ -61,15 +67,21 @@ def test_gpt2_conv1d_fan_in_is_its_input_size():
 def test_llama_rmsnorm_weights_are_not_decayed():
     model = tiny_llama()  # hidden 16, intermediate 24, vocab 50, 1 layer
     layer = "model.layers.0."
-    by_hand = {"model.embed_tokens.weight": 50, "lm_head.weight": 16,
-               **{layer + f"self_attn.{p}_proj.weight": 16 for p in "qkvo"},
-               layer + "mlp.gate_proj.weight": 16, layer + "mlp.up_proj.weight": 16,
-               layer + "mlp.down_proj.weight": 24}
+    by_hand = {
+        "model.embed_tokens.weight": 50,
+        "lm_head.weight": 16,
+        **{layer + f"self_attn.{p}_proj.weight": 16 for p in "qkvo"},
+        layer + "mlp.gate_proj.weight": 16,
+        layer + "mlp.up_proj.weight": 16,
+        layer + "mlp.down_proj.weight": 24,
+    }
     groups = _check(model, by_hand)
     assert set(groups[0]["param_names"]) == _hf_decayed(model)
-    assert groups.split.not_decayed == {layer + "input_layernorm.weight": "1-d",
-                                        layer + "post_attention_layernorm.weight": "1-d",
-                                        "model.norm.weight": "1-d"}
+    assert groups.split.not_decayed == {
+        layer + "input_layernorm.weight": "1-d",
+        layer + "post_attention_layernorm.weight": "1-d",
+        "model.norm.weight": "1-d",
+    }
 
 
 def test_t5_relative_attention_bias_is_not_decayed():
@@ -78,24 +90,34 @@ def test_t5_relative_attention_bias_is_not_decayed():
     ``shared`` (one tensor, named once)."""
     model = tiny_t5()  # d_model 16, d_ff 24, vocab 50, 8 buckets, 1 layer each side
     by_hand = {"shared.weight": 50}
-    attn = {"encoder.block.0.layer.0.SelfAttention", "decoder.block.0.layer.0.SelfAttention",
-            "decoder.block.0.layer.1.EncDecAttention"}
+    attn = {
+        "encoder.block.0.layer.0.SelfAttention",
+        "decoder.block.0.layer.0.SelfAttention",
+        "decoder.block.0.layer.1.EncDecAttention",
+    }
     by_hand.update({f"{a}.{p}.weight": 16 for a in attn for p in "qkvo"})
     for ffn in ("encoder.block.0.layer.1", "decoder.block.0.layer.2"):
-        by_hand.update({f"{ffn}.DenseReluDense.wi.weight": 16,    # stored (24, 16)
-                        f"{ffn}.DenseReluDense.wo.weight": 24})
+        by_hand.update(
+            {
+                f"{ffn}.DenseReluDense.wi.weight": 16,  # stored (24, 16)
+                f"{ffn}.DenseReluDense.wo.weight": 24,
+            }
+        )
     rel = "block.0.layer.0.SelfAttention.relative_attention_bias.weight"
     by_hand.update({f"encoder.{rel}": 8, f"decoder.{rel}": 8})  # Embedding: num_embeddings
     groups = _check(model, by_hand)
     assert set(groups[0]["param_names"]) == _hf_decayed(model)
     assert {n: r for n, r in groups.split.not_decayed.items() if r != "1-d"} == {
-        f"encoder.{rel}": "bias", f"decoder.{rel}": "bias"}
+        f"encoder.{rel}": "bias",
+        f"decoder.{rel}": "bias",
+    }
 
 
 def test_a_bias_by_name_is_a_word_of_the_last_two_parts():
     """``bias`` as a ``_``-separated word of the tensor's or its module's name; a module
     that only sits under a ``bias_net`` (or a name like ``unbiased``) is not a bias."""
     from torch import nn
+
     model = nn.Module()
     model.attn_bias = nn.Embedding(4, 2)
     model.bias_net = nn.Sequential(nn.Linear(3, 3))
@@ -103,19 +125,26 @@ def test_a_bias_by_name_is_a_word_of_the_last_two_parts():
     model.register_parameter("relative_position_bias_table", nn.Parameter(torch.zeros(5, 2)))
     split = sd.param_groups(model, WD).split
     assert {n: r for n, r in split.not_decayed.items() if r != "1-d"} == {
-        "attn_bias.weight": "bias", "relative_position_bias_table": "bias"}
+        "attn_bias.weight": "bias",
+        "relative_position_bias_table": "bias",
+    }
     assert set(split.decayed) == {"bias_net.0.weight", "unbiased.weight"}
 
 
 def test_bert_fan_ins_and_split():
     model = tiny_bert()  # hidden 16, intermediate 24, vocab 50, 8 positions, 2 types
     emb, layer = "bert.embeddings.", "bert.encoder.layer.0."
-    by_hand = {emb + "word_embeddings.weight": 50, emb + "position_embeddings.weight": 8,
-               emb + "token_type_embeddings.weight": 2,
-               **{layer + f"attention.self.{p}.weight": 16 for p in ("query", "key", "value")},
-               layer + "attention.output.dense.weight": 16,
-               layer + "intermediate.dense.weight": 16, layer + "output.dense.weight": 24,
-               "bert.pooler.dense.weight": 16, "classifier.weight": 16}
+    by_hand = {
+        emb + "word_embeddings.weight": 50,
+        emb + "position_embeddings.weight": 8,
+        emb + "token_type_embeddings.weight": 2,
+        **{layer + f"attention.self.{p}.weight": 16 for p in ("query", "key", "value")},
+        layer + "attention.output.dense.weight": 16,
+        layer + "intermediate.dense.weight": 16,
+        layer + "output.dense.weight": 24,
+        "bert.pooler.dense.weight": 16,
+        "classifier.weight": 16,
+    }
     groups = _check(model, by_hand)
     assert set(groups[0]["param_names"]) == _hf_decayed(model)
 
@@ -123,6 +152,7 @@ def test_bert_fan_ins_and_split():
 # ---- timm ---------------------------------------------------------------------------------
 def _timm_decayed(model):
     from timm.optim import param_groups_weight_decay
+
     declared = getattr(model, "no_weight_decay", lambda: set())()
     names = {id(p): n for n, p in model.named_parameters()}
     groups = param_groups_weight_decay(model, WD, no_weight_decay_list=declared)
@@ -132,6 +162,7 @@ def _timm_decayed(model):
 def test_timm_resnet():
     import_timm()
     from timm.models.resnet import BasicBlock, ResNet
+
     model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=5)
     by_hand = {"conv1.weight": 3 * 7 * 7, "fc.weight": 512}
     for stage, (c_in, c_out) in enumerate([(64, 64), (64, 128), (128, 256), (256, 512)], 1):
@@ -147,12 +178,29 @@ def test_timm_resnet():
 def test_timm_vit_tokens_pos_embed_and_layer_scale_are_not_decayed():
     import_timm()
     from timm.models.vision_transformer import VisionTransformer
-    model = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2,
-                              reg_tokens=1, init_values=1e-5, num_classes=3, mlp_ratio=2)
-    by_hand = {"patch_embed.proj.weight": 3 * 8 * 8, "blocks.0.attn.qkv.weight": 16,
-               "blocks.0.attn.proj.weight": 16, "blocks.0.mlp.fc1.weight": 16,
-               "blocks.0.mlp.fc2.weight": 32, "head.weight": 16,
-               "cls_token": 16, "reg_token": 16, "pos_embed": 6 * 16}  # shape fallback, no decay
+
+    model = VisionTransformer(
+        img_size=16,
+        patch_size=8,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        reg_tokens=1,
+        init_values=1e-5,
+        num_classes=3,
+        mlp_ratio=2,
+    )
+    by_hand = {
+        "patch_embed.proj.weight": 3 * 8 * 8,
+        "blocks.0.attn.qkv.weight": 16,
+        "blocks.0.attn.proj.weight": 16,
+        "blocks.0.mlp.fc1.weight": 16,
+        "blocks.0.mlp.fc2.weight": 32,
+        "head.weight": 16,
+        "cls_token": 16,
+        "reg_token": 16,
+        "pos_embed": 6 * 16,
+    }  # shape fallback, no decay
     groups = _check(model, by_hand)
     assert set(groups[0]["param_names"]) == _timm_decayed(model)
     split = groups.split.not_decayed
@@ -163,13 +211,19 @@ def test_timm_vit_tokens_pos_embed_and_layer_scale_are_not_decayed():
 def test_timm_convnext():
     import_timm()
     from timm.models.convnext import ConvNeXt
+
     dims = (8, 16, 24, 32)
     model = ConvNeXt(depths=(1, 1, 1, 1), dims=dims, ls_init_value=1e-6, num_classes=3)
     by_hand = {"stem.0.weight": 3 * 4 * 4, "head.fc.weight": 32}
     for i, d in enumerate(dims):
         block = f"stages.{i}.blocks.0."
-        by_hand.update({block + "conv_dw.weight": 1 * 7 * 7,  # depthwise: 1 channel per group
-                        block + "mlp.fc1.weight": d, block + "mlp.fc2.weight": 4 * d})
+        by_hand.update(
+            {
+                block + "conv_dw.weight": 1 * 7 * 7,  # depthwise: 1 channel per group
+                block + "mlp.fc1.weight": d,
+                block + "mlp.fc2.weight": 4 * d,
+            }
+        )
         if i:
             by_hand[f"stages.{i}.downsample.1.weight"] = dims[i - 1] * 2 * 2
     groups = _check(model, by_hand)
@@ -179,13 +233,17 @@ def test_timm_convnext():
 
 # ---- more architectures: the split against the framework's own, no shape fan-ins -----------
 TIMM_MORE = {  # timm.create_model name -> small kwargs (random weights)
-    "swin_tiny_patch4_window7_224": dict(img_size=56, embed_dim=24, depths=(1, 1),
-                                         num_heads=(1, 2), window_size=7),
+    "swin_tiny_patch4_window7_224": dict(
+        img_size=56, embed_dim=24, depths=(1, 1), num_heads=(1, 2), window_size=7
+    ),
     "beit_base_patch16_224": dict(img_size=32, embed_dim=32, depth=1, num_heads=2),
     "eva02_tiny_patch14_224": dict(img_size=28, depth=1),
     "deit_tiny_distilled_patch16_224": dict(img_size=32, depth=1),
-    "efficientnet_b0": {}, "mobilenetv3_small_100": {}, "regnetx_002": {},
-    "maxvit_rmlp_pico_rw_256": dict(img_size=64), "levit_128s": dict(img_size=64),
+    "efficientnet_b0": {},
+    "mobilenetv3_small_100": {},
+    "regnetx_002": {},
+    "maxvit_rmlp_pico_rw_256": dict(img_size=64),
+    "levit_128s": dict(img_size=64),
     "mixer_s16_224": dict(img_size=32),
 }
 
@@ -205,28 +263,48 @@ def test_timm_models_split_as_timm_and_fan_ins_from_modules(name):
 
 def _hf_more():
     import transformers as tf
-    small = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                 intermediate_size=24, vocab_size=50)
+
+    small = dict(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=24,
+        vocab_size=50,
+    )
     return {
         "mistral": lambda: tf.MistralForCausalLM(tf.MistralConfig(num_key_value_heads=1, **small)),
         "qwen2": lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(num_key_value_heads=1, **small)),
         "gpt_neox": lambda: tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**small)),
         "phi": lambda: tf.PhiForCausalLM(tf.PhiConfig(**small)),
-        "opt": lambda: tf.OPTForCausalLM(tf.OPTConfig(
-            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=24,
-            vocab_size=50, word_embed_proj_dim=16)),
-        "bloom": lambda: tf.BloomForCausalLM(tf.BloomConfig(hidden_size=16, n_layer=1, n_head=2,
-                                                            vocab_size=50)),
-        "falcon": lambda: tf.FalconForCausalLM(tf.FalconConfig(
-            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=50)),
+        "opt": lambda: tf.OPTForCausalLM(
+            tf.OPTConfig(
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                ffn_dim=24,
+                vocab_size=50,
+                word_embed_proj_dim=16,
+            )
+        ),
+        "bloom": lambda: tf.BloomForCausalLM(
+            tf.BloomConfig(hidden_size=16, n_layer=1, n_head=2, vocab_size=50)
+        ),
+        "falcon": lambda: tf.FalconForCausalLM(
+            tf.FalconConfig(
+                hidden_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=50
+            )
+        ),
         "roberta": lambda: tf.RobertaForMaskedLM(tf.RobertaConfig(**small)),
-        "distilbert": lambda: tf.DistilBertForMaskedLM(tf.DistilBertConfig(
-            dim=16, n_layers=1, n_heads=2, hidden_dim=24, vocab_size=50)),
+        "distilbert": lambda: tf.DistilBertForMaskedLM(
+            tf.DistilBertConfig(dim=16, n_layers=1, n_heads=2, hidden_dim=24, vocab_size=50)
+        ),
     }
 
 
-@pytest.mark.parametrize("name", ["mistral", "qwen2", "gpt_neox", "phi", "opt", "bloom",
-                                  "falcon", "roberta", "distilbert"])
+@pytest.mark.parametrize(
+    "name",
+    ["mistral", "qwen2", "gpt_neox", "phi", "opt", "bloom", "falcon", "roberta", "distilbert"],
+)
 def test_transformers_models_split_as_trainer_and_fan_ins_from_modules(name):
     """The split equals ``Trainer.get_decay_parameter_names`` (tied weights named once),
     and no decayed tensor's fan-in comes from the shape fallback. (Where the two differ on
@@ -241,26 +319,56 @@ def test_transformers_models_split_as_trainer_and_fan_ins_from_modules(name):
 
 def _clip():
     import transformers as tf
-    return tf.CLIPModel(tf.CLIPConfig(
-        text_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=24, vocab_size=50),
-        vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=24, image_size=16, patch_size=8),
-        projection_dim=8))
+
+    return tf.CLIPModel(
+        tf.CLIPConfig(
+            text_config=dict(
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=24,
+                vocab_size=50,
+            ),
+            vision_config=dict(
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=24,
+                image_size=16,
+                patch_size=8,
+            ),
+            projection_dim=8,
+        )
+    )
 
 
 def _wav2vec2():
     import transformers as tf
-    return tf.Wav2Vec2ForCTC(tf.Wav2Vec2Config(
-        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
-        vocab_size=20, conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3),
-        num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2))
+
+    return tf.Wav2Vec2ForCTC(
+        tf.Wav2Vec2Config(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=24,
+            vocab_size=20,
+            conv_dim=(8, 8),
+            conv_stride=(5, 2),
+            conv_kernel=(10, 3),
+            num_conv_pos_embeddings=4,
+            num_conv_pos_embedding_groups=2,
+        )
+    )
 
 
-@pytest.mark.parametrize("make, only_trainer_decays", [
-    (_clip, {"logit_scale", "vision_model.embeddings.class_embedding"}),
-    (_wav2vec2, {"wav2vec2.masked_spec_embed"}),
-], ids=["clip", "wav2vec2"])
+@pytest.mark.parametrize(
+    "make, only_trainer_decays",
+    [
+        (_clip, {"logit_scale", "vision_model.embeddings.class_embedding"}),
+        (_wav2vec2, {"wav2vec2.masked_spec_embed"}),
+    ],
+    ids=["clip", "wav2vec2"],
+)
 def test_where_the_split_differs_from_trainer_on_purpose(make, only_trainer_decays):
     """The one kind of difference from Trainer: tensors of <= 1 dim without ``bias``/``norm``
     in their names, which Trainer decays and the ``1-d`` rule (as timm's) does not.
@@ -274,8 +382,13 @@ def test_where_the_split_differs_from_trainer_on_purpose(make, only_trainer_deca
     assert decayed <= _hf_decayed(model)
     fan_ins = {n: f for g in groups for n, f in zip(g["param_names"], g["fan_ins"])}
     assert {n: f for n, f in fan_ins.items() if ".parametrizations." in n} == (
-        {f"wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original{k}": 32
-         for k in (0, 1)} if make is _wav2vec2 else {})
+        {
+            f"wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original{k}": 32
+            for k in (0, 1)
+        }
+        if make is _wav2vec2
+        else {}
+    )
 
 
 def test_xcit_temperature_declared_by_its_blocks_is_not_decayed():

@@ -1,5 +1,6 @@
 """Scaling rules: effective lam per tensor, computed by hand here, against decay_report()
 and against what one step actually does."""
+
 import math
 
 import pytest
@@ -23,23 +24,34 @@ class Net(nn.Module):
 
 # By hand (SPEC "fan_in(p)"): module-aware fan-ins of Net(width); None = no-decay group.
 def expected_fan_ins(width):
-    return {"emb.weight": 11, "conv.weight": (width // 2) * 3 * 2, "conv.bias": None,
-            "norm.weight": None, "norm.bias": None, "head.weight": 2 * width, "head.bias": None,
-            "tconv.weight": (6 // 2) * 3, "tconv.bias": None}
+    return {
+        "emb.weight": 11,
+        "conv.weight": (width // 2) * 3 * 2,
+        "conv.bias": None,
+        "norm.weight": None,
+        "norm.bias": None,
+        "head.weight": 2 * width,
+        "head.bias": None,
+        "tconv.weight": (6 // 2) * 3,
+        "tconv.bias": None,
+    }
 
 
 def _rows(opt):
     return {r.name: r for r in opt.decay_report()}
 
 
-@pytest.mark.parametrize("scaling, s_of", [
-    (None, lambda f, n: 1.0),
-    ("fan_in", lambda f, n: 1.0 / f),
-    (sd.FanIn(reference=4.0, power=0.5), lambda f, n: (4.0 / f) ** 0.5),
-    (sd.FanIn(power=-1), lambda f, n: float(f)),
-    ("param_count", lambda f, n: 1.0 / n),
-    ((sd.FanIn(), sd.StepsPerEpoch(10, epochs=4)), lambda f, n: 1.0 / f / math.sqrt(40)),
-])
+@pytest.mark.parametrize(
+    "scaling, s_of",
+    [
+        (None, lambda f, n: 1.0),
+        ("fan_in", lambda f, n: 1.0 / f),
+        (sd.FanIn(reference=4.0, power=0.5), lambda f, n: (4.0 / f) ** 0.5),
+        (sd.FanIn(power=-1), lambda f, n: float(f)),
+        ("param_count", lambda f, n: 1.0 / n),
+        ((sd.FanIn(), sd.StepsPerEpoch(10, epochs=4)), lambda f, n: 1.0 / f / math.sqrt(40)),
+    ],
+)
 def test_effective_lambda_matches_report_and_step(scaling, s_of):
     torch.manual_seed(0)
     model = Net()
@@ -67,7 +79,7 @@ def test_named_params_give_names_and_shape_based_fan_in():
     model = Net()
     opt = sd.AdamW(model.named_parameters(), weight_decay=0.1, decay_scaling="fan_in")
     rows = _rows(opt)
-    assert rows["emb.weight"].fan_in == 8            # shape[1]: no module known
+    assert rows["emb.weight"].fan_in == 8  # shape[1]: no module known
     assert rows["conv.weight"].fan_in == 4 * 3 * 2
     assert rows["head.bias"].fan_in == 1
     assert rows["head.bias"].lam == pytest.approx(0.1)  # no param_groups: biases decay
@@ -83,14 +95,15 @@ def test_fan_in_with_base_model_is_exact_at_base_width_and_scales_from_there():
     rows = _rows(wide)
     assert rows["head.weight"].lam == pytest.approx(0.1 * 16 / 64)
     assert rows["conv.weight"].lam == pytest.approx(0.1 * 4 / 16)
-    assert rows["emb.weight"].lam == pytest.approx(0.1)   # fan-in is the vocabulary: unchanged
+    assert rows["emb.weight"].lam == pytest.approx(0.1)  # fan-in is the vocabulary: unchanged
 
 
 def test_power_minus_one_grows_lambda_with_fan_in():
     lams = []
     for width in (8, 16, 32):
-        opt = sd.AdamW(sd.param_groups(Net(width), 0.1, base_model=Net(8)),
-                       decay_scaling=sd.FanIn(power=-1))
+        opt = sd.AdamW(
+            sd.param_groups(Net(width), 0.1, base_model=Net(8)), decay_scaling=sd.FanIn(power=-1)
+        )
         lams.append(_rows(opt)["head.weight"].lam)
     assert lams == pytest.approx([0.1, 0.2, 0.4])
 

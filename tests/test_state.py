@@ -1,20 +1,28 @@
 """State dicts: torch.optim's load here and back; save, reload, continue is bit-identical."""
+
 import io
 
 import pytest
 import torch
-
-import scaled_decay as sd
 from problems import QuadraticLoss, clone_params, make_params, run_steps
 
+import scaled_decay as sd
+
 PAIRS = [
-    (lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1, amsgrad=True),
-     lambda p: sd.AdamW(p, lr=0.01, weight_decay=0.1, amsgrad=True, backend="foreach")),
-    (lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.1),
-     lambda p: sd.Adam(p, lr=0.01, weight_decay=0.1, backend="loop")),
-    (lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, weight_decay=0.1),
-     lambda p: sd.SGD(p, lr=0.01, momentum=0.9, weight_decay=0.1, decay_mode="l2",
-                      backend="foreach")),
+    (
+        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1, amsgrad=True),
+        lambda p: sd.AdamW(p, lr=0.01, weight_decay=0.1, amsgrad=True, backend="foreach"),
+    ),
+    (
+        lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.1),
+        lambda p: sd.Adam(p, lr=0.01, weight_decay=0.1, backend="loop"),
+    ),
+    (
+        lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, weight_decay=0.1),
+        lambda p: sd.SGD(
+            p, lr=0.01, momentum=0.9, weight_decay=0.1, decay_mode="l2", backend="foreach"
+        ),
+    ),
 ]
 SHAPES = [(5, 3), (3,), (2, 2, 2)]
 
@@ -47,13 +55,27 @@ def test_state_dict_moves_between_torch_optim_and_sd(make_torch, make_sd, torch_
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("make_opt", [
-    lambda p: sd.AdamW(p, lr=0.01, decay_scaling=("fan_in", sd.StepsPerEpoch(7, epochs=3)),
-                       decay_mode="independent"),
-    lambda p: sd.SGD(p, lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.3,
-                     decay_scaling="param_count", decay_mode="corrected"),
-    lambda p: sd.Adam(p, lr=0.01, weight_decay=0.1, amsgrad=True, backend="torch_fused"),
-])
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: sd.AdamW(
+            p,
+            lr=0.01,
+            decay_scaling=("fan_in", sd.StepsPerEpoch(7, epochs=3)),
+            decay_mode="independent",
+        ),
+        lambda p: sd.SGD(
+            p,
+            lr=0.01,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=0.3,
+            decay_scaling="param_count",
+            decay_mode="corrected",
+        ),
+        lambda p: sd.Adam(p, lr=0.01, weight_decay=0.1, amsgrad=True, backend="torch_fused"),
+    ],
+)
 def test_save_reload_continue_is_bit_identical(make_opt):
     params = make_params(2, SHAPES)
     straight = clone_params(params)
@@ -61,9 +83,14 @@ def test_save_reload_continue_is_bit_identical(make_opt):
     opt = make_opt(straight)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=30)
     run_steps(opt, straight, loss_a, 12, scheduler=sched)
-    saved = _roundtrip({"params": [p.detach().clone() for p in straight],
-                        "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "noise": loss_a.noise.get_state()})
+    saved = _roundtrip(
+        {
+            "params": [p.detach().clone() for p in straight],
+            "opt": opt.state_dict(),
+            "sched": sched.state_dict(),
+            "noise": loss_a.noise.get_state(),
+        }
+    )
     run_steps(opt, straight, loss_a, 12, scheduler=sched)
 
     resumed = [p.clone().requires_grad_() for p in saved["params"]]
@@ -85,8 +112,8 @@ def test_loading_torch_state_keeps_this_optimizers_decay_settings():
     opt = sd.AdamW(params, lr=0.01, decay_scaling="fan_in", decay_mode="independent")
     opt.load_state_dict(ref.state_dict())
     group = opt.param_groups[0]
-    assert group["lr"] == 0.02                       # hyperparameters come from the file
-    assert group["decay_mode"] == "independent"      # keys torch lacks keep their values
+    assert group["lr"] == 0.02  # hyperparameters come from the file
+    assert group["decay_mode"] == "independent"  # keys torch lacks keep their values
     assert group["decay_scaling"] == (sd.FanIn(),)
 
 
@@ -96,4 +123,6 @@ def test_rules_are_saved_as_plain_data():
     assert saved[0] == {"rule": "FanIn", "reference": 2.0, "power": -1.0}
     assert saved[1]["rule"] == "ParamCount" and saved[1]["reference"] == 1.0
     assert all(type(v) in (str, int, float, type(None)) for d in saved for v in d.values())
-    assert opt.param_groups[0]["decay_scaling"][0] == sd.FanIn(2.0, -1.0)  # live groups keep objects
+    assert opt.param_groups[0]["decay_scaling"][0] == sd.FanIn(
+        2.0, -1.0
+    )  # live groups keep objects

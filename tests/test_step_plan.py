@@ -6,6 +6,7 @@ grad, a load, replaced state), and the numbers after a rebuild must still be the
 backend's. The per-step host work is pinned by a count of Python calls that must not grow
 with the number of tensors (cProfile), never by a timing.
 """
+
 import cProfile
 import pstats
 
@@ -17,11 +18,13 @@ from scaled_decay import step_plan
 
 MAKERS = {
     "adamw": lambda ps, **kw: sd.AdamW(ps, lr=0.01, weight_decay=0.1, **kw),
-    "adamw_fan_in": lambda ps, **kw: sd.AdamW(ps, lr=0.01, weight_decay=0.1,
-                                              decay_scaling="fan_in", **kw),
+    "adamw_fan_in": lambda ps, **kw: sd.AdamW(
+        ps, lr=0.01, weight_decay=0.1, decay_scaling="fan_in", **kw
+    ),
     "sgd": lambda ps, **kw: sd.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.1, **kw),
-    "sgd_l2": lambda ps, **kw: sd.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.1,
-                                      decay_mode="l2", **kw),
+    "sgd_l2": lambda ps, **kw: sd.SGD(
+        ps, lr=0.05, momentum=0.9, weight_decay=0.1, decay_mode="l2", **kw
+    ),
 }
 
 
@@ -100,6 +103,7 @@ def builds(monkeypatch):
     def counting(self, *args, **kwargs):
         count.append(1)
         init(self, *args, **kwargs)
+
     monkeypatch.setattr(step_plan.GroupPlan, "__init__", counting)
     return count
 
@@ -160,12 +164,14 @@ def test_python_calls_per_step_do_not_grow_with_the_tensors(name, backend):
 
 def test_python_call_count_check_can_fail():
     """The control: a per-tensor Python call in the step shows up in the count."""
+
     class Hashing(sd.AdamW):
         def step(self, closure=None):
             for group in self.param_groups:
                 for p in group["params"]:
                     self.state[p]  # Tensor.__hash__: a Python call per tensor
             return super().step(closure)
+
     MAKERS["hashing"] = lambda ps, **kw: Hashing(ps, lr=0.01, **kw)
     try:
         assert _calls_per_step("hashing", 40) < _calls_per_step("hashing", 400)

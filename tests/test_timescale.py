@@ -1,6 +1,7 @@
 """timescale= instead of weight_decay= (Wang & Aitchison 2024): at the peak lr one step shrinks
 an s(p) = 1 tensor by exactly 1/T, in every multiplicative mode, for every optimizer class and
 group; sd.Timescale's units; decay_report's timescale column; conflicts and bad values."""
+
 import io
 
 import pytest
@@ -50,12 +51,23 @@ def test_units_of_sd_timescale():
 
 def test_each_group_gets_its_own_lambda_from_its_own_peak_lr():
     a, b, c, d = (nn.Parameter(torch.ones(2)) for _ in range(4))
-    opt = sd.AdamW([{"params": [a]}, {"params": [b], "lr": 4 * LR},
-                    {"params": [c], "lr": LR / 10, "initial_lr": LR},  # built mid-warmup
-                    {"params": [d], "weight_decay": 0.0}], lr=LR, timescale=100)
+    opt = sd.AdamW(
+        [
+            {"params": [a]},
+            {"params": [b], "lr": 4 * LR},
+            {"params": [c], "lr": LR / 10, "initial_lr": LR},  # built mid-warmup
+            {"params": [d], "weight_decay": 0.0},
+        ],
+        lr=LR,
+        timescale=100,
+    )
     wds = [g["weight_decay"] for g in opt.param_groups]
-    assert wds == [pytest.approx(1 / (LR * 100)), pytest.approx(1 / (4 * LR * 100)),
-                   pytest.approx(1 / (LR * 100)), 0.0]
+    assert wds == [
+        pytest.approx(1 / (LR * 100)),
+        pytest.approx(1 / (4 * LR * 100)),
+        pytest.approx(1 / (LR * 100)),
+        0.0,
+    ]
     assert opt.param_groups[3]["timescale"] is None  # its own weight_decay wins
     opt.add_param_group({"params": [nn.Parameter(torch.ones(2))], "timescale": 10})
     assert opt.param_groups[4]["weight_decay"] == pytest.approx(1 / (LR * 10))
@@ -91,27 +103,36 @@ def test_state_dict_is_plain_and_a_schedule_moves_the_derived_value():
     assert sched.get_last_wd() == [pytest.approx(0.5 / (LR * 50))]
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda p: sd.AdamW(p, lr=LR, weight_decay=1e-2, timescale=10),  # even the default value
-     ["timescale=10", "weight_decay=0.01", "both"]),
-    (lambda p: sd.SGD(p, 0.1, 0.0, 0.0, 0.1, timescale=10), ["timescale", "weight_decay"]),
-    (lambda p: sd.AdamW([{"params": p, "weight_decay": 0.1, "timescale": 5}], lr=LR),
-     ["timescale=5", "weight_decay=0.1"]),
-    (lambda p: sd.with_scaled_decay(torch.optim.NAdam)(p, weight_decay=0.1, timescale=3),
-     ["timescale=3", "weight_decay=0.1"]),
-    (lambda p: sd.param_groups(nn.Linear(2, 2), 0.1, timescale=3), ["timescale", "both"]),
-    (lambda p: sd.param_groups(nn.Linear(2, 2)), ["weight_decay", "None"]),
-    (lambda p: sd.AdamW(p, timescale=0), ["timescale", "0"]),
-    (lambda p: sd.AdamW(p, timescale=float("nan")), ["timescale", "nan"]),
-    (lambda p: sd.AdamW(p, timescale="long"), ["timescale", "long"]),
-    (lambda p: sd.AdamW(p, lr=0.0, timescale=5), ["peak lr", "0.0"]),
-    (lambda p: sd.Adam(p, timescale=5), ["timescale", "decay_mode='l2'"]),
-    (lambda p: sd.Timescale(), ["exactly one"]),
-    (lambda p: sd.Timescale(steps=3, epochs=1, steps_per_epoch=3), ["exactly one"]),
-    (lambda p: sd.Timescale(epochs=2), ["steps_per_epoch"]),
-    (lambda p: sd.Timescale(fraction=0.1), ["total_steps"]),
-    (lambda p: sd.Timescale(epochs=-1, steps_per_epoch=3), ["epochs", "-1"]),
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (
+            lambda p: sd.AdamW(p, lr=LR, weight_decay=1e-2, timescale=10),  # even the default value
+            ["timescale=10", "weight_decay=0.01", "both"],
+        ),
+        (lambda p: sd.SGD(p, 0.1, 0.0, 0.0, 0.1, timescale=10), ["timescale", "weight_decay"]),
+        (
+            lambda p: sd.AdamW([{"params": p, "weight_decay": 0.1, "timescale": 5}], lr=LR),
+            ["timescale=5", "weight_decay=0.1"],
+        ),
+        (
+            lambda p: sd.with_scaled_decay(torch.optim.NAdam)(p, weight_decay=0.1, timescale=3),
+            ["timescale=3", "weight_decay=0.1"],
+        ),
+        (lambda p: sd.param_groups(nn.Linear(2, 2), 0.1, timescale=3), ["timescale", "both"]),
+        (lambda p: sd.param_groups(nn.Linear(2, 2)), ["weight_decay", "None"]),
+        (lambda p: sd.AdamW(p, timescale=0), ["timescale", "0"]),
+        (lambda p: sd.AdamW(p, timescale=float("nan")), ["timescale", "nan"]),
+        (lambda p: sd.AdamW(p, timescale="long"), ["timescale", "long"]),
+        (lambda p: sd.AdamW(p, lr=0.0, timescale=5), ["peak lr", "0.0"]),
+        (lambda p: sd.Adam(p, timescale=5), ["timescale", "decay_mode='l2'"]),
+        (lambda p: sd.Timescale(), ["exactly one"]),
+        (lambda p: sd.Timescale(steps=3, epochs=1, steps_per_epoch=3), ["exactly one"]),
+        (lambda p: sd.Timescale(epochs=2), ["steps_per_epoch"]),
+        (lambda p: sd.Timescale(fraction=0.1), ["total_steps"]),
+        (lambda p: sd.Timescale(epochs=-1, steps_per_epoch=3), ["epochs", "-1"]),
+    ],
+)
 def test_bad_input_raises_value_error_naming_it(make, words):
     with pytest.raises(ValueError) as info:
         make([nn.Parameter(torch.ones(2))])
@@ -131,21 +152,26 @@ def test_the_readmes_data_size_script_runs_and_derives_lambda_from_tau_epoch(tmp
     import importlib.util
     import json
     from pathlib import Path
+
     pytest.importorskip("mnist1d")
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "timescale_data_size.py"
     spec = importlib.util.spec_from_file_location("timescale_data_size", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    script.main(["--sizes", "128", "512", "--epochs", "1", "--seeds", "1",
-                 "--out", str(tmp_path)])
+    script.main(["--sizes", "128", "512", "--epochs", "1", "--seeds", "1", "--out", str(tmp_path)])
     runs = json.loads((tmp_path / "timescale_data_size.json").read_text())["runs"]
     assert {r["steps_per_epoch"] for r in runs} == {2, 8}
     for r in runs:
-        want = 0.0 if r["tau_epoch"] is None else \
-            1 / (script.LR * r["tau_epoch"] * r["steps_per_epoch"])
+        want = (
+            0.0
+            if r["tau_epoch"] is None
+            else 1 / (script.LR * r["tau_epoch"] * r["steps_per_epoch"])
+        )
         assert r["weight_decay"] == pytest.approx(want, rel=1e-12)
-    assert "| tau_epoch (`sd.Timescale(epochs=...)`) |" in \
-        (tmp_path / "timescale_data_size.md").read_text()
+    assert (
+        "| tau_epoch (`sd.Timescale(epochs=...)`) |"
+        in (tmp_path / "timescale_data_size.md").read_text()
+    )
 
 
 def test_trainer_factory_takes_a_timescale():

@@ -1,12 +1,18 @@
 """Fitted exponents of lambda* and their verdicts against the published laws."""
+
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from scaled_decay.transfer.exponents import (chain_exponents, exponent_table, ols_slope,
-                                             predicted_slopes)
+from scaled_decay.transfer.exponents import (
+    chain_exponents,
+    exponent_table,
+    ols_slope,
+    predicted_slopes,
+)
 from scaled_decay.transfer.refine import fit_smooth
 from scaled_decay.transfer.sweeps import lattice_value
 
@@ -14,12 +20,16 @@ from scaled_decay.transfer.sweeps import lattice_value
 @given(k=st.floats(-2, 2), a=st.floats(1e-4, 10))
 def test_ols_slope_recovers_an_exact_power_law(k, a):
     xs = [32, 64, 128, 512]
-    assert ols_slope(xs, [a * x ** k for x in xs]) == pytest.approx(k, abs=1e-9)
+    assert ols_slope(xs, [a * x**k for x in xs]) == pytest.approx(k, abs=1e-9)
 
 
 def test_ols_slope_refuses_degenerate_input():
-    for xs, ys in (([64], [1.0]), ([64, 64], [1.0, 2.0]), ([64, 128], [1.0, 0.0]),
-                   ([64, 128], [1.0])):
+    for xs, ys in (
+        ([64], [1.0]),
+        ([64, 64], [1.0, 2.0]),
+        ([64, 128], [1.0, 0.0]),
+        ([64, 128], [1.0]),
+    ):
         with pytest.raises(ValueError, match="need >= 2 distinct positive x"):
             ols_slope(xs, ys)
 
@@ -31,11 +41,18 @@ def _synthetic_chain(k, seeds, noise, rng, axis="width", values=(64, 128, 256, 5
     points = []
     for x in values:
         centre = math.log10(1e-2 * (x / values[0]) ** k)
-        rows = [[(math.log10(l) - centre - noise * rng.standard_normal()) ** 2 + 1.0
-                 for l in lams] for _ in range(seeds)]
-        arm = {"rule": "none", "mode": "decoupled", "lams": lams, "seed_loss": rows,
-               "decay_helps": True,
-               "lam_star": None}
+        rows = [
+            [(math.log10(l) - centre - noise * rng.standard_normal()) ** 2 + 1.0 for l in lams]
+            for _ in range(seeds)
+        ]
+        arm = {
+            "rule": "none",
+            "mode": "decoupled",
+            "lams": lams,
+            "seed_loss": rows,
+            "decay_helps": True,
+            "lam_star": None,
+        }
         points.append({"value": x, "n_train": 4000 if axis == "width" else x, "arms": {"a": arm}})
     for p in points:
         a = p["arms"]["a"]
@@ -43,8 +60,13 @@ def _synthetic_chain(k, seeds, noise, rng, axis="width", values=(64, 128, 256, 5
         a["seed_lam_star"] = [o.lam for o in fits]
         a["seed_status"] = [o.status for o in fits]
         a["lam_star"] = 10 ** float(np.mean(np.log10(a["seed_lam_star"])))
-    return {"axis": axis, "optimizer": "adamw", "parametrization": "mup", "values": list(values),
-            "points": points}
+    return {
+        "axis": axis,
+        "optimizer": "adamw",
+        "parametrization": "mup",
+        "values": list(values),
+        "points": points,
+    }
 
 
 @settings(max_examples=5)
@@ -92,8 +114,12 @@ def test_too_few_identified_points_give_no_slope():
 
 def test_predicted_slopes_of_the_laws():
     data = predicted_slopes("data", "sgd", "sp", 0.0)
-    assert data == {"Wang & Aitchison": -1.0, "Loshchilov & Hutter": -0.5,
-                    "Power Lines": pytest.approx(-0.48), "Fan et al.": None}
+    assert data == {
+        "Wang & Aitchison": -1.0,
+        "Loshchilov & Hutter": -0.5,
+        "Power Lines": pytest.approx(-0.48),
+        "Fan et al.": None,
+    }
     width = predicted_slopes("width", "adamw", "mup", 2.0)
     assert width["Power Lines"] == pytest.approx(-1.04) and width["Fan et al."] == -0.5
     assert predicted_slopes("width", "adamw", "sp", 2.0)["Fan et al."] is None

@@ -1,17 +1,18 @@
 """Refinement sweeps and per-seed intervals (issue 18): the optimum to 1/8 decade, nominal
 coverage, and edge optima kept as censored values."""
+
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scaled_decay.transfer.exponents import chain_exponents
-from scaled_decay.transfer.intervals import (SeedInterval, seed_slopes, t_interval,
-                                             transfer_verdict)
+from scaled_decay.transfer.intervals import SeedInterval, seed_slopes, t_interval, transfer_verdict
 from scaled_decay.transfer.models import Arm
 from scaled_decay.transfer.outcomes import SweepState, seed_drifts
-from scaled_decay.transfer.refine import (FINE_STEP, fine_index, fit_smooth, refine_window)
+from scaled_decay.transfer.refine import FINE_STEP, fine_index, fit_smooth, refine_window
 from scaled_decay.transfer.sweeps import SweepPlan, lattice_grid, lattice_value
 
 
@@ -25,9 +26,11 @@ class _Spec:
 
 def _asymmetric(x_star, skew):
     """A convex, asymmetric loss in log10(lambda) with its minimum exactly at x_star."""
+
     def loss(lam):
         d = math.log10(lam) - x_star
-        return 1.0 + 0.3 * (math.exp(skew * d) - skew * d - 1) / skew ** 2
+        return 1.0 + 0.3 * (math.exp(skew * d) - skew * d - 1) / skew**2
+
     return loss
 
 
@@ -46,8 +49,9 @@ def _drive(sweep, losses):
 
 def _sweep(centre, seeds, half_span=0.5):
     plan = SweepPlan(None, 64, Arm("adamw", "sp", "none", "decoupled"), {})
-    return SweepState(plan, lattice_grid(centre, 3), 6, lambda arm, lam, k: _Spec(lam, k),
-                      seeds, half_span)
+    return SweepState(
+        plan, lattice_grid(centre, 3), 6, lambda arm, lam, k: _Spec(lam, k), seeds, half_span
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -71,7 +75,7 @@ def test_refinement_beats_the_coarse_parabola_on_a_skewed_curve():
     from scaled_decay.transfer.fit import fit_optimum
 
     x_star, curve = -2.35, _asymmetric(-2.35, 6.0)
-    grid = lattice_grid(10 ** x_star, 5)
+    grid = lattice_grid(10**x_star, 5)
     coarse = fit_optimum(grid, [curve(l) for l in grid])
     assert abs(math.log10(coarse.lam) - x_star) > FINE_STEP
     lams = sorted(set(grid) | set(refine_window(coarse.lam)))
@@ -104,8 +108,12 @@ def test_t_interval_has_nominal_coverage_on_synthetic_per_seed_slopes():
     xs, k = np.array([32.0, 128.0, 512.0]), -0.4
     covered = 0
     for _ in range(200):
-        seeds = rng.normal(-2.0, 0.3, 5)[:, None] + k * np.log(xs) \
-            + rng.normal(0, 0.25, (5, 3)) + rng.normal(0, 0.2, (5, 1)) * np.log(xs / 32)
+        seeds = (
+            rng.normal(-2.0, 0.3, 5)[:, None]
+            + k * np.log(xs)
+            + rng.normal(0, 0.25, (5, 3))
+            + rng.normal(0, 0.2, (5, 1)) * np.log(xs / 32)
+        )
         iv = t_interval(seed_slopes(xs, np.exp(seeds)))
         covered += iv.low <= k <= iv.high
     assert covered >= 0.9 * 200
@@ -137,12 +145,31 @@ def _chain(k, seeds, rng, lams, values=(32, 64, 128, 256), edge_seed=None):
             rows.append([(math.log10(l) - at) ** 2 + 1 for l in lams])
         fits = [fit_smooth(lams, r) for r in rows]
         stars = [o.lam for o in fits]
-        points.append({"value": x, "n_train": 100, "arms": {"a": {
-            "rule": "none", "mode": "decoupled", "lams": lams, "seed_loss": rows,
-            "decay_helps": True, "lam_star": 10 ** float(np.mean(np.log10(stars))),
-            "seed_lam_star": stars, "seed_status": [o.status for o in fits]}}})
-    return {"axis": "width", "optimizer": "sgd", "parametrization": "sp",
-            "values": list(values), "points": points}
+        points.append(
+            {
+                "value": x,
+                "n_train": 100,
+                "arms": {
+                    "a": {
+                        "rule": "none",
+                        "mode": "decoupled",
+                        "lams": lams,
+                        "seed_loss": rows,
+                        "decay_helps": True,
+                        "lam_star": 10 ** float(np.mean(np.log10(stars))),
+                        "seed_lam_star": stars,
+                        "seed_status": [o.status for o in fits],
+                    }
+                },
+            }
+        )
+    return {
+        "axis": "width",
+        "optimizer": "sgd",
+        "parametrization": "sp",
+        "values": list(values),
+        "points": points,
+    }
 
 
 def test_edge_optima_are_kept_and_flagged_not_dropped():
@@ -158,14 +185,17 @@ def test_edge_optima_are_kept_and_flagged_not_dropped():
     assert (edge.status, edge.lam) == ("edge_low", lams[0])
 
 
-@pytest.mark.parametrize("iv, expected", [
-    (SeedInterval(0.1, -0.4, 0.6, 5), "holds"), (SeedInterval(0.6, 0.3, 0.9, 5),
-                                                  "holds within 2x"),
-    (SeedInterval(1.8, 1.2, 2.4, 5), "does not hold"), (SeedInterval(0.9, 0.2, 1.6, 5),
-                                                        "unresolved"),
-    (SeedInterval(-2.0, None, None, 1), "does not hold"), (SeedInterval(0.2, None, None, 1),
-                                                           "holds within 2x"),
-])
+@pytest.mark.parametrize(
+    "iv, expected",
+    [
+        (SeedInterval(0.1, -0.4, 0.6, 5), "holds"),
+        (SeedInterval(0.6, 0.3, 0.9, 5), "holds within 2x"),
+        (SeedInterval(1.8, 1.2, 2.4, 5), "does not hold"),
+        (SeedInterval(0.9, 0.2, 1.6, 5), "unresolved"),
+        (SeedInterval(-2.0, None, None, 1), "does not hold"),
+        (SeedInterval(0.2, None, None, 1), "holds within 2x"),
+    ],
+)
 def test_transfer_verdict(iv, expected):
     assert transfer_verdict(iv) == expected
 

@@ -1,4 +1,5 @@
 """The study end to end on tiny settings: resume, CLI outputs, bad flags, datasets."""
+
 import json
 import os
 import subprocess
@@ -13,12 +14,41 @@ from scaled_decay.transfer.data import load_pool
 from scaled_decay.transfer.runner import run_study
 from scaled_decay.transfer.settings import StudySettings
 
-TINY = dict(widths=(8, 16), n_train=128, data_sizes=(64, 128), data_width=8, epochs=1,
-            batch_size=32, seeds=2, optimizers=("sgd",), parametrizations=("sp",),
-            first_grid_points=3, grid_points=3, max_extensions=1)
-TINY_FLAGS = ["--widths", "8,16", "--n-train", "128", "--data-sizes", "64,128",
-              "--data-width", "8", "--epochs", "1", "--batch-size", "32", "--seeds", "1",
-              "--grid-points", "3", "--first-grid-points", "3", "--no-progress"]
+TINY = dict(
+    widths=(8, 16),
+    n_train=128,
+    data_sizes=(64, 128),
+    data_width=8,
+    epochs=1,
+    batch_size=32,
+    seeds=2,
+    optimizers=("sgd",),
+    parametrizations=("sp",),
+    first_grid_points=3,
+    grid_points=3,
+    max_extensions=1,
+)
+TINY_FLAGS = [
+    "--widths",
+    "8,16",
+    "--n-train",
+    "128",
+    "--data-sizes",
+    "64,128",
+    "--data-width",
+    "8",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--seeds",
+    "1",
+    "--grid-points",
+    "3",
+    "--first-grid-points",
+    "3",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -87,22 +117,37 @@ def test_a_torn_cache_file_is_retrained_not_trusted(data_cache, tmp_path):
 def _strict_json(path):
     def refuse(name):
         raise ValueError(f"non-standard JSON constant {name}")
+
     with open(path) as f:
         return json.load(f, parse_constant=refuse)
 
 
 def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "scaled_decay", "transfer", *TINY_FLAGS, "--workers", "2",
-           "--out", str(out), "--cache", _cache_dir(data_cache, tmp_path),
-           "--optimizers", "adamw", "--parametrizations", "mup"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scaled_decay",
+        "transfer",
+        *TINY_FLAGS,
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--cache",
+        _cache_dir(data_cache, tmp_path),
+        "--optimizers",
+        "adamw",
+        "--parametrizations",
+        "mup",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("transfer.png", "transfer_data.png", "drift.png", "exponents.png",
-                 "collapse.png"):
+    for name in ("transfer.png", "transfer_data.png", "drift.png", "exponents.png", "collapse.png"):
         with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         import matplotlib.pyplot as plt
+
         img = plt.imread(out / name)
         assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
     study = _strict_json(out / "runs.json")
@@ -114,8 +159,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     rows = [l for l in table.splitlines() if l.startswith("| adamw |")]
     assert len(rows) == 6 + 6  # 3 rules x 2 modes (width arm), 3 rules x 2 modes (data arm)
     assert all(len(r.split("|")) == len(rows[0].split("|")) for r in rows)
-    assert "### Width arm: n = 8 -> 16" in table and "### Data arm: n_train = 64 -> 128" \
-        in table
+    assert "### Width arm: n = 8 -> 16" in table and "### Data arm: n_train = 64 -> 128" in table
     assert "drift.md" in proc.stdout and "runs trained" in proc.stdout
     assert "slope log λ*" in (out / "exponents.md").read_text()
     # --replot rewrites the outputs from runs.json alone, training nothing
@@ -129,23 +173,26 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     assert not (tmp_path / "unused").exists()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--widths", "64"], "widths must be at least two increasing"),
-    (["--widths", "64,x"], "comma-separated integers"),
-    (["--widths", "256,64"], "widths must be at least two increasing"),
-    (["--optimizers", "lion"], "lion not in sgd, adamw"),
-    (["--rules", "fan_in,mean"], "mean not in"),
-    (["--seeds", "0"], "expected a positive number"),
-    (["--grid-points", "2"], "grid_points must be an integer >= 3"),
-    (["--first-grid-points", "1"], "first_grid_points must be an integer >= 3"),
-    (["--dataset", "cifar"], "invalid choice"),
-    (["--dataset", "digits", "--n-train", "5000"], "digits has 1297 training samples"),
-    (["--lr-adamw", "-1"], "expected a positive number"),
-    (["--replot"], "--replot needs --out"),
-    (["--tokens", "--arch", "cnn"], "--tokens trains the transformer on text"),
-    (["--joint", "--tokens"], "--joint and --tokens are separate studies"),
-    (["--replot", "--out", "/nonexistent/study"], "cannot read a study"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--widths", "64"], "widths must be at least two increasing"),
+        (["--widths", "64,x"], "comma-separated integers"),
+        (["--widths", "256,64"], "widths must be at least two increasing"),
+        (["--optimizers", "lion"], "lion not in sgd, adamw"),
+        (["--rules", "fan_in,mean"], "mean not in"),
+        (["--seeds", "0"], "expected a positive number"),
+        (["--grid-points", "2"], "grid_points must be an integer >= 3"),
+        (["--first-grid-points", "1"], "first_grid_points must be an integer >= 3"),
+        (["--dataset", "cifar"], "invalid choice"),
+        (["--dataset", "digits", "--n-train", "5000"], "digits has 1297 training samples"),
+        (["--lr-adamw", "-1"], "expected a positive number"),
+        (["--replot"], "--replot needs --out"),
+        (["--tokens", "--arch", "cnn"], "--tokens trains the transformer on text"),
+        (["--joint", "--tokens"], "--joint and --tokens are separate studies"),
+        (["--replot", "--out", "/nonexistent/study"], "cannot read a study"),
+    ],
+)
 def test_bad_flags_give_a_clear_error(flags, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(flags + ["--cache", str(tmp_path)])
@@ -180,16 +227,14 @@ def test_pools_hold_fixed_held_out_sets(data_cache):
 
 
 def test_digits_is_a_second_dataset(tmp_path):
-    s = StudySettings(**dict(TINY, seeds=1, n_train=1297, data_sizes=(80, 160)),
-                      dataset="digits")
+    s = StudySettings(**dict(TINY, seeds=1, n_train=1297, data_sizes=(80, 160)), dataset="digits")
     study = run_study(s, str(tmp_path), workers=1)
     widths = [r for r in study["runs"] if r["spec"]["n_train"] == 1297]
     assert widths and all(r["spec"]["dataset"] == "digits" for r in study["runs"])
     assert {p["n_train"] for p in study["chains"]["data/sgd/sp"]["points"]} == {80, 160}
 
 
-def test_default_output_folder_is_visible_named_and_holds_the_cache(tmp_path, monkeypatch,
-                                                                   capsys):
+def test_default_output_folder_is_visible_named_and_holds_the_cache(tmp_path, monkeypatch, capsys):
     from scaled_decay.transfer.cli import default_out
 
     assert default_out(True, "mnist1d") == "scaled_decay_quick"
@@ -198,8 +243,23 @@ def test_default_output_folder_is_visible_named_and_holds_the_cache(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     flags = [f for f in TINY_FLAGS]
     flags[flags.index("--data-sizes") + 1] = "64,96"
-    assert main(["--quick", "--dataset", "digits", "--workers", "1", "--optimizers", "sgd",
-                 "--parametrizations", "sp", *flags]) == 0
+    assert (
+        main(
+            [
+                "--quick",
+                "--dataset",
+                "digits",
+                "--workers",
+                "1",
+                "--optimizers",
+                "sgd",
+                "--parametrizations",
+                "sp",
+                *flags,
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "scaled_decay_quick_digits"
     assert (out / "drift.md").exists() and (out / "runs.json").exists()
     assert len(os.listdir(out / "cache" / "runs")) > 0  # the cache lives inside the folder
@@ -213,9 +273,16 @@ def test_quick_preset_stays_within_its_budget():
     from scaled_decay.transfer.settings import quick_settings
 
     s = quick_settings()
-    assert (s.widths, s.n_train, s.data_sizes, s.data_width, s.seeds, s.epochs, s.rules,
-            s.refine_half_span) == ((32, 128, 512), 1000, (250, 1000, 4000), 64, 1, 20,
-                                    ("none", "param_count"), 0.375)
+    assert (
+        s.widths,
+        s.n_train,
+        s.data_sizes,
+        s.data_width,
+        s.seeds,
+        s.epochs,
+        s.rules,
+        s.refine_half_span,
+    ) == ((32, 128, 512), 1000, (250, 1000, 4000), 64, 1, 20, ("none", "param_count"), 0.375)
 
 
 def test_finished_only_reports_the_chains_the_cache_completes(data_cache, tmp_path):

@@ -1,17 +1,18 @@
 """The compiled kernels on a GPU (skipped without CUDA): reference parity per dtype, an lr
 held in a 0-d CUDA tensor, CUDA-graph capture and replay, and a tensor over 2**31 elements."""
+
 import pytest
 import torch
-
 from triton_interpret import assert_close_ulps, triton  # noqa: F401  (importorskip)
 
 import scaled_decay as sd
 from scaled_decay import kernels as K
 from scaled_decay.updates.adam import adam_math
-from scaled_decay.updates.sgd import sgd_math
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
 
 SIZES = [1, 7, 1023, 1025, 0, 65537, 1 << 20]
 
@@ -29,8 +30,16 @@ def test_adam_kernel_matches_reference_on_gpu(dtype, amsgrad):
     m, v = _rand(3, dtype, 0.1), _rand(4, dtype, 0.01, True)
     vmax = [x * 1.5 for x in v] if amsgrad else []
     steps = [torch.tensor(7.0, device="cuda") for _ in SIZES]
-    hp = dict(l2_lams=None, decay=[1e-3 * (i + 1) for i in range(len(SIZES))], lr=3e-3,
-              beta1=0.9, beta2=0.999, eps=1e-8, amsgrad=amsgrad, maximize=False)
+    hp = dict(
+        l2_lams=None,
+        decay=[1e-3 * (i + 1) for i in range(len(SIZES))],
+        lr=3e-3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        amsgrad=amsgrad,
+        maximize=False,
+    )
     before = [[t.float().clone() for t in x] for x in (p, m, v, vmax)]
     ref = [[t.float().clone() for t in x] for x in (p, g, m, v, vmax)]
     adam_math(*ref, [s.clone() for s in steps], **hp)
@@ -49,10 +58,17 @@ def test_lr_tensor_and_graph_capture():
     m, v = [torch.zeros_like(x) for x in p], [torch.zeros_like(x) for x in p]
     steps = [torch.zeros((), device="cuda") for _ in p]
     lr = torch.tensor(1e-2, device="cuda")
-    hp = dict(l2_lams=None, decay=[1e-3] * 3, beta1=0.9, beta2=0.999, eps=1e-8,
-              amsgrad=False, maximize=False)
+    hp = dict(
+        l2_lams=None,
+        decay=[1e-3] * 3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        amsgrad=False,
+        maximize=False,
+    )
     ref = [[t.clone() for t in x] for x in (p, g, m, v, steps)]
-    K.adam_triton(p, g, m, v, [], steps, lr=lr, **hp)          # warm-up: builds the tables
+    K.adam_triton(p, g, m, v, [], steps, lr=lr, **hp)  # warm-up: builds the tables
     K.adam_triton(*ref[:4], [], ref[4], lr=1e-2, **hp)
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream()
@@ -76,8 +92,18 @@ def test_capture_refuses_to_rebuild_tables():
     graph = torch.cuda.CUDAGraph()
     with pytest.raises(RuntimeError, match="capture"):
         with torch.cuda.graph(graph):
-            K.sgd_triton(p, g, [None], l2_lams=None, decay=None, lr=0.1, momentum=0.0,
-                         dampening=0.0, nesterov=False, maximize=False)
+            K.sgd_triton(
+                p,
+                g,
+                [None],
+                l2_lams=None,
+                decay=None,
+                lr=0.1,
+                momentum=0.0,
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+            )
 
 
 def test_more_than_2_31_elements():
@@ -87,8 +113,18 @@ def test_more_than_2_31_elements():
         pytest.skip("not enough GPU memory")
     p = torch.zeros(n, dtype=torch.bfloat16, device="cuda")
     g = torch.ones(n, dtype=torch.bfloat16, device="cuda")
-    K.sgd_triton([p], [g], [None], l2_lams=None, decay=None, lr=0.5, momentum=0.0,
-                 dampening=0.0, nesterov=False, maximize=False)
+    K.sgd_triton(
+        [p],
+        [g],
+        [None],
+        l2_lams=None,
+        decay=None,
+        lr=0.5,
+        momentum=0.0,
+        dampening=0.0,
+        nesterov=False,
+        maximize=False,
+    )
     assert p[-4099:].eq(-0.5).all() and p[:7].eq(-0.5).all()
     assert p.eq(-0.5).all()  # every element moved, the last ones past 2**31 included
 
@@ -108,6 +144,7 @@ def test_optimizer_auto_picks_triton_and_matches_torch_fused():
     for a, b in zip(params, ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     from scaled_decay import backends as B
+
     assert B.resolve_backend("auto", params[0]) == "triton"
 
 
@@ -118,6 +155,7 @@ def test_real_models_triton_matches_loop_on_gpu(build, dtype):
     layouts): AdamW fan_in + independent and SGD-momentum FanIn x ParamCount through the
     Triton kernels track the loop backend over 4 steps, within the fused tolerance."""
     from framework_models import tiny_gpt2, tiny_llama
+
     pytest.importorskip("transformers")
     torch.manual_seed(0)
     make = {"gpt2": tiny_gpt2, "llama": tiny_llama}[build]
@@ -129,10 +167,21 @@ def test_real_models_triton_matches_loop_on_gpu(build, dtype):
         def opt(model, backend):
             groups = sd.param_groups(model, 0.1)
             if opt_kind == "adamw":
-                return sd.AdamW(groups, lr=1e-3, decay_scaling="fan_in", decay_mode="independent",
-                                backend=backend)
-            return sd.SGD(groups, lr=1e-2, momentum=0.9, backend=backend,
-                          decay_scaling=(sd.FanIn(), sd.ParamCount()))
+                return sd.AdamW(
+                    groups,
+                    lr=1e-3,
+                    decay_scaling="fan_in",
+                    decay_mode="independent",
+                    backend=backend,
+                )
+            return sd.SGD(
+                groups,
+                lr=1e-2,
+                momentum=0.9,
+                backend=backend,
+                decay_scaling=(sd.FanIn(), sd.ParamCount()),
+            )
+
         opts = [opt(models[0], "auto"), opt(models[1], "loop")]
         assert sd.backends.resolve_backend("auto", next(models[0].parameters())) == "triton"
         ids = torch.randint(0, 50, (4, 8), device="cuda")
@@ -160,8 +209,14 @@ def test_captured_optimizer_step_follows_the_scheduler_on_replay(mode):
         ps = [x.clone().requires_grad_() for x in start]
         for p, g in zip(ps, grads):
             p.grad = g.clone()
-        opt = sd.AdamW(ps, lr=torch.tensor(1e-2, device="cuda"), weight_decay=0.1,
-                       decay_mode=mode, decay_scaling="fan_in", capturable=captured)
+        opt = sd.AdamW(
+            ps,
+            lr=torch.tensor(1e-2, device="cuda"),
+            weight_decay=0.1,
+            decay_mode=mode,
+            decay_scaling="fan_in",
+            capturable=captured,
+        )
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=6)
         opt.step()  # lazy state, plan and tables outside the capture
         sched.step()

@@ -5,15 +5,14 @@ runs one step of both on the same drawn tensors and compares with the per-dtype 
 table in ``triton_interpret`` (fp32 within 4 ulp of foreach, almost always 0 or 1; bf16/fp16
 within 1 ulp of the fp32 math rounded once, and nearly always bit-equal to it).
 """
+
 import pytest
 import torch
-
-import scaled_decay as sd
 from hypothesis import given
 from hypothesis import strategies as st
-
 from triton_interpret import assert_close_ulps, interpret  # noqa: F401  (fixture)
 
+import scaled_decay as sd
 from scaled_decay import kernels as K
 from scaled_decay.updates.adam import adam_math
 from scaled_decay.updates.sgd import sgd_math
@@ -21,7 +20,7 @@ from scaled_decay.updates.sgd import sgd_math
 pytestmark = pytest.mark.usefixtures("interpret")
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-SIZES = [1, 7, 1023, 1025, 0, 4096, 8193]        # odd sizes, a block edge, empty
+SIZES = [1, 7, 1023, 1025, 0, 4096, 8193]  # odd sizes, a block edge, empty
 seeds = st.integers(0, 2**31 - 1)
 size_lists = st.lists(st.sampled_from(SIZES), min_size=1, max_size=4)
 decays = st.sampled_from(["none", "l2", "mult"])
@@ -46,12 +45,22 @@ def _f32(ts):
     return [t.float().clone() for t in ts]
 
 
-@given(seed=seeds, sizes=size_lists, dtype=st.sampled_from(DTYPES), kind=decays,
-       amsgrad=st.booleans(), maximize=st.booleans(), t=st.integers(0, 3000),
-       lr=st.floats(1e-4, 0.1), beta1=st.sampled_from([0.0, 0.5, 0.9]),
-       beta2=st.sampled_from([0.9, 0.999]), eps=st.sampled_from([1e-8, 1e-3]))
-def test_adam_kernel_matches_reference(seed, sizes, dtype, kind, amsgrad, maximize, t, lr,
-                                       beta1, beta2, eps):
+@given(
+    seed=seeds,
+    sizes=size_lists,
+    dtype=st.sampled_from(DTYPES),
+    kind=decays,
+    amsgrad=st.booleans(),
+    maximize=st.booleans(),
+    t=st.integers(0, 3000),
+    lr=st.floats(1e-4, 0.1),
+    beta1=st.sampled_from([0.0, 0.5, 0.9]),
+    beta2=st.sampled_from([0.9, 0.999]),
+    eps=st.sampled_from([1e-8, 1e-3]),
+)
+def test_adam_kernel_matches_reference(
+    seed, sizes, dtype, kind, amsgrad, maximize, t, lr, beta1, beta2, eps
+):
     p = _tensors(seed, sizes, dtype)
     g = _tensors(seed + 1, sizes, dtype)
     m = _tensors(seed + 2, sizes, dtype, 0.1)
@@ -59,35 +68,63 @@ def test_adam_kernel_matches_reference(seed, sizes, dtype, kind, amsgrad, maximi
     vmax = [x * 1.5 for x in v] if amsgrad else []
     steps = [torch.tensor(float(t)) for _ in sizes]
     l2, c = _per_tensor(kind, seed, len(sizes))
-    hp = dict(l2_lams=l2, decay=c, lr=lr, beta1=beta1, beta2=beta2, eps=eps, amsgrad=amsgrad,
-              maximize=maximize)
+    hp = dict(
+        l2_lams=l2,
+        decay=c,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        amsgrad=amsgrad,
+        maximize=maximize,
+    )
     before = [_f32(x) for x in (p, m, v, vmax)]
     ref = [_f32(x) for x in (p, g, m, v, vmax)] + [[s.clone() for s in steps]]
     adam_math(*ref, **hp)
     K.adam_triton(p, g, m, v, vmax, steps, **hp)
-    for name, out, r, b in zip(("p", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-                               (p, m, v, vmax), (ref[0], ref[2], ref[3], ref[4]), before):
+    for name, out, r, b in zip(
+        ("p", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+        (p, m, v, vmax),
+        (ref[0], ref[2], ref[3], ref[4]),
+        before,
+    ):
         for o, rr, bb in zip(out, r, b):
             assert_close_ulps(o, rr, bb, name)
     assert [s.item() for s in steps] == [float(t + 1)] * len(sizes)
 
 
-momenta = st.one_of(st.just((0.0, 0.0, False)),
-                    st.tuples(st.sampled_from([0.5, 0.9]), st.sampled_from([0.0, 0.3]),
-                              st.just(False)),
-                    st.tuples(st.sampled_from([0.5, 0.9]), st.just(0.0), st.just(True)))
+momenta = st.one_of(
+    st.just((0.0, 0.0, False)),
+    st.tuples(st.sampled_from([0.5, 0.9]), st.sampled_from([0.0, 0.3]), st.just(False)),
+    st.tuples(st.sampled_from([0.5, 0.9]), st.just(0.0), st.just(True)),
+)
 
 
-@given(seed=seeds, sizes=size_lists, dtype=st.sampled_from(DTYPES), kind=decays, mom=momenta,
-       first=st.booleans(), maximize=st.booleans(), lr=st.floats(1e-4, 0.5))
+@given(
+    seed=seeds,
+    sizes=size_lists,
+    dtype=st.sampled_from(DTYPES),
+    kind=decays,
+    mom=momenta,
+    first=st.booleans(),
+    maximize=st.booleans(),
+    lr=st.floats(1e-4, 0.5),
+)
 def test_sgd_kernel_matches_reference(seed, sizes, dtype, kind, mom, first, maximize, lr):
     momentum, dampening, nesterov = mom
     p = _tensors(seed, sizes, dtype)
     g = _tensors(seed + 1, sizes, dtype)
     bufs = [None] * len(sizes) if first or momentum == 0 else _tensors(seed + 2, sizes, dtype)
     l2, c = _per_tensor(kind, seed, len(sizes))
-    hp = dict(l2_lams=l2, decay=c, lr=lr, momentum=momentum, dampening=dampening,
-              nesterov=nesterov, maximize=maximize)
+    hp = dict(
+        l2_lams=l2,
+        decay=c,
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
     p_before = _f32(p)
     ref_p, ref_b = _f32(p), [None if b is None else b.float().clone() for b in bufs]
     sgd_math(ref_p, _f32(g), ref_b, **hp)
@@ -110,14 +147,29 @@ def test_large_and_many_tensors_in_one_launch(family):
     if family == "adam":
         m, v = _tensors(7, sizes, torch.float32, 0.1), _tensors(8, sizes, torch.float32, 0.01, True)
         steps = [torch.tensor(4.0) for _ in sizes]
-        hp = dict(l2_lams=None, decay=[1e-3] * len(sizes), lr=1e-2, beta1=0.9, beta2=0.999,
-                  eps=1e-8, amsgrad=False, maximize=False)
+        hp = dict(
+            l2_lams=None,
+            decay=[1e-3] * len(sizes),
+            lr=1e-2,
+            beta1=0.9,
+            beta2=0.999,
+            eps=1e-8,
+            amsgrad=False,
+            maximize=False,
+        )
         adam_math(ref_p, _f32(g), _f32(m), _f32(v), [], [s.clone() for s in steps], **hp)
         K.adam_triton(p, g, m, v, [], steps, **hp)
     else:
         bufs = _tensors(7, sizes, torch.float32)
-        hp = dict(l2_lams=[1e-2] * len(sizes), decay=None, lr=0.1, momentum=0.9,
-                  dampening=0.0, nesterov=True, maximize=False)
+        hp = dict(
+            l2_lams=[1e-2] * len(sizes),
+            decay=None,
+            lr=0.1,
+            momentum=0.9,
+            dampening=0.0,
+            nesterov=True,
+            maximize=False,
+        )
         sgd_math(ref_p, _f32(g), _f32(bufs), **hp)
         K.sgd_triton(p, g, bufs, **hp)
     for o, r, b in zip(p, ref_p, _tensors(5, sizes, torch.float32)):
@@ -133,22 +185,51 @@ def test_found_inf_skips_and_grad_scale_unscales(dtype):
     m, v = _tensors(3, sizes, dtype, 0.1), _tensors(4, sizes, dtype, 0.01, True)
     steps = [torch.tensor(2.0) for _ in sizes]
     state = [x.clone() for x in p + m + v]
-    hp = dict(l2_lams=None, decay=[0.01, 0.02], lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8,
-              amsgrad=False, maximize=False)
-    K.adam_triton(p, g, m, v, [], steps, grad_scale=torch.tensor(1024.0),
-                  found_inf=torch.tensor(1.0), **hp)
+    hp = dict(
+        l2_lams=None,
+        decay=[0.01, 0.02],
+        lr=1e-2,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        amsgrad=False,
+        maximize=False,
+    )
+    K.adam_triton(
+        p, g, m, v, [], steps, grad_scale=torch.tensor(1024.0), found_inf=torch.tensor(1.0), **hp
+    )
     assert all(torch.equal(a, b) for a, b in zip(p + m + v, state))
     assert [s.item() for s in steps] == [2.0, 2.0]
-    scaled = [x * 1024 for x in g]   # exact: a power of two
+    scaled = [x * 1024 for x in g]  # exact: a power of two
     ref = [[x.clone() for x in lst] for lst in (p, g, m, v)] + [[s.clone() for s in steps]]
     K.adam_triton(*ref[:4], [], ref[4], **hp)
-    K.adam_triton(p, scaled, m, v, [], steps, grad_scale=torch.tensor(1024.0),
-                  found_inf=torch.tensor(0.0), **hp)
+    K.adam_triton(
+        p,
+        scaled,
+        m,
+        v,
+        [],
+        steps,
+        grad_scale=torch.tensor(1024.0),
+        found_inf=torch.tensor(0.0),
+        **hp,
+    )
     for a, b in zip(p + m + v + scaled, ref[0] + ref[2] + ref[3] + ref[1]):
         assert torch.equal(a, b)
     bufs = [None, None]  # SGD: a first step under found_inf creates no buffer
-    K.sgd_triton(p, g, bufs, l2_lams=None, decay=None, lr=0.1, momentum=0.9, dampening=0.0,
-                 nesterov=False, maximize=False, found_inf=torch.tensor(1.0))
+    K.sgd_triton(
+        p,
+        g,
+        bufs,
+        l2_lams=None,
+        decay=None,
+        lr=0.1,
+        momentum=0.9,
+        dampening=0.0,
+        nesterov=False,
+        maximize=False,
+        found_inf=torch.tensor(1.0),
+    )
     assert bufs == [None, None] and torch.equal(p[0], ref[0][0])
 
 
@@ -179,19 +260,27 @@ def test_non_dense_tensors_go_to_reference_math():
 
 def test_tables_are_built_once_for_steady_steps():
     from scaled_decay.kernels import tables
+
     p = _tensors(1, [100, 3000], torch.float32)
     g = _tensors(2, [100, 3000], torch.float32)
-    hp = dict(l2_lams=None, decay=[1e-3, 2e-3], lr=0.1, momentum=0.9, dampening=0.0,
-              nesterov=False, maximize=False)
+    hp = dict(
+        l2_lams=None,
+        decay=[1e-3, 2e-3],
+        lr=0.1,
+        momentum=0.9,
+        dampening=0.0,
+        nesterov=False,
+        maximize=False,
+    )
     bufs = [None, None]
-    K.sgd_triton(p, g, bufs, **hp)   # first step: first-step flags
-    K.sgd_triton(p, g, bufs, **hp)   # buffers exist now: new flags, same addresses
+    K.sgd_triton(p, g, bufs, **hp)  # first step: first-step flags
+    K.sgd_triton(p, g, bufs, **hp)  # buffers exist now: new flags, same addresses
     interp_tables = __import__("sys").modules["scaled_decay._kernels_interpreted"].tables
     before = interp_tables.build_counts()
     for _ in range(3):
         K.sgd_triton(p, g, bufs, **hp)
     assert interp_tables.build_counts() == before
-    g2 = [x.clone() for x in g]      # new grad storage: the address table is rebuilt once
+    g2 = [x.clone() for x in g]  # new grad storage: the address table is rebuilt once
     K.sgd_triton(p, g2, bufs, **hp)
     after = interp_tables.build_counts()
     assert after["layout"] == before["layout"] + 1 and after["values"] == before["values"]

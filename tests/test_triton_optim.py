@@ -4,11 +4,11 @@ Every decay mode and scaling rule, LR schedules, grads that are None, transposed
 params, 0-element and 100+ tensors in one group; and the dispatch rules: "triton" on CPU
 without the interpreter raises, "auto" never picks Triton on CPU.
 """
+
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
 from problems import QuadraticLoss, clone_params, make_params, run_steps, seeds, shape_lists
 from triton_interpret import interpret  # noqa: F401  (fixture)
 
@@ -17,8 +17,13 @@ from scaled_decay import backends as B
 
 STEPS = 6
 MODES = ["decoupled", "independent", "corrected", "l2"]
-SCALINGS = [None, "fan_in", "param_count", sd.StepsPerEpoch(10, epochs=4),
-            (sd.FanIn(reference=4.0, power=-1.0), sd.ParamCount(reference=50.0))]
+SCALINGS = [
+    None,
+    "fan_in",
+    "param_count",
+    sd.StepsPerEpoch(10, epochs=4),
+    (sd.FanIn(reference=4.0, power=-1.0), sd.ParamCount(reference=50.0)),
+]
 
 
 def _run(make_opt, params, seed, backend, *, sched=False, skip=None):
@@ -42,8 +47,13 @@ optimizers = st.sampled_from(["adamw", "adam_amsgrad", "sgd", "sgd_nesterov", "s
 
 def _factory(name, mode, scaling, maximize):
     def make(ps, backend):
-        kw = dict(weight_decay=0.1, decay_mode=mode, decay_scaling=scaling, maximize=maximize,
-                  backend=backend)
+        kw = dict(
+            weight_decay=0.1,
+            decay_mode=mode,
+            decay_scaling=scaling,
+            maximize=maximize,
+            backend=backend,
+        )
         if name == "adamw":
             return sd.AdamW(ps, lr=1e-2, **kw)
         if name == "adam_amsgrad":
@@ -53,15 +63,22 @@ def _factory(name, mode, scaling, maximize):
         if name == "sgd_nesterov":
             return sd.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, **kw)
         return sd.SGD(ps, lr=0.05, momentum=0.8, dampening=0.3, **kw)
+
     return make
 
 
 @pytest.mark.usefixtures("interpret")
-@given(seed=seeds, shapes=shape_lists, name=optimizers, mode=st.sampled_from(MODES),
-       scaling=st.sampled_from(SCALINGS), maximize=st.booleans(), sched=st.booleans(),
-       skip=st.booleans())
-def test_triton_backend_matches_foreach(seed, shapes, name, mode, scaling, maximize, sched,
-                                        skip):
+@given(
+    seed=seeds,
+    shapes=shape_lists,
+    name=optimizers,
+    mode=st.sampled_from(MODES),
+    scaling=st.sampled_from(SCALINGS),
+    maximize=st.booleans(),
+    sched=st.booleans(),
+    skip=st.booleans(),
+)
+def test_triton_backend_matches_foreach(seed, shapes, name, mode, scaling, maximize, sched, skip):
     """Transposed params come from make_params; skip leaves some grads None on some steps."""
     params = make_params(seed, shapes)
     make = _factory(name, mode, scaling, maximize)
@@ -78,7 +95,7 @@ def test_many_tensors_sliced_and_empty_in_one_group(name):
     shapes = [((i * 13) % 40,) for i in range(110)] + [(9, 11)] * 10
     params = make_params(11, shapes)
     base = torch.randn(12, 30)
-    params.append(base[:, ::3].detach().requires_grad_())   # not dense: foreach fallback
+    params.append(base[:, ::3].detach().requires_grad_())  # not dense: foreach fallback
     make = _factory(name, "decoupled", "fan_in", False)
     ours, ref = _run(make, params, 11, "triton"), _run(make, params, 11, "foreach")
     _same(*ours, *ref)
@@ -117,6 +134,7 @@ def test_auto_does_not_pick_triton_on_cpu():
 # ---- the plan's tables (issue 16): built once, never by a schedule ----------------------------
 def _interp_tables():
     from scaled_decay import kernels
+
     return kernels.package_for(torch.device("cpu")).tables  # the copy CPU tensors run on
 
 
@@ -148,6 +166,7 @@ def test_a_step_gradscaler_skips_leaves_nothing_behind(name):
     """found_inf set: the run goes on exactly as if that step had not been called (the
     kernels skip on the device; SGD's first step reads found_inf and makes no buffer; Adam's
     first step leaves torch's fresh state, zeros at step 0, as torch's fused Adam does)."""
+
     def grads(ps, k):
         for p in ps:
             p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(k))
@@ -178,17 +197,27 @@ def test_a_step_gradscaler_skips_leaves_nothing_behind(name):
 def test_capturable_triton_step_reads_nothing_on_the_host(mode, monkeypatch):
     ps = make_params(2, [(9, 5), (33,)])
     ref = clone_params(ps)
-    opt = sd.AdamW(ps, lr=torch.tensor(0.01), weight_decay=0.1, backend="triton",
-                   capturable=True, decay_mode=mode, decay_scaling="fan_in")
-    ref_opt = sd.AdamW(ref, lr=0.01, weight_decay=0.1, backend="foreach", decay_mode=mode,
-                       decay_scaling="fan_in")
+    opt = sd.AdamW(
+        ps,
+        lr=torch.tensor(0.01),
+        weight_decay=0.1,
+        backend="triton",
+        capturable=True,
+        decay_mode=mode,
+        decay_scaling="fan_in",
+    )
+    ref_opt = sd.AdamW(
+        ref, lr=0.01, weight_decay=0.1, backend="foreach", decay_mode=mode, decay_scaling="fan_in"
+    )
     for k in range(3):
         for p, r in zip(ps, ref):
             p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(k))
             r.grad = p.grad.clone()
         if k == 1:  # tables exist: the steady step must not read a tensor on the host
+
             def refuse(*args, **kwargs):
                 raise AssertionError("a host sync in a capturable step")
+
             monkeypatch.setattr(torch.Tensor, "item", refuse)
             monkeypatch.setattr(torch.Tensor, "tolist", refuse)
         opt.step()

@@ -5,15 +5,22 @@ step of every wrapped optimizer multiplies each tensor by exactly the ``decay_fa
 ``decay_report()`` row; with lam = 0 (and in mode "l2" with no rule) the wrapper is the plain
 optimizer bit for bit.
 """
+
 import pytest
 import torch
-from hypothesis import example, given, settings, strategies as st
-
-import scaled_decay as sd
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from problems import QuadraticLoss, clone_params, make_params, run_steps, seeds, shape_lists
 
-RULES = [None, "fan_in", "param_count", sd.StepsPerEpoch(5, epochs=2),
-         (sd.FanIn(reference=4.0, power=0.5), sd.ParamCount(reference=50))]
+import scaled_decay as sd
+
+RULES = [
+    None,
+    "fan_in",
+    "param_count",
+    sd.StepsPerEpoch(5, epochs=2),
+    (sd.FanIn(reference=4.0, power=0.5), sd.ParamCount(reference=50)),
+]
 MULT_MODES = ["decoupled", "independent", "corrected"]
 
 # (torch class, extra kwargs): every optimizer's own update is exactly zero at zero gradient
@@ -60,31 +67,71 @@ def _assert_equal(xs, ys):
 
 
 # ---- wrapped SGD / Adam are sd.SGD / sd.AdamW ------------------------------------------------
-@given(seed=seeds, shapes=shape_lists, mode=st.sampled_from(MULT_MODES),
-       rule=st.sampled_from(RULES), foreach=st.booleans(), maximize=st.booleans(),
-       nesterov=st.booleans())
-@example(seed=0, shapes=[(3, 5), (7,)], mode="decoupled", rule="fan_in", foreach=False,
-         maximize=True, nesterov=True)
+@given(
+    seed=seeds,
+    shapes=shape_lists,
+    mode=st.sampled_from(MULT_MODES),
+    rule=st.sampled_from(RULES),
+    foreach=st.booleans(),
+    maximize=st.booleans(),
+    nesterov=st.booleans(),
+)
+@example(
+    seed=0,
+    shapes=[(3, 5), (7,)],
+    mode="decoupled",
+    rule="fan_in",
+    foreach=False,
+    maximize=True,
+    nesterov=True,
+)
 def test_wrapped_sgd_is_sd_sgd(seed, shapes, mode, rule, foreach, maximize, nesterov):
-    kw = dict(lr=0.05, momentum=0.9, nesterov=nesterov, weight_decay=0.3, maximize=maximize,
-              decay_mode=mode, decay_scaling=rule)
+    kw = dict(
+        lr=0.05,
+        momentum=0.9,
+        nesterov=nesterov,
+        weight_decay=0.3,
+        maximize=maximize,
+        decay_mode=mode,
+        decay_scaling=rule,
+    )
     a, b, *_ = _run_pair(
         lambda p: sd.with_scaled_decay(torch.optim.SGD)(p, foreach=foreach, **kw),
         lambda p: sd.SGD(p, backend="foreach" if foreach else "loop", **kw),
-        seed, shapes, maximize=maximize, skip_grad=lambda k, i: (k + i) % 3 == 0)
+        seed,
+        shapes,
+        maximize=maximize,
+        skip_grad=lambda k, i: (k + i) % 3 == 0,
+    )
     _assert_equal(a, b)
 
 
-@given(seed=seeds, shapes=shape_lists, mode=st.sampled_from(MULT_MODES),
-       rule=st.sampled_from(RULES), foreach=st.booleans(), amsgrad=st.booleans(),
-       maximize=st.booleans())
+@given(
+    seed=seeds,
+    shapes=shape_lists,
+    mode=st.sampled_from(MULT_MODES),
+    rule=st.sampled_from(RULES),
+    foreach=st.booleans(),
+    amsgrad=st.booleans(),
+    maximize=st.booleans(),
+)
 def test_wrapped_adam_is_sd_adamw(seed, shapes, mode, rule, foreach, amsgrad, maximize):
-    kw = dict(lr=0.01, weight_decay=0.2, amsgrad=amsgrad, maximize=maximize,
-              decay_mode=mode, decay_scaling=rule)
+    kw = dict(
+        lr=0.01,
+        weight_decay=0.2,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        decay_mode=mode,
+        decay_scaling=rule,
+    )
     a, b, *_ = _run_pair(
         lambda p: sd.with_scaled_decay(torch.optim.Adam)(p, foreach=foreach, **kw),
         lambda p: sd.AdamW(p, backend="foreach" if foreach else "loop", **kw),
-        seed, shapes, maximize=maximize, skip_grad=lambda k, i: (k * i) % 4 == 1)
+        seed,
+        shapes,
+        maximize=maximize,
+        skip_grad=lambda k, i: (k * i) % 4 == 1,
+    )
     _assert_equal(a, b)
 
 
@@ -94,19 +141,24 @@ def test_wrapped_adam_l2_is_sd_adam(foreach):
     a, b, *_ = _run_pair(
         lambda p: sd.with_scaled_decay(torch.optim.Adam)(p, foreach=foreach, **kw),
         lambda p: sd.Adam(p, backend="foreach" if foreach else "loop", **kw),
-        3, [(3, 5), (7,), (2, 3, 2)], maximize=True)
+        3,
+        [(3, 5), (7,), (2, 3, 2)],
+        maximize=True,
+    )
     _assert_equal(a, b)
 
 
 # ---- every wrapped optimizer: a zero-gradient step is exactly the reported decay -------------
 @pytest.mark.parametrize("name", list(WRAPPED))
-@given(seed=seeds, shapes=shape_lists, mode=st.sampled_from(MULT_MODES),
-       rule=st.sampled_from(RULES))
+@given(
+    seed=seeds, shapes=shape_lists, mode=st.sampled_from(MULT_MODES), rule=st.sampled_from(RULES)
+)
 def test_zero_gradient_step_is_the_reported_decay(name, seed, shapes, mode, rule):
     cls, extra = WRAPPED[name]
     params = make_params(seed, _shapes(name, shapes))
-    opt = sd.with_scaled_decay(cls)(sd_named(params), lr=0.03, weight_decay=0.005,
-                                    decay_mode=mode, decay_scaling=rule, **extra)
+    opt = sd.with_scaled_decay(cls)(
+        sd_named(params), lr=0.03, weight_decay=0.005, decay_mode=mode, decay_scaling=rule, **extra
+    )
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     for step in range(3):
         for i, p in enumerate(params):  # the last tensor never gets a gradient
@@ -133,10 +185,14 @@ def sd_named(params):
 def test_zero_decay_is_the_plain_optimizer(name, seed, shapes, rule):
     cls, extra = WRAPPED[name]
     a, b, *_ = _run_pair(
-        lambda p: sd.with_scaled_decay(cls)(p, lr=0.01, weight_decay=0.0,
-                                            decay_scaling=rule, **extra),
+        lambda p: sd.with_scaled_decay(cls)(
+            p, lr=0.01, weight_decay=0.0, decay_scaling=rule, **extra
+        ),
         lambda p: cls(p, lr=0.01, weight_decay=0.0, **extra),
-        seed, _shapes(name, shapes), skip_grad=lambda k, i: (k + 2 * i) % 5 == 0)
+        seed,
+        _shapes(name, shapes),
+        skip_grad=lambda k, i: (k + 2 * i) % 5 == 0,
+    )
     _assert_equal(a, b)
 
 
@@ -147,11 +203,20 @@ def test_l2_without_rules_is_the_plain_coupled_decay(name, foreach, maximize):
     """The optimizers whose own weight_decay is coupled (g + wd * p after maximize)."""
     cls, extra = WRAPPED[name]
     a, b, *_ = _run_pair(
-        lambda p: sd.with_scaled_decay(cls)(p, lr=0.01, weight_decay=0.3, decay_mode="l2",
-                                            foreach=foreach, maximize=maximize, **extra),
-        lambda p: cls(p, lr=0.01, weight_decay=0.3, foreach=foreach, maximize=maximize,
-                      **extra),
-        5, [(3, 5), (7,), (2, 3, 2), (1,)], maximize=maximize)
+        lambda p: sd.with_scaled_decay(cls)(
+            p,
+            lr=0.01,
+            weight_decay=0.3,
+            decay_mode="l2",
+            foreach=foreach,
+            maximize=maximize,
+            **extra,
+        ),
+        lambda p: cls(p, lr=0.01, weight_decay=0.3, foreach=foreach, maximize=maximize, **extra),
+        5,
+        [(3, 5), (7,), (2, 3, 2), (1,)],
+        maximize=maximize,
+    )
     _assert_equal(a, b)
 
 
@@ -175,7 +240,9 @@ def test_wrapped_muon_without_rules_is_torch_muon(seed, wd):
     a, b, *_ = _run_pair(
         lambda p: sd.with_scaled_decay(torch.optim.Muon)(p, lr=0.02, weight_decay=wd),
         lambda p: torch.optim.Muon(p, lr=0.02, weight_decay=wd),
-        seed, MATRIX_SHAPES)
+        seed,
+        MATRIX_SHAPES,
+    )
     _assert_equal(a, b)
 
 
@@ -183,8 +250,7 @@ def test_default_weight_decay_is_the_wrapped_classes():
     params = make_params(0, [(3, 4)])
     assert sd.with_scaled_decay(torch.optim.RAdam)(params).defaults["weight_decay"] == 0
     if HAS_MUON:
-        assert sd.with_scaled_decay(torch.optim.Muon)(params).param_groups[0][
-            "weight_decay"] == 0.1
+        assert sd.with_scaled_decay(torch.optim.Muon)(params).param_groups[0]["weight_decay"] == 0.1
     opt = sd.with_scaled_decay(torch.optim.Rprop)(params, weight_decay=0.2)  # has none
     assert opt.param_groups[0]["weight_decay"] == 0.2
 
@@ -195,7 +261,10 @@ def test_closure_gradients_are_the_ones_decayed():
     a, b, *_ = _run_pair(
         lambda p: sd.with_scaled_decay(torch.optim.NAdam)(p, weight_decay=0.4),
         lambda p: sd.with_scaled_decay(torch.optim.NAdam)(p, weight_decay=0.4),
-        2, [(3, 5), (4,)], use_closure=True)
+        2,
+        [(3, 5), (4,)],
+        use_closure=True,
+    )
     _assert_equal(a, b)
     params = make_params(2, [(3, 5)])
     opt = sd.with_scaled_decay(torch.optim.SGD)(params, lr=0.1, weight_decay=0.5)
@@ -204,6 +273,7 @@ def test_closure_gradients_are_the_ones_decayed():
     def closure():
         params[0].grad = torch.zeros_like(params[0])
         return torch.tensor(3.0)
+
     assert opt.step(closure).item() == 3.0
     assert torch.equal(params[0], before * (1 - 0.1 * 0.5))
 
@@ -228,8 +298,13 @@ def test_groups_take_their_own_decay_keys_and_param_groups_metadata():
     assert rows["0.weight"].fan_in == 8 and rows["0.weight"].lam == pytest.approx(0.2 / 8)
     assert rows["2.weight"].lam == pytest.approx(0.2 / 4)
     assert rows["0.bias"].lam == 0 and rows["0.bias"].decay_mode == "independent"
-    opt.add_param_group({"params": [("extra", torch.zeros(3, 3, requires_grad=True))],
-                         "weight_decay": 0.9, "decay_mode": "corrected"})
+    opt.add_param_group(
+        {
+            "params": [("extra", torch.zeros(3, 3, requires_grad=True))],
+            "weight_decay": 0.9,
+            "decay_mode": "corrected",
+        }
+    )
     last = opt.decay_report()[-1]
     assert (last.weight_decay, last.decay_mode, last.scale) == (0.9, "corrected", 1 / 3)
 

@@ -1,10 +1,11 @@
 """sd.with_scaled_decay: bad input is refused early and clearly; a refused step or group
 changes nothing. Plus one compiled training step (torch.compile)."""
+
 import pytest
 import torch
+from problems import make_params
 
 import scaled_decay as sd
-from problems import make_params
 
 RAdamSD = sd.with_scaled_decay(torch.optim.RAdam)
 
@@ -26,17 +27,22 @@ def test_refused_classes_and_arguments():
     assert sd.with_scaled_decay(torch.optim.RAdam) is RAdamSD  # one class per wrapped class
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(decoupled_weight_decay=True), "decoupled_weight_decay=True.*decay_mode"),
-    (dict(decay_mode="sideways"), "decay_mode must be one of"),
-    (dict(decay_scaling="fan_out"), "decay_scaling must be"),
-    (dict(decay_scaling=sd.FanIn(), weight_decay=-0.1), "weight_decay must be"),
-    (dict(lr=-1.0), "learning rate"),  # RAdam's own check comes first
-    (dict(differentiable=True), "differentiable=True is not supported"),
-    (dict(capturable=True), "capturable=True is not supported"),
-    (dict(decay_scaling=sd.MuonShape()),
-     r"MuonShape applies to tensors of 2 or more dims.*got shape \(7,\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(decoupled_weight_decay=True), "decoupled_weight_decay=True.*decay_mode"),
+        (dict(decay_mode="sideways"), "decay_mode must be one of"),
+        (dict(decay_scaling="fan_out"), "decay_scaling must be"),
+        (dict(decay_scaling=sd.FanIn(), weight_decay=-0.1), "weight_decay must be"),
+        (dict(lr=-1.0), "learning rate"),  # RAdam's own check comes first
+        (dict(differentiable=True), "differentiable=True is not supported"),
+        (dict(capturable=True), "capturable=True is not supported"),
+        (
+            dict(decay_scaling=sd.MuonShape()),
+            r"MuonShape applies to tensors of 2 or more dims.*got shape \(7,\)",
+        ),
+    ],
+)
 def test_bad_hyperparameters_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RAdamSD(make_params(0, [(3, 4), (7,)]), **kwargs)
@@ -54,8 +60,11 @@ def test_weight_decay_given_twice_or_positionally():
 
 def test_bad_group_is_not_added():
     opt = RAdamSD(make_params(0, [(3, 4)]), weight_decay=0.1)
-    for group in ({"decay_mode": "nope"}, {"decoupled_weight_decay": True},
-                  {"decay_scaling": sd.MuonShape()}):
+    for group in (
+        {"decay_mode": "nope"},
+        {"decoupled_weight_decay": True},
+        {"decay_scaling": sd.MuonShape()},
+    ):
         with pytest.raises(ValueError):
             opt.add_param_group(dict(group, params=[torch.zeros(5, requires_grad=True)]))
         assert len(opt.param_groups) == 1
@@ -72,9 +81,16 @@ def test_muon_shape_must_match_the_groups_adjustment():
     MuonSD(params, adjust_lr_fn="match_rms_adamw", decay_scaling=sd.MuonShape("match_rms_adamw"))
 
 
-@pytest.mark.parametrize("bad", [dict(adjust_lr_fn="spectral"), dict(reference_shape=(3,)),
-                                 dict(reference_shape=(3, 0)), dict(reference_shape="ab"),
-                                 dict(reference_shape=(2.0, 3))])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(adjust_lr_fn="spectral"),
+        dict(reference_shape=(3,)),
+        dict(reference_shape=(3, 0)),
+        dict(reference_shape="ab"),
+        dict(reference_shape=(2.0, 3)),
+    ],
+)
 def test_bad_muon_shape(bad):
     with pytest.raises(ValueError, match="MuonShape"):
         sd.MuonShape(**bad)
@@ -87,6 +103,7 @@ def test_an_optimizer_without_lr_is_refused():
 
         def step(self, closure=None):
             pass
+
     with pytest.raises(ValueError, match="needs an 'lr' group key"):
         sd.with_scaled_decay(NoLr)(make_params(0, [(2,)]))
 
@@ -95,9 +112,13 @@ def test_l2_with_sparse_gradients_is_refused_before_anything_changes():
     emb = torch.nn.Embedding(10, 3, sparse=True)
     dense = torch.nn.Parameter(torch.randn(4))
     opt = sd.with_scaled_decay(torch.optim.SGD)(
-        [{"params": [dense], "decay_mode": "decoupled", "param_names": ["dense"]},
-         {"params": [emb.weight], "decay_mode": "l2", "param_names": ["emb.weight"]}],
-        lr=0.1, weight_decay=0.5)
+        [
+            {"params": [dense], "decay_mode": "decoupled", "param_names": ["dense"]},
+            {"params": [emb.weight], "decay_mode": "l2", "param_names": ["emb.weight"]},
+        ],
+        lr=0.1,
+        weight_decay=0.5,
+    )
     emb(torch.tensor([1, 2])).sum().backward()
     dense.grad = torch.ones(4)
     before = [dense.detach().clone(), emb.weight.detach().clone()]
@@ -111,21 +132,25 @@ def test_l2_with_sparse_gradients_is_refused_before_anything_changes():
 
 def test_compiled_training_step_matches_eager():
     """torch.compile of forward, backward and the wrapped step (Adam, foreach)."""
+
     def run(compiled):
         torch.manual_seed(0)
         net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
         opt = sd.with_scaled_decay(torch.optim.Adam)(
-            sd.param_groups(net, 0.3), lr=0.01, foreach=True, decay_scaling="fan_in")
+            sd.param_groups(net, 0.3), lr=0.01, foreach=True, decay_scaling="fan_in"
+        )
 
         def step(x, y):
             ((net(x) - y) ** 2).mean().backward()
             opt.step()
             opt.zero_grad()
+
         fn = torch.compile(step) if compiled else step
         g = torch.Generator().manual_seed(1)
         for _ in range(3):
             fn(torch.randn(16, 6, generator=g), torch.randn(16, 3, generator=g))
         return list(net.parameters())
+
     torch._dynamo.reset()
     try:
         for a, b in zip(run(False), run(True)):

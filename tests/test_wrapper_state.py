@@ -1,5 +1,6 @@
 """sd.with_scaled_decay: state dicts (to the plain optimizer and back), resume, pickling,
 distributed checkpoints and GradScaler, all bit-identical where the math is."""
+
 import copy
 import io
 import pickle
@@ -7,25 +8,47 @@ import warnings
 
 import pytest
 import torch
+from problems import QuadraticLoss, clone_params, make_params, run_amp_steps, run_steps
 
 import scaled_decay as sd
-from problems import QuadraticLoss, clone_params, make_params, run_amp_steps, run_steps
 
 HAS_MUON = hasattr(torch.optim, "Muon")
 SHAPES = [(5, 3), (3,), (2, 2, 2)]
 MAKERS = {
-    "RAdam/independent/fan_in": (SHAPES, lambda p: sd.with_scaled_decay(torch.optim.RAdam)(
-        p, lr=0.01, weight_decay=0.2, decay_mode="independent", decay_scaling="fan_in")),
-    "Adagrad/corrected/param_count": (SHAPES, lambda p: sd.with_scaled_decay(
-        torch.optim.Adagrad)(p, lr=0.05, weight_decay=0.3, decay_mode="corrected",
-                             decay_scaling=sd.ParamCount(reference=20))),
-    "NAdam/l2/fan_in": (SHAPES, lambda p: sd.with_scaled_decay(torch.optim.NAdam)(
-        p, lr=0.01, weight_decay=0.2, decay_mode="l2", decay_scaling="fan_in")),
+    "RAdam/independent/fan_in": (
+        SHAPES,
+        lambda p: sd.with_scaled_decay(torch.optim.RAdam)(
+            p, lr=0.01, weight_decay=0.2, decay_mode="independent", decay_scaling="fan_in"
+        ),
+    ),
+    "Adagrad/corrected/param_count": (
+        SHAPES,
+        lambda p: sd.with_scaled_decay(torch.optim.Adagrad)(
+            p,
+            lr=0.05,
+            weight_decay=0.3,
+            decay_mode="corrected",
+            decay_scaling=sd.ParamCount(reference=20),
+        ),
+    ),
+    "NAdam/l2/fan_in": (
+        SHAPES,
+        lambda p: sd.with_scaled_decay(torch.optim.NAdam)(
+            p, lr=0.01, weight_decay=0.2, decay_mode="l2", decay_scaling="fan_in"
+        ),
+    ),
 }
 if HAS_MUON:
-    MAKERS["Muon/MuonShape"] = ([(5, 3), (3, 6)], lambda p: sd.with_scaled_decay(
-        torch.optim.Muon)(p, lr=0.02, weight_decay=0.2, adjust_lr_fn="match_rms_adamw",
-                          decay_scaling=sd.MuonShape("match_rms_adamw", (4, 4))))
+    MAKERS["Muon/MuonShape"] = (
+        [(5, 3), (3, 6)],
+        lambda p: sd.with_scaled_decay(torch.optim.Muon)(
+            p,
+            lr=0.02,
+            weight_decay=0.2,
+            adjust_lr_fn="match_rms_adamw",
+            decay_scaling=sd.MuonShape("match_rms_adamw", (4, 4)),
+        ),
+    )
 
 
 def _roundtrip(obj):
@@ -71,6 +94,7 @@ def test_save_reload_continue_is_bit_identical(name):
         new.load_state_dict(_roundtrip(opt.state_dict()))
         new_sched.load_state_dict(sched.state_dict())
         return new, new_sched
+
     _assert_equal(*_straight_and_resumed(make, shapes, 1, move))
 
 
@@ -83,14 +107,17 @@ def test_state_dict_goes_through_the_plain_optimizer_and_back(name):
     def move(opt, sched, params):
         plain = plain_cls(clone_params(params))
         plain.load_state_dict(_roundtrip(opt.state_dict()))
-        assert plain.param_groups[0]["decay_scaling"] == opt.state_dict()[
-            "param_groups"][0]["decay_scaling"]
+        assert (
+            plain.param_groups[0]["decay_scaling"]
+            == opt.state_dict()["param_groups"][0]["decay_scaling"]
+        )
         new = make(params)
         new_sched = _schedule(new)
         new.load_state_dict(_roundtrip(plain.state_dict()))
         assert new.param_groups[0]["decay_scaling"] == opt.param_groups[0]["decay_scaling"]
         new_sched.load_state_dict(sched.state_dict())
         return new, new_sched
+
     _assert_equal(*_straight_and_resumed(make, shapes, 2, move))
 
 
@@ -98,6 +125,7 @@ def test_state_dict_goes_through_the_plain_optimizer_and_back(name):
 def test_plain_muon_checkpoint_continues_in_the_wrapper():
     """A plain Muon's weight_decay becomes the package's; decay_mode and rules stay the
     wrapper's own (here: none, decoupled, so it goes on exactly as torch's Muon)."""
+
     def move(opt, sched, params):
         new = sd.with_scaled_decay(torch.optim.Muon)(params, lr=0.5, weight_decay=0.9)
         new_sched = _schedule(new)
@@ -106,8 +134,12 @@ def test_plain_muon_checkpoint_continues_in_the_wrapper():
         assert new.param_groups[0]["decay_mode"] == "decoupled"
         new_sched.load_state_dict(sched.state_dict())
         return new, new_sched
-    _assert_equal(*_straight_and_resumed(
-        lambda p: torch.optim.Muon(p, lr=0.02, weight_decay=0.15), [(4, 6)], 3, move))
+
+    _assert_equal(
+        *_straight_and_resumed(
+            lambda p: torch.optim.Muon(p, lr=0.02, weight_decay=0.15), [(4, 6)], 3, move
+        )
+    )
 
 
 def test_plain_radam_with_decoupled_flag_loads_with_the_flag_off():
@@ -181,8 +213,11 @@ def test_distributed_checkpoint_round_trip_in_one_process(tmp_path):
     """get/set_optimizer_state_dict + dcp.save/load (no process group): exact resume, group
     keys from the file (DCP loads into a template of the same structure)."""
     dcp = pytest.importorskip("torch.distributed.checkpoint")
-    from torch.distributed.checkpoint.state_dict import (get_optimizer_state_dict,
-                                                         set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
     wrapped = sd.with_scaled_decay(torch.optim.RAdam)
@@ -193,8 +228,10 @@ def test_distributed_checkpoint_round_trip_in_one_process(tmp_path):
             opt.zero_grad()
             ((model(x) - y) ** 2).mean().backward()
             opt.step()
-    opt = wrapped(sd.param_groups(net, 0.3), lr=0.01, decay_mode="independent",
-                  decay_scaling="fan_in")
+
+    opt = wrapped(
+        sd.param_groups(net, 0.3), lr=0.01, decay_mode="independent", decay_scaling="fan_in"
+    )
     train(net, opt, 3)
     net_b = copy.deepcopy(net)
     with warnings.catch_warnings():
@@ -216,37 +253,39 @@ def test_distributed_checkpoint_round_trip_in_one_process(tmp_path):
 SCALED = {
     # GradScaler unscales, then calls step() only without inf/NaN
     "RAdam": lambda p, mode: sd.with_scaled_decay(torch.optim.RAdam)(
-        p, lr=0.01, weight_decay=0.2, decay_mode=mode, decay_scaling="fan_in"),
+        p, lr=0.01, weight_decay=0.2, decay_mode=mode, decay_scaling="fan_in"
+    ),
     # _step_supports_amp_scaling: step() is called with grad_scale/found_inf set, always
     "Adam-fused": lambda p, mode: sd.with_scaled_decay(torch.optim.Adam)(
-        p, lr=0.01, weight_decay=0.2, decay_mode=mode, decay_scaling="fan_in", fused=True),
+        p, lr=0.01, weight_decay=0.2, decay_mode=mode, decay_scaling="fan_in", fused=True
+    ),
 }
 
 
 def _amp_run(make, mode, scaler, steps, overflow_at=None):
     params = clone_params(make_params(7, [(6, 5), (5,), (3, 1, 2)]))
     opt = make(params, mode)
-    return params, run_amp_steps(opt, params, QuadraticLoss(7, params), scaler, steps,
-                                 overflow_at)
+    return params, run_amp_steps(opt, params, QuadraticLoss(7, params), scaler, steps, overflow_at)
 
 
 @pytest.mark.parametrize("name", list(SCALED))
 @pytest.mark.parametrize("mode", ["decoupled", "l2"])
 def test_gradscaler_run_equals_unscaled_run(name, mode):
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 14, growth_interval=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**14, growth_interval=2)
     ours, _ = _amp_run(SCALED[name], mode, scaler, 4)
     ref, _ = _amp_run(SCALED[name], mode, None, 4)
     _assert_equal(ours, ref)
-    assert scaler.get_scale() > 2.0 ** 14  # no step was seen as overflowing
+    assert scaler.get_scale() > 2.0**14  # no step was seen as overflowing
 
 
 @pytest.mark.parametrize("name", list(SCALED))
 @pytest.mark.parametrize("mode", ["decoupled", "independent", "l2"])
 @pytest.mark.parametrize("at", [0, 2])
 def test_gradscaler_overflow_step_does_not_decay(name, mode, at):
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     _, ((p_before, st_before), (p_after, st_after)) = _amp_run(
-        SCALED[name], mode, scaler, at + 1, overflow_at=at)
+        SCALED[name], mode, scaler, at + 1, overflow_at=at
+    )
     _assert_equal(p_before, p_after)
     for key, st in st_before["state"].items():
         for k, v in st.items():

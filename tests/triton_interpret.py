@@ -6,10 +6,11 @@ interpreter on, so the environment only has to say ``TRITON_INTERPRET=1`` while 
 sets it for one test and restores it after, so other test files (and the compiled kernels
 used by the CUDA tests in the same process) are not affected.
 """
+
 import pytest
 import torch
 
-from scaled_decay.fused_guard import ulp  # noqa: F401 (the tests' unit of error)
+from scaled_decay.fused_guard import ulp
 
 triton = pytest.importorskip("triton")
 
@@ -38,14 +39,15 @@ def _interpreter_fma_is_exact() -> bool:
     2.14.1 pins Triton 3.8. Probed on values where one rounding and two differ."""
     import numpy as np
     import triton.language as tl
+
     try:
         from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
     except ImportError:  # another Triton layout: assume the older, twice-rounding fma
         return False
-    x = TensorHandle(np.array([1 + 2.0 ** -12], np.float32), tl.float32)
-    z = TensorHandle(np.array([-(1 + 2.0 ** -11)], np.float32), tl.float32)
+    x = TensorHandle(np.array([1 + 2.0**-12], np.float32), tl.float32)
+    z = TensorHandle(np.array([-(1 + 2.0**-11)], np.float32), tl.float32)
     out = InterpreterBuilder.create_fma(InterpreterBuilder(), x, x, z)  # exact: 2**-24
-    return float(out.data[0]) == 2.0 ** -24
+    return float(out.data[0]) == 2.0**-24
 
 
 INTERPRETER_FMA_EXACT = _interpreter_fma_is_exact()
@@ -65,13 +67,16 @@ def assert_close_ulps(out: torch.Tensor, ref32: torch.Tensor, before: torch.Tens
         torch.testing.assert_close(out, ref32, rtol=1e-5, atol=1e-6, msg=lambda m: f"{what}: {m}")
         return
     ref = ref32 if dtype == torch.float32 else ref32.to(dtype)
-    scale = torch.maximum(torch.maximum(before.float().abs(), ref32.abs()),
-                          (ref32 - before.float()).abs())
+    scale = torch.maximum(
+        torch.maximum(before.float().abs(), ref32.abs()), (ref32 - before.float()).abs()
+    )
     err = (out.float() - ref.float()).abs()
     bound = ULPS[dtype] * ulp(scale, dtype)
     bad = ~(err <= bound) & ~(out.float().isnan() & ref.float().isnan())
-    assert not bad.any(), (f"{what} ({dtype}): {int(bad.sum())} of {out.numel()} elements off by "
-                           f"more than {ULPS[dtype]} ulp; worst {float(err[bad].max())}")
+    assert not bad.any(), (
+        f"{what} ({dtype}): {int(bad.sum())} of {out.numel()} elements off by "
+        f"more than {ULPS[dtype]} ulp; worst {float(err[bad].max())}"
+    )
     if dtype != torch.float32:
         exact = (out.float() == ref.float()) | (out.float().isnan() & ref.float().isnan())
         frac = float(exact.float().mean())

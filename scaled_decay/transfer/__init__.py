@@ -18,14 +18,28 @@ steps-per-epoch rules. ``--tokens`` trains the transformer one epoch on a token 
 (Worker processes are spawned: call ``run_study`` under ``if __name__ == "__main__":`` in a
 script.) The names load lazily, so ``scaled-decay --help`` works without the study's extras.
 """
+
 import importlib
 
-__all__ = ["StudySettings", "quick_settings", "full_settings", "run_study", "build_chains",
-           "write_outputs", "drift_table"]
+__all__ = [
+    "StudySettings",
+    "build_chains",
+    "drift_table",
+    "full_settings",
+    "quick_settings",
+    "run_study",
+    "write_outputs",
+]
 
-_WHERE = {"StudySettings": "settings", "quick_settings": "settings", "full_settings": "settings",
-          "run_study": "runner", "build_chains": "runner", "write_outputs": "report",
-          "drift_table": "report"}
+_WHERE = {
+    "StudySettings": "settings",
+    "quick_settings": "settings",
+    "full_settings": "settings",
+    "run_study": "runner",
+    "build_chains": "runner",
+    "write_outputs": "report",
+    "drift_table": "report",
+}
 
 
 def __getattr__(name):

@@ -1,4 +1,5 @@
 """``python -m scaled_decay.transfer``: the same as ``scaled-decay transfer``."""
+
 import sys
 
 from .cli import main

@@ -13,6 +13,7 @@ smaller than in SP and the lr is set per role -- AdamW: ``hidden`` and ``output`
 ``output`` ``lr * r``, ``output_bias`` ``lr``. The transformer's attention scale is 1/d
 (``sqrt(d_b) / d``, equal to SP's 1/sqrt(d) at the base width).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,7 @@ from torch import nn
 
 from .names import ARCH_DATASETS, ARCHS
 
-__all__ = ["Net", "role", "mup_lr_multiplier"]
+__all__ = ["Net", "mup_lr_multiplier", "role"]
 
 _INPUT_PREFIXES = ("input.", "tok.", "pos.")
 
@@ -46,8 +47,9 @@ def role(name: str, ndim: int) -> str:
     return "hidden"
 
 
-def mup_lr_multiplier(name: str, ndim: int, optimizer: str, parametrization: str,
-                      r: float) -> float:
+def mup_lr_multiplier(
+    name: str, ndim: int, optimizer: str, parametrization: str, r: float
+) -> float:
     """The lr multiplier of one tensor: 1 under SP, ``r ** k`` by role under muP."""
     if parametrization == "sp":
         return 1.0
@@ -65,8 +67,10 @@ class Net:
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.dataset not in ARCH_DATASETS[self.arch]:
-            raise ValueError(f"dataset for arch {self.arch!r} must be one of "
-                             f"{ARCH_DATASETS[self.arch]}, got {self.dataset!r}")
+            raise ValueError(
+                f"dataset for arch {self.arch!r} must be one of "
+                f"{ARCH_DATASETS[self.arch]}, got {self.dataset!r}"
+            )
 
     @property
     def probe(self) -> str:

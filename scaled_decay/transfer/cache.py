@@ -3,16 +3,16 @@
 Files are written atomically (temporary file, then rename), so a study killed at any moment
 leaves only whole entries behind, and rerunning the same command resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Optional
 
 from .train import RunSpec
 
-__all__ = ["RunCache", "encode_result", "decode_result"]
+__all__ = ["RunCache", "decode_result", "encode_result"]
 
 
 class RunCache:
@@ -26,7 +26,7 @@ class RunCache:
     def path(self, spec: RunSpec) -> str:
         return os.path.join(self.runs_dir, f"{spec.key()}.json")
 
-    def get(self, spec: RunSpec) -> Optional[dict]:
+    def get(self, spec: RunSpec) -> dict | None:
         """The stored result of ``spec``, or None (also for an unreadable or foreign file)."""
         try:
             with open(self.path(spec)) as f:
@@ -50,8 +50,9 @@ class RunCache:
 
 def encode_result(result: dict) -> dict:
     """Strict JSON: a diverged run's infinite loss is written as null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in result.items()}
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()
+    }
 
 
 def decode_result(result: dict) -> dict:
@@ -59,4 +60,3 @@ def decode_result(result: dict) -> dict:
     if out.get("holdout_nll") is None:
         out["holdout_nll"] = math.inf
     return out
-

@@ -12,6 +12,7 @@
 Both return ``(x, y)`` arrays in a fixed shuffled order; ``data.py`` splits them into the
 held-out set and the training pool.
 """
+
 from __future__ import annotations
 
 import glob
@@ -50,8 +51,9 @@ def _corpus(n_bytes: int) -> bytes:
         total += len(parts[-1])
     corpus = b"\n".join(parts)
     if len(corpus) < n_bytes:
-        raise ValueError(f"the standard library holds {len(corpus)} bytes of text, "
-                         f"asked for {n_bytes}")
+        raise ValueError(
+            f"the standard library holds {len(corpus)} bytes of text, asked for {n_bytes}"
+        )
     return corpus[:n_bytes]
 
 

@@ -6,6 +6,7 @@ are the training set of size ``n``. Taking prefixes of one pool (instead of gene
 dataset per size) keeps the held-out set identical along the data arm, so only the amount of
 training data changes between its points.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,7 @@ import numpy as np
 
 from .names import DATASETS
 
-__all__ = ["DATASETS", "Pool", "load_pool", "max_train_size", "input_dim", "n_classes"]
+__all__ = ["DATASETS", "Pool", "input_dim", "load_pool", "max_train_size", "n_classes"]
 
 
 # MNIST-1D: the issue's 4000 train / 1000 held out, and a 16x data arm up to 16,000 samples.
@@ -45,8 +46,9 @@ class Pool:
 
     def train_subset(self, n: int):
         if not 0 < n <= len(self.y_train):
-            raise ValueError(f"n_train must be between 1 and {len(self.y_train)} for this "
-                             f"dataset, got {n}")
+            raise ValueError(
+                f"n_train must be between 1 and {len(self.y_train)} for this dataset, got {n}"
+            )
         return self.x_train[:n], self.y_train[:n]
 
 
@@ -87,8 +89,12 @@ def _make_mnist1d(n_train: int, n_holdout: int, seed: int) -> Pool:
     args.seed = seed
     d = make_dataset(args)  # procedural generation; never the download helper
     x, y = np.asarray(d["x"], np.float32), np.asarray(d["y"], np.int64)  # already shuffled
-    return Pool(x[n_holdout:n_holdout + n_train], y[n_holdout:n_holdout + n_train],
-                x[:n_holdout], y[:n_holdout])
+    return Pool(
+        x[n_holdout : n_holdout + n_train],
+        y[n_holdout : n_holdout + n_train],
+        x[:n_holdout],
+        y[:n_holdout],
+    )
 
 
 def _make_digits(seed: int) -> Pool:
@@ -96,8 +102,9 @@ def _make_digits(seed: int) -> Pool:
 
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(y))
-    return _split_standardized((x[order] / 16.0).astype(np.float32),
-                               y[order].astype(np.int64), _DIGITS_HOLDOUT)
+    return _split_standardized(
+        (x[order] / 16.0).astype(np.float32), y[order].astype(np.int64), _DIGITS_HOLDOUT
+    )
 
 
 def _split_standardized(x: np.ndarray, y: np.ndarray, holdout: int) -> Pool:
@@ -142,9 +149,11 @@ def _build(dataset: str, n_train: int, seed: int) -> Pool:
         return _make_digits(seed)
     if dataset == "mnist5k":
         from .corpora import mnist5k
+
         return _split_standardized(*mnist5k(seed), _MNIST5K_HOLDOUT)
     if dataset == "text":
         from .corpora import text_windows
+
         x, y = text_windows(n_train + _TEXT_HOLDOUT, seed)
         return Pool(x[_TEXT_HOLDOUT:], y[_TEXT_HOLDOUT:], x[:_TEXT_HOLDOUT], y[:_TEXT_HOLDOUT])
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")

@@ -27,17 +27,24 @@ Predicted slopes of log c*, for fixed epochs T and batch size (so the steps grow
 A law is "followed" where its slope lies inside the t-interval and "contradicted" where it
 lies outside; with one seed there is no interval and no verdict.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .intervals import seed_slopes, t_interval
 
-__all__ = ["ols_slope", "seed_slope_interval", "predicted_slopes", "chain_exponents",
-           "exponent_table", "LAWS"]
+__all__ = [
+    "LAWS",
+    "chain_exponents",
+    "exponent_table",
+    "ols_slope",
+    "predicted_slopes",
+    "seed_slope_interval",
+]
 
 LAWS = ("Wang & Aitchison", "Loshchilov & Hutter", "Power Lines", "Fan et al.")
 POWER_LINES = 0.52
@@ -46,10 +53,16 @@ POWER_LINES = 0.52
 def ols_slope(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of log y on log x (at least two distinct x, all values > 0)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.shape != y.shape or len(x) < 2 or not (np.all(x > 0) and np.all(y > 0)) \
-            or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))) or np.ptp(x) == 0:
-        raise ValueError(f"need >= 2 distinct positive x and positive y, got x={list(x)}, "
-                         f"y={list(y)}")
+    if (
+        x.shape != y.shape
+        or len(x) < 2
+        or not (np.all(x > 0) and np.all(y > 0))
+        or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)))
+        or np.ptp(x) == 0
+    ):
+        raise ValueError(
+            f"need >= 2 distinct positive x and positive y, got x={list(x)}, y={list(y)}"
+        )
     lx, ly = np.log(x), np.log(y)
     lx = lx - lx.mean()
     return float(lx @ (ly - ly.mean()) / (lx @ lx))
@@ -74,24 +87,37 @@ def seed_slope_interval(xs: Sequence[float], arms: Sequence[dict]):
     return t_interval(seed_slopes(xs, rows), censored=censored), points
 
 
-def predicted_slopes(axis: str, optimizer: str, parametrization: str,
-                     param_slope: float) -> Dict[str, Optional[float]]:
+def predicted_slopes(
+    axis: str, optimizer: str, parametrization: str, param_slope: float
+) -> dict[str, float | None]:
     """Each law's slope of log c* (the probe tensor's per-step shrink) along ``axis``;
     ``param_slope`` = dlogP/dlogwidth of the arch (for Power Lines along width)."""
     if axis == "data":
-        return {"Wang & Aitchison": -1.0, "Loshchilov & Hutter": -0.5,
-                "Power Lines": POWER_LINES - 1.0, "Fan et al.": None}
+        return {
+            "Wang & Aitchison": -1.0,
+            "Loshchilov & Hutter": -0.5,
+            "Power Lines": POWER_LINES - 1.0,
+            "Fan et al.": None,
+        }
     fan = -0.5 if (optimizer, parametrization) == ("adamw", "mup") else None
-    return {"Wang & Aitchison": 0.0, "Loshchilov & Hutter": 0.0,
-            "Power Lines": -POWER_LINES * param_slope, "Fan et al.": fan}
+    return {
+        "Wang & Aitchison": 0.0,
+        "Loshchilov & Hutter": 0.0,
+        "Power Lines": -POWER_LINES * param_slope,
+        "Fan et al.": fan,
+    }
 
 
 def _losses(arm: dict) -> np.ndarray:
     return np.array([[math.inf if v is None else v for v in row] for row in arm["seed_loss"]])
 
 
-def chain_exponents(chain: dict, shrink: Callable[[str, int], float], steps_per_epoch:
-                    Callable[[int], int], param_slope: float) -> List[dict]:
+def chain_exponents(
+    chain: dict,
+    shrink: Callable[[str, int], float],
+    steps_per_epoch: Callable[[int], int],
+    param_slope: float,
+) -> list[dict]:
     """One row per arm of a study chain (as in runs.json): lambda* (the geometric mean of
     the seeds'), c*, tau_epoch per axis point, the slopes with their t-interval over seeds,
     how many seeds (censored among them) and lambda points stand behind them, and each
@@ -99,30 +125,52 @@ def chain_exponents(chain: dict, shrink: Callable[[str, int], float], steps_per_
     ``shrink(label, value)``: the probe tensor's c at ``weight_decay = 1`` for that arm."""
     rows = []
     xs = list(chain["values"])
-    preds = predicted_slopes(chain["axis"], chain["optimizer"], chain["parametrization"],
-                             param_slope)
+    preds = predicted_slopes(
+        chain["axis"], chain["optimizer"], chain["parametrization"], param_slope
+    )
     for label in chain["points"][0]["arms"]:
         arms = [p["arms"][label] for p in chain["points"]]
         stars = [a["lam_star"] if a["decay_helps"] else None for a in arms]
         c_stars = [None if s is None else s * shrink(label, x) for s, x in zip(stars, xs)]
-        tau = [None if c is None else 1.0 / (c * steps_per_epoch(p["n_train"]))
-               for c, p in zip(c_stars, chain["points"])]
-        row = {"chain": f"{chain['axis']}/{chain['optimizer']}/{chain['parametrization']}",
-               "label": label, "rule": arms[0]["rule"], "mode": arms[0]["mode"],
-               "values": xs, "lam_star": stars, "c_star": c_stars, "tau_epoch": tau,
-               "slope": None, "c_slope": None, "interval": None, "c_interval": None,
-               "seeds": 0, "censored": 0, "points": 0,
-               "predicted": preds, "verdict": {k: None for k in preds}}
+        tau = [
+            None if c is None else 1.0 / (c * steps_per_epoch(p["n_train"]))
+            for c, p in zip(c_stars, chain["points"])
+        ]
+        row = {
+            "chain": f"{chain['axis']}/{chain['optimizer']}/{chain['parametrization']}",
+            "label": label,
+            "rule": arms[0]["rule"],
+            "mode": arms[0]["mode"],
+            "values": xs,
+            "lam_star": stars,
+            "c_star": c_stars,
+            "tau_epoch": tau,
+            "slope": None,
+            "c_slope": None,
+            "interval": None,
+            "c_interval": None,
+            "seeds": 0,
+            "censored": 0,
+            "points": 0,
+            "predicted": preds,
+            "verdict": {k: None for k in preds},
+        }
         known = [i for i, s in enumerate(stars) if s is not None]
         if len(known) >= 3:
             kx = [xs[i] for i in known]
             iv, points = seed_slope_interval(kx, [arms[i] for i in known])
             # the rule's own dependence on x (c = s(x) * lam), the same for every seed
-            sig_slope = ols_slope(kx, [c_stars[i] for i in known]) \
-                - ols_slope(kx, [stars[i] for i in known])
+            sig_slope = ols_slope(kx, [c_stars[i] for i in known]) - ols_slope(
+                kx, [stars[i] for i in known]
+            )
             if iv is not None:
-                row.update(slope=iv.mean, c_slope=iv.mean + sig_slope, seeds=iv.n,
-                           censored=iv.censored, points=points)
+                row.update(
+                    slope=iv.mean,
+                    c_slope=iv.mean + sig_slope,
+                    seeds=iv.n,
+                    censored=iv.censored,
+                    points=points,
+                )
             if iv is not None and iv.low is not None:
                 row["interval"] = (iv.low, iv.high)
                 row["c_interval"] = (iv.low + sig_slope, iv.high + sig_slope)
@@ -138,29 +186,41 @@ def _g(v, spec=".3g") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def exponent_table(rows: List[dict]) -> str:
+def exponent_table(rows: list[dict]) -> str:
     """Markdown: per arm, the slopes with their t-intervals, the seeds (censored) and fewest
     lambda points per seed behind them, and each law's prediction and verdict (f = follows,
     x = contradicts, - = no prediction or no interval)."""
-    head = ("| chain | mode | rule | slope log λ* [95% t] | slope log c* [95% t] | seeds "
-            "(censored), λ points per seed | "
-            + " | ".join(f"{law} (pred.)" for law in LAWS) + " | λ* per point | "
-            "c* = ηλ* per point | τ_epoch per point |")
+    head = (
+        "| chain | mode | rule | slope log λ* [95% t] | slope log c* [95% t] | seeds "
+        "(censored), λ points per seed | "
+        + " | ".join(f"{law} (pred.)" for law in LAWS)
+        + " | λ* per point | "
+        "c* = ηλ* per point | τ_epoch per point |"
+    )
     lines = [head, "|" + "---|" * (9 + len(LAWS))]
     mark = {"follows": "f", "contradicts": "x", None: "-"}
     for r in rows:
+
         def slope(v, iv):
-            return "-" if v is None else f"{v:+.2f}" + (
-                f" [{iv[0]:+.2f}, {iv[1]:+.2f}]" if iv else "")
-        laws = [f"{mark[r['verdict'][law]]} ({_g(r['predicted'][law], '+.2f')})"
-                for law in LAWS]
-        lines.append(f"| {r['chain']} | {r['mode']} | {r['rule']} | "
-                     f"{slope(r['slope'], r['interval'])} | "
-                     f"{slope(r['c_slope'], r['c_interval'])} | "
-                     f"{r['seeds']} ({r['censored']}), {r['points']} | " + " | ".join(laws)
-                     + " | " + ", ".join(_g(v) for v in r["lam_star"]) + " | "
-                     + ", ".join(_g(v) for v in r["c_star"]) + " | "
-                     + ", ".join(_g(v) for v in r["tau_epoch"]) + " |")
+            return (
+                "-" if v is None else f"{v:+.2f}" + (f" [{iv[0]:+.2f}, {iv[1]:+.2f}]" if iv else "")
+            )
+
+        laws = [f"{mark[r['verdict'][law]]} ({_g(r['predicted'][law], '+.2f')})" for law in LAWS]
+        lines.append(
+            f"| {r['chain']} | {r['mode']} | {r['rule']} | "
+            f"{slope(r['slope'], r['interval'])} | "
+            f"{slope(r['c_slope'], r['c_interval'])} | "
+            f"{r['seeds']} ({r['censored']}), {r['points']} | "
+            + " | ".join(laws)
+            + " | "
+            + ", ".join(_g(v) for v in r["lam_star"])
+            + " | "
+            + ", ".join(_g(v) for v in r["c_star"])
+            + " | "
+            + ", ".join(_g(v) for v in r["tau_epoch"])
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -183,15 +243,21 @@ def chain_probe(study: dict, c: dict):
         a = c["points"][0]["arms"][label]
         arm = Arm(c["optimizer"], c["parametrization"], a["rule"], a["mode"])
         m = steps_per_epoch(sizes[x], s["batch_size"])
-        sig = decay_signature(arm, net=net, width=width_at(x), base_width=s["widths"][0],
-                              lr=s["lr"][c["optimizer"]], steps_per_epoch=m,
-                              epochs=s["epochs"])
+        sig = decay_signature(
+            arm,
+            net=net,
+            width=width_at(x),
+            base_width=s["widths"][0],
+            lr=s["lr"][c["optimizer"]],
+            steps_per_epoch=m,
+            epochs=s["epochs"],
+        )
         return sig[net.probe]
 
     return shrink, sizes.__getitem__, width_at, net
 
 
-def study_exponents(study: dict) -> List[dict]:
+def study_exponents(study: dict) -> list[dict]:
     """:func:`chain_exponents` for every chain of a study (as written to runs.json)."""
     from .train import steps_per_epoch
 
@@ -200,17 +266,18 @@ def study_exponents(study: dict) -> List[dict]:
     for c in study["chains"].values():
         shrink, _, width_at, net = chain_probe(study, c)
         widths = [width_at(x) for x in c["values"]]
-        p_slope = ols_slope(widths, [net.param_count(w) for w in widths]) \
-            if c["axis"] == "width" else 0.0
-        rows += chain_exponents(c, shrink, lambda n: steps_per_epoch(n, s["batch_size"]),
-                                p_slope)
+        p_slope = (
+            ols_slope(widths, [net.param_count(w) for w in widths]) if c["axis"] == "width" else 0.0
+        )
+        rows += chain_exponents(c, shrink, lambda n: steps_per_epoch(n, s["batch_size"]), p_slope)
     return rows
 
 
-def write_exponent_figure(rows: List[dict], path: str) -> str:
+def write_exponent_figure(rows: list[dict], path: str) -> str:
     """One panel per chain: c* of plain decay (both modes) against the axis on log axes,
     the fitted line, and each law's predicted slope drawn through the first point."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
@@ -225,8 +292,9 @@ def write_exponent_figure(rows: List[dict], path: str) -> str:
             if not pts:
                 continue
             xs, cs = zip(*pts)
-            ax.plot(xs, cs, "o", color=color, ms=4,
-                    label=f"{r['mode']}: {_g(r['c_slope'], '+.2f')}")
+            ax.plot(
+                xs, cs, "o", color=color, ms=4, label=f"{r['mode']}: {_g(r['c_slope'], '+.2f')}"
+            )
             if r["c_slope"] is not None:
                 gm = math.exp(np.mean(np.log(cs)) - r["c_slope"] * np.mean(np.log(xs)))
                 ax.plot(xs, [gm * x ** r["c_slope"] for x in xs], "-", color=color, lw=1)
@@ -235,8 +303,14 @@ def write_exponent_figure(rows: List[dict], path: str) -> str:
             x0, c0, x1 = first["values"][0], first["c_star"][0], first["values"][-1]
             for law, k in first["predicted"].items():
                 if k is not None:
-                    ax.plot([x0, x1], [c0, c0 * (x1 / x0) ** k], linestyle=styles[law],
-                            color="0.4", lw=1, label=f"{law} {k:+.2f}")
+                    ax.plot(
+                        [x0, x1],
+                        [c0, c0 * (x1 / x0) ** k],
+                        linestyle=styles[law],
+                        color="0.4",
+                        lw=1,
+                        label=f"{law} {k:+.2f}",
+                    )
         ax.set_xscale("log")
         ax.set_yscale("log")
         # label the axis points themselves: log-scale minor labels overlap on short ranges

@@ -7,16 +7,25 @@
 - :func:`decay_helps`: the sanity gate. Without it a flat curve would still yield a
   "lambda*" (the minimum of noise) and a drift that means nothing.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Optimum", "fit_optimum", "mean_curve", "drift", "drift_range", "decay_helps",
-           "verdict", "GATE_REL_TOL"]
+__all__ = [
+    "GATE_REL_TOL",
+    "Optimum",
+    "decay_helps",
+    "drift",
+    "drift_range",
+    "fit_optimum",
+    "mean_curve",
+    "verdict",
+]
 
 # The gate's smallest improvement over lambda = 0 that counts, relative to the lambda = 0 loss.
 GATE_REL_TOL = 0.01
@@ -30,8 +39,8 @@ class Optimum:
     of the grid: the true optimum may lie beyond it), "nonfinite" (no finite loss at all).
     """
 
-    lam: Optional[float]
-    index: Optional[int]
+    lam: float | None
+    index: int | None
     status: str
 
 
@@ -39,8 +48,10 @@ def _check_grid(lams: Sequence[float], losses: Sequence[float]):
     lams = np.asarray(lams, dtype=float)
     losses = np.asarray(losses, dtype=float)
     if lams.ndim != 1 or lams.shape != losses.shape or len(lams) == 0:
-        raise ValueError(f"lams and losses must be 1-D and of equal non-zero length, got "
-                         f"shapes {lams.shape} and {losses.shape}")
+        raise ValueError(
+            f"lams and losses must be 1-D and of equal non-zero length, got "
+            f"shapes {lams.shape} and {losses.shape}"
+        )
     if not np.all(lams > 0) or not np.all(np.diff(lams) > 0):
         raise ValueError(f"lams must be positive and strictly increasing, got {lams.tolist()}")
     return lams, losses
@@ -68,8 +79,8 @@ def fit_optimum(lams: Sequence[float], losses: Sequence[float]) -> Optimum:
     lams, losses, finite, best, early = lowest_point(lams, losses)
     if early is not None:
         return early
-    x = np.log10(lams[best - 1:best + 2])
-    y = losses[best - 1:best + 2]
+    x = np.log10(lams[best - 1 : best + 2])
+    y = losses[best - 1 : best + 2]
     if not np.all(np.isfinite(y)):  # a diverged neighbour: keep the grid point itself
         return Optimum(float(lams[best]), best, "ok")
     # Vertex of the parabola through three points (x need not be evenly spaced). The middle
@@ -81,7 +92,7 @@ def fit_optimum(lams: Sequence[float], losses: Sequence[float]) -> Optimum:
         return Optimum(float(lams[best]), best, "ok")
     vertex = (x0 + x1) / 2 - d01 / (2 * curvature)
     vertex = min(max(vertex, x0), x2)
-    return Optimum(float(10 ** vertex), best, "ok")
+    return Optimum(float(10**vertex), best, "ok")
 
 
 def mean_curve(loss_matrix: Sequence[Sequence[float]]) -> np.ndarray:
@@ -103,14 +114,17 @@ def drift(lam_first: float, lam_last: float) -> float:
 def drift_range(seed_first: Sequence[float], seed_last: Sequence[float]):
     """(min, max) over seeds of each seed's own drift; seeds are paired by position."""
     if len(seed_first) != len(seed_last) or not seed_first:
-        raise ValueError(f"seed_first and seed_last must be non-empty and paired, got "
-                         f"{len(seed_first)} and {len(seed_last)} values")
+        raise ValueError(
+            f"seed_first and seed_last must be non-empty and paired, got "
+            f"{len(seed_first)} and {len(seed_last)} values"
+        )
     drifts = [drift(a, b) for a, b in zip(seed_first, seed_last)]
     return min(drifts), max(drifts)
 
 
-def decay_helps(zero_losses: Sequence[float], best_losses: Sequence[float],
-                rel_tol: float = GATE_REL_TOL) -> bool:
+def decay_helps(
+    zero_losses: Sequence[float], best_losses: Sequence[float], rel_tol: float = GATE_REL_TOL
+) -> bool:
     """Does the best lambda beat lambda = 0 measurably? Seeds are paired by position.
 
     Measurably: the mean improvement exceeds both ``rel_tol`` of the lambda = 0 loss and
@@ -119,8 +133,10 @@ def decay_helps(zero_losses: Sequence[float], best_losses: Sequence[float],
     z = np.asarray(zero_losses, dtype=float)
     b = np.asarray(best_losses, dtype=float)
     if z.shape != b.shape or z.ndim != 1 or len(z) == 0:
-        raise ValueError(f"zero_losses and best_losses must be paired 1-D sequences, got "
-                         f"shapes {z.shape} and {b.shape}")
+        raise ValueError(
+            f"zero_losses and best_losses must be paired 1-D sequences, got "
+            f"shapes {z.shape} and {b.shape}"
+        )
     if not np.all(np.isfinite(b)):
         return False
     if not np.all(np.isfinite(z)):
@@ -141,4 +157,3 @@ def verdict(point: float, low: float, high: float, factor_log2: float = 1.0) -> 
     if not any(inside) and (low > 0) == (high > 0):
         return "no"
     return "unclear"
-

@@ -10,15 +10,16 @@ An optimum at the end of a seed's sampled lambdas is *censored*: the truth lies 
 It is kept at its edge value (so the estimate is a bound in that direction) and counted in
 ``censored``; the verdicts say so. Nothing is dropped.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["SeedInterval", "t_interval", "seed_slopes", "transfer_verdict", "VERDICTS"]
+__all__ = ["VERDICTS", "SeedInterval", "seed_slopes", "t_interval", "transfer_verdict"]
 
 VERDICTS = ("holds", "holds within 2x", "does not hold", "unresolved")
 
@@ -29,14 +30,19 @@ class SeedInterval:
     seeds rest on an optimum at the edge of their sampled lambdas."""
 
     mean: float
-    low: Optional[float]
-    high: Optional[float]
+    low: float | None
+    high: float | None
     n: int
     censored: int = 0
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n,
-                "censored": self.censored}
+        return {
+            "mean": self.mean,
+            "low": self.low,
+            "high": self.high,
+            "n": self.n,
+            "censored": self.censored,
+        }
 
 
 def _t_quantile(p: float, df: int) -> float:
@@ -49,8 +55,9 @@ def t_interval(values: Sequence[float], level: float = 0.95, censored: int = 0) 
     """Mean of the per-seed ``values`` with its two-sided t-interval at ``level``."""
     v = np.asarray(values, dtype=float)
     if v.ndim != 1 or len(v) == 0 or not np.all(np.isfinite(v)):
-        raise ValueError(f"values must be a non-empty 1-D sequence of finite numbers, got "
-                         f"{list(np.ravel(v))}")
+        raise ValueError(
+            f"values must be a non-empty 1-D sequence of finite numbers, got {list(np.ravel(v))}"
+        )
     if not 0 < level < 1:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
     if not (isinstance(censored, int) and 0 <= censored <= len(v)):
@@ -66,13 +73,20 @@ def seed_slopes(xs: Sequence[float], seed_values: Sequence[Sequence[float]]) -> 
     """Per seed (rows), the least-squares slope of log(value) on log(x)."""
     x, y = np.asarray(xs, dtype=float), np.asarray(seed_values, dtype=float)
     if not (np.all(x > 0) and np.all(y > 0)):
-        raise ValueError(f"xs and seed_values must be positive, got {x.tolist()} and "
-                         f"{y.tolist()}")
+        raise ValueError(f"xs and seed_values must be positive, got {x.tolist()} and {y.tolist()}")
     x, y = np.log(x), np.log(y)
-    if y.ndim != 2 or y.shape[1] != len(x) or len(x) < 2 or np.ptp(x) == 0 \
-            or not np.all(np.isfinite(y)) or not np.all(np.isfinite(x)):
-        raise ValueError(f"seed_values must be seeds x {len(x)} positive numbers over at "
-                         f"least two distinct positive xs, got shape {y.shape}")
+    if (
+        y.ndim != 2
+        or y.shape[1] != len(x)
+        or len(x) < 2
+        or np.ptp(x) == 0
+        or not np.all(np.isfinite(y))
+        or not np.all(np.isfinite(x))
+    ):
+        raise ValueError(
+            f"seed_values must be seeds x {len(x)} positive numbers over at "
+            f"least two distinct positive xs, got shape {y.shape}"
+        )
     xc = x - x.mean()
     return (y - y.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
 

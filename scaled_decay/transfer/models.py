@@ -19,11 +19,11 @@ each tensor can carry its own lr. The rules are referenced to the base width
 gives each tensor exactly ``weight_decay``: all rules share the base width's runs, and a
 rule's lambda reads the same as plain decay there.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import List
 
 from torch import nn
 
@@ -33,8 +33,18 @@ from scaled_decay.group_keys import PER_TENSOR_KEYS
 from .archs import Net, mup_lr_multiplier
 from .names import DATA_RULES, MODES, OPTIMIZERS, PARAMETRIZATIONS, RULE_LABELS, RULES
 
-__all__ = ["OPTIMIZERS", "PARAMETRIZATIONS", "RULES", "MODES", "DATA_RULES", "Arm",
-           "build_mlp", "build_optimizer", "param_count", "decay_signature"]
+__all__ = [
+    "DATA_RULES",
+    "MODES",
+    "OPTIMIZERS",
+    "PARAMETRIZATIONS",
+    "RULES",
+    "Arm",
+    "build_mlp",
+    "build_optimizer",
+    "decay_signature",
+    "param_count",
+]
 
 SGD_MOMENTUM = 0.9
 
@@ -43,23 +53,28 @@ SGD_MOMENTUM = 0.9
 class Arm:
     """What one training run's optimizer is: everything but lambda, width and seed."""
 
-    optimizer: str        # "sgd" | "adamw"
+    optimizer: str  # "sgd" | "adamw"
     parametrization: str  # "sp" | "mup"
-    rule: str             # one of RULES or DATA_RULES
-    mode: str             # "decoupled" | "independent"
+    rule: str  # one of RULES or DATA_RULES
+    mode: str  # "decoupled" | "independent"
 
     @property
     def label(self) -> str:
-        return (f"{self.optimizer}/{self.parametrization}/{self.mode}/"
-                f"{RULE_LABELS[self.rule]}")
+        return f"{self.optimizer}/{self.parametrization}/{self.mode}/{RULE_LABELS[self.rule]}"
 
 
 def build_mlp(d_in: int, width: int, n_classes: int = 10) -> nn.Sequential:
-    return nn.Sequential(OrderedDict([
-        ("input", nn.Linear(d_in, width)), ("act1", nn.ReLU()),
-        ("hidden", nn.Linear(width, width)), ("act2", nn.ReLU()),
-        ("output", nn.Linear(width, n_classes)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("input", nn.Linear(d_in, width)),
+                ("act1", nn.ReLU()),
+                ("hidden", nn.Linear(width, width)),
+                ("act2", nn.ReLU()),
+                ("output", nn.Linear(width, n_classes)),
+            ]
+        )
+    )
 
 
 def param_count(d_in: int, width: int, n_classes: int = 10) -> int:
@@ -70,7 +85,7 @@ def _scaling(rule: str, base_param_count: int, steps_per_epoch: int, epochs: int
     if rule == "none":
         return None
     if rule == "fan_in":
-        return sd.FanIn(power=1.0)      # reference: the base model's fan-in, per tensor
+        return sd.FanIn(power=1.0)  # reference: the base model's fan-in, per tensor
     if rule == "fan_in_inv":
         return sd.FanIn(power=-1.0)
     if rule == "param_count":
@@ -82,24 +97,39 @@ def _scaling(rule: str, base_param_count: int, steps_per_epoch: int, epochs: int
     raise ValueError(f"rule must be one of {RULES + DATA_RULES}, got {rule!r}")
 
 
-def build_optimizer(model: nn.Module, arm: Arm, *, net: Net, width: int, lr: float,
-                    weight_decay: float, base_width: int, steps_per_epoch: int = 1,
-                    epochs: int = 1):
+def build_optimizer(
+    model: nn.Module,
+    arm: Arm,
+    *,
+    net: Net,
+    width: int,
+    lr: float,
+    weight_decay: float,
+    base_width: int,
+    steps_per_epoch: int = 1,
+    epochs: int = 1,
+):
     """The arm's sd optimizer for ``model`` (``net`` at ``width``): one param group per
     tensor, each with its muP lr (see ``archs.py``)."""
     base = net.build(base_width)
     scaling = _scaling(arm.rule, net.param_count(base_width), steps_per_epoch, epochs)
-    groups: List[dict] = []
-    for group in sd.param_groups(model, weight_decay, base_model=base,
-                                 decay_mode=arm.mode, decay_scaling=scaling):
+    groups: list[dict] = []
+    for group in sd.param_groups(
+        model, weight_decay, base_model=base, decay_mode=arm.mode, decay_scaling=scaling
+    ):
         for i, p in enumerate(group["params"]):
             one = {k: v for k, v in group.items() if k not in ("params",) + PER_TENSOR_KEYS}
             one["params"] = [p]
             for key in PER_TENSOR_KEYS:
                 if key in group:
                     one[key] = [group[key][i]]
-            one["lr"] = lr * mup_lr_multiplier(group["param_names"][i], p.dim(), arm.optimizer,
-                                               arm.parametrization, base_width / width)
+            one["lr"] = lr * mup_lr_multiplier(
+                group["param_names"][i],
+                p.dim(),
+                arm.optimizer,
+                arm.parametrization,
+                base_width / width,
+            )
             groups.append(one)
     if arm.optimizer == "sgd":
         return sd.SGD(groups, lr=lr, momentum=SGD_MOMENTUM)
@@ -108,8 +138,16 @@ def build_optimizer(model: nn.Module, arm: Arm, *, net: Net, width: int, lr: flo
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {arm.optimizer!r}")
 
 
-def decay_signature(arm: Arm, *, net: Net = Net(), width: int, base_width: int, lr: float,
-                    steps_per_epoch: int = 1, epochs: int = 1) -> dict:
+def decay_signature(
+    arm: Arm,
+    *,
+    net: Net = Net(),
+    width: int,
+    base_width: int,
+    lr: float,
+    steps_per_epoch: int = 1,
+    epochs: int = 1,
+) -> dict:
     """Per decayed tensor, the fraction of it removed per step at the initial lr when
     ``weight_decay == 1`` (``c`` of the SPEC), read from the optimizer's own decay_report.
 
@@ -117,9 +155,17 @@ def decay_signature(arm: Arm, *, net: Net = Net(), width: int, base_width: int, 
     rescaled by the ratio: they share one sweep (see ``sweeps.py``).
     """
     model = net.build(width)
-    opt = build_optimizer(model, arm, net=net, width=width, lr=lr, weight_decay=1.0,
-                          base_width=base_width, steps_per_epoch=steps_per_epoch,
-                          epochs=epochs)
+    opt = build_optimizer(
+        model,
+        arm,
+        net=net,
+        width=width,
+        lr=lr,
+        weight_decay=1.0,
+        base_width=base_width,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+    )
     sig = {}
     for row in opt.decay_report():
         if row.weight_decay > 0:

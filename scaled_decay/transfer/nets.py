@@ -1,17 +1,17 @@
 """The CNN and the transformer of the study, named so that the muP rules of ``archs.py``
 read their roles off the parameter names: ``input.*`` / ``tok.*`` / ``pos.*`` take the
 data in, ``output.*`` is the readout, every other matrix is hidden."""
+
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["build_cnn", "TinyLM", "TEXT_LAYERS", "TEXT_HEADS"]
+__all__ = ["TEXT_HEADS", "TEXT_LAYERS", "TinyLM", "build_cnn"]
 
 TEXT_LAYERS = 2
 TEXT_HEADS = 4  # fixed: the head size grows with the width (width / 4)
@@ -31,10 +31,13 @@ def build_cnn(d_in: int, width: int, n_classes: int = 10) -> nn.Sequential:
         side //= 2
     final = (side // 2) // 2
     layers += [
-        ("input", nn.Conv2d(1, width, 3, padding=1)), ("act1", nn.ReLU()),
+        ("input", nn.Conv2d(1, width, 3, padding=1)),
+        ("act1", nn.ReLU()),
         ("pool1", nn.MaxPool2d(2)),
-        ("hidden", nn.Conv2d(width, width, 3, padding=1)), ("act2", nn.ReLU()),
-        ("pool2", nn.MaxPool2d(2)), ("flatten", nn.Flatten()),
+        ("hidden", nn.Conv2d(width, width, 3, padding=1)),
+        ("act2", nn.ReLU()),
+        ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
         ("output", nn.Linear(width * final * final, n_classes)),
     ]
     return nn.Sequential(OrderedDict(layers))
@@ -45,8 +48,11 @@ def cnn_macs(d_in: int, width: int, n_classes: int = 10) -> float:
     side = math.isqrt(d_in)
     side = side // 2 if side > 16 else side
     final = (side // 2) // 2
-    return (side * side * 9 * width + (side // 2) ** 2 * 9 * width * width
-            + final * final * width * n_classes)
+    return (
+        side * side * 9 * width
+        + (side // 2) ** 2 * 9 * width * width
+        + final * final * width * n_classes
+    )
 
 
 class _Block(nn.Module):
@@ -61,8 +67,9 @@ class _Block(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, t, w = h.shape
-        q, k, v = self.qkv(self.ln1(h)).view(b, t, 3, self.heads, w // self.heads) \
-            .permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.qkv(self.ln1(h)).view(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        )
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         h = h + self.proj(a.transpose(1, 2).reshape(b, t, w))
         return h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
@@ -76,8 +83,15 @@ class TinyLM(nn.Module):
     ``d0`` for muP, scale sqrt(d0)/head size (1/d, equal to SP at the base width).
     """
 
-    def __init__(self, vocab: int, context: int, width: int, layers: int = TEXT_LAYERS,
-                 heads: int = TEXT_HEADS, attention_base: Optional[int] = None):
+    def __init__(
+        self,
+        vocab: int,
+        context: int,
+        width: int,
+        layers: int = TEXT_LAYERS,
+        heads: int = TEXT_HEADS,
+        attention_base: int | None = None,
+    ):
         super().__init__()
         if width % heads:
             raise ValueError(f"width must be a multiple of {heads} heads, got {width}")

@@ -8,58 +8,93 @@ the fewest lambda points per seed behind it. The rule recommended is the candida
 hold; ties: the smaller largest |drift|); the row's verdict is that verdict where every study
 agrees, else "arms disagree". A study that lacks an arm is reported as not run.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Dict, List, Optional, Tuple
 
 from .names import RULE_LABELS
 from .report import load_study
 
-__all__ = ["SITUATIONS", "recommendation_table", "main"]
+__all__ = ["SITUATIONS", "main", "recommendation_table"]
 
 # situation -> (axis, chain suffix "optimizer/param", candidate (mode, rule) pairs)
-SITUATIONS: List[Tuple[str, str, List[str], List[Tuple[str, str]]]] = [
-    ("AdamW, muP, across width", "width", ["adamw/mup"],
-     [("independent", "none"), ("decoupled", "none"), ("decoupled", "fan_in_inv")]),
-    ("SGD, muP, across width", "width", ["sgd/mup"],
-     [("independent", "none"), ("decoupled", "none")]),
-    ("SGD, SP, across width", "width", ["sgd/sp"],
-     [("decoupled", "none"), ("decoupled", "fan_in_inv")]),
-    ("AdamW, SP, across width", "width", ["adamw/sp"],
-     [("decoupled", "none"), ("decoupled", "fan_in_inv")]),
-    ("any optimizer and parametrization, across width: the mean square", "width",
-     ["sgd/sp", "sgd/mup", "adamw/sp", "adamw/mup"],
-     [("decoupled", "param_count"), ("independent", "param_count")]),
-    ("SGD, across data (fixed epochs and batch)", "data", ["sgd/sp"],
-     [("decoupled", "none"), ("decoupled", "steps_per_epoch"),
-      ("decoupled", "steps_per_epoch_T")]),
-    ("AdamW, across data (fixed epochs and batch)", "data", ["adamw/sp"],
-     [("decoupled", "none"), ("decoupled", "steps_per_epoch"),
-      ("decoupled", "steps_per_epoch_T")]),
+SITUATIONS: list[tuple[str, str, list[str], list[tuple[str, str]]]] = [
+    (
+        "AdamW, muP, across width",
+        "width",
+        ["adamw/mup"],
+        [("independent", "none"), ("decoupled", "none"), ("decoupled", "fan_in_inv")],
+    ),
+    (
+        "SGD, muP, across width",
+        "width",
+        ["sgd/mup"],
+        [("independent", "none"), ("decoupled", "none")],
+    ),
+    (
+        "SGD, SP, across width",
+        "width",
+        ["sgd/sp"],
+        [("decoupled", "none"), ("decoupled", "fan_in_inv")],
+    ),
+    (
+        "AdamW, SP, across width",
+        "width",
+        ["adamw/sp"],
+        [("decoupled", "none"), ("decoupled", "fan_in_inv")],
+    ),
+    (
+        "any optimizer and parametrization, across width: the mean square",
+        "width",
+        ["sgd/sp", "sgd/mup", "adamw/sp", "adamw/mup"],
+        [("decoupled", "param_count"), ("independent", "param_count")],
+    ),
+    (
+        "SGD, across data (fixed epochs and batch)",
+        "data",
+        ["sgd/sp"],
+        [
+            ("decoupled", "none"),
+            ("decoupled", "steps_per_epoch"),
+            ("decoupled", "steps_per_epoch_T"),
+        ],
+    ),
+    (
+        "AdamW, across data (fixed epochs and batch)",
+        "data",
+        ["adamw/sp"],
+        [
+            ("decoupled", "none"),
+            ("decoupled", "steps_per_epoch"),
+            ("decoupled", "steps_per_epoch_T"),
+        ],
+    ),
 ]
 RANK = {"holds": 0, "holds within 2x": 1, "unresolved": 2, "does not hold": 3}
 
 
-def _row(study: dict, axis: str, combo: str, mode: str, rule: str) -> Optional[dict]:
+def _row(study: dict, axis: str, combo: str, mode: str, rule: str) -> dict | None:
     chain = study["chains"].get(f"{axis}/{combo}")
     if chain is None:
         return None
-    return next((r for r in chain["summary"].values()
-                 if r["mode"] == mode and r["rule"] == rule), None)
+    return next(
+        (r for r in chain["summary"].values() if r["mode"] == mode and r["rule"] == rule), None
+    )
 
 
-def _cell(name: str, r: Optional[dict]) -> str:
+def _cell(name: str, r: dict | None) -> str:
     if r is None:
         return f"{name}: not run"
     if not r["identifiable"]:
         return f"{name}: not identifiable ({r['reason']})"
-    iv = "" if r.get("drift_low") is None else \
-        f" [{r['drift_low']:+.2f}, {r['drift_high']:+.2f}]"
+    iv = "" if r.get("drift_low") is None else f" [{r['drift_low']:+.2f}, {r['drift_high']:+.2f}]"
     seeds = f"{r['seeds']} seed" + ("s" if r["seeds"] != 1 else "")
-    return (f"{name}: {r['drift']:+.2f}{iv} {r['verdict']} ({seeds}, "
-            f"{r['censored']} censored, {r['points']} pts)")
+    return (
+        f"{name}: {r['drift']:+.2f}{iv} {r['verdict']} ({seeds}, "
+        f"{r['censored']} censored, {r['points']} pts)"
+    )
 
 
 def _study_name(study: dict, axis: str) -> str:
@@ -69,40 +104,53 @@ def _study_name(study: dict, axis: str) -> str:
     return f"{s.get('arch', 'mlp')} {s['widths'][0]}→{s['widths'][-1]}"
 
 
-def recommendation_table(studies: Dict[str, dict]) -> str:
+def recommendation_table(studies: dict[str, dict]) -> str:
     """Markdown: one row per situation (see the module docstring)."""
-    lines = ["| situation | use | evidence: drift of λ* [95% t over seeds], verdict "
-             "(seeds, censored, fewest λ points per seed), per study | verdict |",
-             "|---|---|---|---|"]
+    lines = [
+        "| situation | use | evidence: drift of λ* [95% t over seeds], verdict "
+        "(seeds, censored, fewest λ points per seed), per study | verdict |",
+        "|---|---|---|---|",
+    ]
     for title, axis, combos, candidates in SITUATIONS:
         scored, evidence = [], []
         for mode, rule in candidates:
-            rows = [(_study_name(st, axis), combo, _row(st, axis, combo, mode, rule))
-                    for st in studies.values() for combo in combos]
+            rows = [
+                (_study_name(st, axis), combo, _row(st, axis, combo, mode, rule))
+                for st in studies.values()
+                for combo in combos
+            ]
             ran = [(n, c, r) for n, c, r in rows if r is not None]
             if not ran:
                 continue
             name = f"`{RULE_LABELS[rule]}`, {mode}"
-            evidence.append(f"**{name}**: " + "; ".join(
-                _cell(n + (f" {c}" if len(combos) > 1 else ""), r) for n, c, r in ran))
+            evidence.append(
+                f"**{name}**: "
+                + "; ".join(_cell(n + (f" {c}" if len(combos) > 1 else ""), r) for n, c, r in ran)
+            )
             verdicts = [r["verdict"] if r["identifiable"] else "unresolved" for _, _, r in ran]
             worst = max(RANK[v] for v in verdicts)
-            spread = max((abs(r["drift"]) for _, _, r in ran if r["identifiable"]),
-                         default=float("inf"))
+            spread = max(
+                (abs(r["drift"]) for _, _, r in ran if r["identifiable"]), default=float("inf")
+            )
             agree = verdicts[0] if len(set(verdicts)) == 1 else "arms disagree"
             scored.append(((worst, spread), name, agree, verdicts))
         if not scored:
             continue
         ((worst, _), best, agree, _) = min(scored, key=lambda t: t[0])
-        use = best if worst < RANK["does not hold"] else \
-            "none of these (each does not hold somewhere)"
+        use = (
+            best
+            if worst < RANK["does not hold"]
+            else "none of these (each does not hold somewhere)"
+        )
         lines.append(f"| {title} | {use} | " + "<br>".join(evidence) + f" | {agree} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scaled_decay.transfer.recommend",
-                                description="The recommendation table from study folders.")
+    p = argparse.ArgumentParser(
+        prog="python -m scaled_decay.transfer.recommend",
+        description="The recommendation table from study folders.",
+    )
     p.add_argument("dirs", nargs="+", help="study folders holding runs.json")
     args = p.parse_args(argv)
     studies = {}

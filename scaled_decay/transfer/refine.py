@@ -12,20 +12,28 @@ The fine lattice contains the coarse one (10**(j/8) with j a multiple of 4 is 10
 and both are rounded to 6 significant digits, so a fine point on the coarse lattice is the
 same run, with the same cache key.
 """
+
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from .fit import Optimum, lowest_point
 
-__all__ = ["FINE_STEP", "REFINE_HALF_SPAN", "fine_value", "fine_index", "refine_window",
-           "fit_smooth", "SMOOTH_BANDWIDTH"]
+__all__ = [
+    "FINE_STEP",
+    "REFINE_HALF_SPAN",
+    "SMOOTH_BANDWIDTH",
+    "fine_index",
+    "fine_value",
+    "fit_smooth",
+    "refine_window",
+]
 
-FINE_STEP = 0.125          # log10 lambda between refinement points: 1/8 decade
-REFINE_HALF_SPAN = 0.5     # the window reaches half a decade either side: 9 points
+FINE_STEP = 0.125  # log10 lambda between refinement points: 1/8 decade
+REFINE_HALF_SPAN = 0.5  # the window reaches half a decade either side: 9 points
 # Half-width (decades) of the weights of the smooth fit: the best point's neighbours within
 # it count, tricube-weighted by distance, so a far, asymmetric flank does not bias the vertex.
 SMOOTH_BANDWIDTH = 0.375
@@ -42,18 +50,20 @@ def fine_index(lam: float) -> int:
     return round(math.log10(lam) / FINE_STEP)
 
 
-def refine_window(center: float, half_span: float = REFINE_HALF_SPAN) -> List[float]:
+def refine_window(center: float, half_span: float = REFINE_HALF_SPAN) -> list[float]:
     """Lambdas 1/8 decade apart from ``center / 10**half_span`` to ``center * 10**half_span``
     (snapped to the fine lattice): 9 points for the default half decade."""
     if not (isinstance(half_span, (int, float)) and half_span >= 3 * FINE_STEP):
-        raise ValueError(f"half_span must be at least {3 * FINE_STEP} decades (7 points), "
-                         f"got {half_span!r}")
+        raise ValueError(
+            f"half_span must be at least {3 * FINE_STEP} decades (7 points), got {half_span!r}"
+        )
     c, k = fine_index(center), round(half_span / FINE_STEP)
     return [fine_value(j) for j in range(c - k, c + k + 1)]
 
 
-def fit_smooth(lams: Sequence[float], losses: Sequence[float],
-               bandwidth: float = SMOOTH_BANDWIDTH) -> Optimum:
+def fit_smooth(
+    lams: Sequence[float], losses: Sequence[float], bandwidth: float = SMOOTH_BANDWIDTH
+) -> Optimum:
     """lambda* of one curve from every finite point within ``bandwidth`` decades of the lowest
     one (at least its two finite neighbours either side of it, and at least 3 points):
     the vertex of a least-squares quadratic in log10(lambda), tricube weights on the distance
@@ -73,12 +83,12 @@ def fit_smooth(lams: Sequence[float], losses: Sequence[float],
     order = [i for i in np.argsort(dist) if finite[i]]
     for i in order[:3]:  # a quadratic needs three points, even on a coarse grid
         use[i] = True
-    if use.sum() < 3 or not (use[:best].any() and use[best + 1:].any()):
+    if use.sum() < 3 or not (use[:best].any() and use[best + 1 :].any()):
         return Optimum(float(lams[best]), best, "ok")  # not bracketed by finite points
     h = max(bandwidth, float(dist[use].max())) * 1.05  # every used point keeps some weight
     w = (1 - (dist[use] / h) ** 3) ** 3
     xc = x[use] - x[best]
-    design = np.stack([np.ones_like(xc), xc, xc ** 2], axis=1) * np.sqrt(w)[:, None]
+    design = np.stack([np.ones_like(xc), xc, xc**2], axis=1) * np.sqrt(w)[:, None]
     coef, *_ = np.linalg.lstsq(design, losses[use] * np.sqrt(w), rcond=None)
     if coef[2] <= 0:  # flat or concave near the minimum: keep the lowest point
         return Optimum(float(lams[best]), best, "ok")
@@ -86,4 +96,4 @@ def fit_smooth(lams: Sequence[float], losses: Sequence[float],
     below = max(i for i in range(best) if finite[i]) if finite[:best].any() else best
     above = min(i for i in range(best + 1, len(x)) if finite[i])
     vertex = min(max(vertex, x[below]), x[above])
-    return Optimum(float(10 ** vertex), best, "ok")
+    return Optimum(float(10**vertex), best, "ok")

@@ -1,16 +1,23 @@
 """The study's outputs: the drift table (markdown), the figures (PNG) and every run (JSON)."""
+
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Dict, List
 
 from .figures import write_drift_figure, write_figures
 from .names import RULE_LABELS
 
-__all__ = ["drift_table", "summary_table", "write_outputs", "write_figures", "write_drift_figure",
-           "load_study", "to_strict_json"]
+__all__ = [
+    "drift_table",
+    "load_study",
+    "summary_table",
+    "to_strict_json",
+    "write_drift_figure",
+    "write_figures",
+    "write_outputs",
+]
 
 
 def _lam(v, arm: dict) -> str:
@@ -22,29 +29,36 @@ def _signed(v: float) -> str:
     return f"{v:+.2f}"
 
 
-def _chains(study: dict, axis: str) -> List[dict]:
+def _chains(study: dict, axis: str) -> list[dict]:
     return [c for c in study["chains"].values() if c["axis"] == axis]
 
 
 def drift_table(study: dict) -> str:
     """Markdown: one row per arm, lambda* at both ends of the axis and its drift."""
     s = study["settings"]
-    lines = [f"Dataset: {s['dataset']}; {s['seeds']} seed(s), {s['epochs']} epochs, batch "
-             f"{s['batch_size']}, lr {s['lr']} (base width), held-out NLL at the end of "
-             f"training. lambda*: geometric mean over seeds of each seed's own optimum "
-             f"(coarse half-decade grid, then a 1/8-decade window of +-{s.get('refine_half_span', 0)} "
-             f"decade around it, weighted quadratic fit in log lambda). drift = mean over seeds "
-             f"of log2(lambda*(last) / lambda*(first)) [95% t-interval over seeds]; n: seeds "
-             f"(censored: an optimum at the edge of the seed's lambdas, kept at the edge), pts: "
-             f"fewest lambdas behind one seed's optimum. verdict: holds (interval within +-1 "
-             f"and containing 0), holds within 2x (within +-1, excluding 0), does not hold "
-             f"(beyond +-1), else unresolved; with 1 seed the point decides."]
+    lines = [
+        f"Dataset: {s['dataset']}; {s['seeds']} seed(s), {s['epochs']} epochs, batch "
+        f"{s['batch_size']}, lr {s['lr']} (base width), held-out NLL at the end of "
+        f"training. lambda*: geometric mean over seeds of each seed's own optimum "
+        f"(coarse half-decade grid, then a 1/8-decade window of +-{s.get('refine_half_span', 0)} "
+        f"decade around it, weighted quadratic fit in log lambda). drift = mean over seeds "
+        f"of log2(lambda*(last) / lambda*(first)) [95% t-interval over seeds]; n: seeds "
+        f"(censored: an optimum at the edge of the seed's lambdas, kept at the edge), pts: "
+        f"fewest lambdas behind one seed's optimum. verdict: holds (interval within +-1 "
+        f"and containing 0), holds within 2x (within +-1, excluding 0), does not hold "
+        f"(beyond +-1), else unresolved; with 1 seed the point decides."
+    ]
     if study.get("partial"):
-        lines.append("PARTIAL: written from the runs finished so far (--finished-only); "
-                     + "; ".join(f"{k}: {v}" for k, v in study["partial"].items()) + ".")
+        lines.append(
+            "PARTIAL: written from the runs finished so far (--finished-only); "
+            + "; ".join(f"{k}: {v}" for k, v in study["partial"].items())
+            + "."
+        )
     if study.get("wall_seconds") is not None:
-        lines.append(f"Wall time {study['wall_seconds'] / 60:.1f} min: {study['trained']} "
-                     f"runs trained, {study['cached']} taken from the cache.")
+        lines.append(
+            f"Wall time {study['wall_seconds'] / 60:.1f} min: {study['trained']} "
+            f"runs trained, {study['cached']} taken from the cache."
+        )
     lines.append("")
     for axis, title in (("width", "Width arm"), ("data", "Data arm")):
         chains = _chains(study, axis)
@@ -52,20 +66,27 @@ def drift_table(study: dict) -> str:
             continue
         first, last = chains[0]["values"][0], chains[0]["values"][-1]
         sym = "n" if axis == "width" else "n_train"
-        fixed = (f"n_train = {s['n_train']}" if axis == "width"
-                 else f"width = {s['data_width']}, standard parametrization")
-        lines += [f"### {title}: {sym} = {first} -> {last} ({fixed})", "",
-                  f"| optimizer | param. | mode | rule | lambda*({sym}={first}) | "
-                  f"lambda*({sym}={last}) | drift [95% t] | n (censored), pts | verdict | "
-                  f"NLL at {sym}={last}: lambda=0 -> best |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        fixed = (
+            f"n_train = {s['n_train']}"
+            if axis == "width"
+            else f"width = {s['data_width']}, standard parametrization"
+        )
+        lines += [
+            f"### {title}: {sym} = {first} -> {last} ({fixed})",
+            "",
+            f"| optimizer | param. | mode | rule | lambda*({sym}={first}) | "
+            f"lambda*({sym}={last}) | drift [95% t] | n (censored), pts | verdict | "
+            f"NLL at {sym}={last}: lambda=0 -> best |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for c in chains:
             end = c["points"][-1]
             zero = _mean(end["zero_loss"])
             for label, row in c["summary"].items():
                 a0, a1 = c["points"][0]["arms"][label], end["arms"][label]
-                best = min((v for v in end["arms"][label]["mean_loss"] if v is not None),
-                           default=None)
+                best = min(
+                    (v for v in end["arms"][label]["mean_loss"] if v is not None), default=None
+                )
                 if row["identifiable"]:
                     d, ok = _drift_text(row), row["verdict"]
                     n = f"{row['seeds']} ({row['censored']}), {row['points']}"
@@ -75,7 +96,8 @@ def drift_table(study: dict) -> str:
                     f"| {c['optimizer']} | {c['parametrization']} | {row['mode']} | "
                     f"{RULE_LABELS[row['rule']]} | {_lam(row['lam_first'], a0)} | "
                     f"{_lam(row['lam_last'], a1)} | {d} | {n} | {ok} | "
-                    f"{_loss(zero)} -> {_loss(best)} |")
+                    f"{_loss(zero)} -> {_loss(best)} |"
+                )
         lines.append("")
     return "\n".join(lines)
 
@@ -83,9 +105,15 @@ def drift_table(study: dict) -> str:
 def summary_table(study: dict) -> str:
     """Markdown, one row per optimizer x parametrization x rule, the two modes side by side:
     drift [t-interval] and its verdict, for the README."""
-    lines = [] if not study.get("partial") else [
-        "PARTIAL (--finished-only): " + "; ".join(f"{k}: {v}" for k, v in
-                                                study["partial"].items()), ""]
+    lines = (
+        []
+        if not study.get("partial")
+        else [
+            "PARTIAL (--finished-only): "
+            + "; ".join(f"{k}: {v}" for k, v in study["partial"].items()),
+            "",
+        ]
+    )
     for axis in ("width", "data"):
         chains = _chains(study, axis)
         if not chains:
@@ -93,19 +121,25 @@ def summary_table(study: dict) -> str:
         v = chains[0]["values"]
         sym = "n" if axis == "width" else "n_train"
         modes = list(dict.fromkeys(r["mode"] for r in chains[0]["summary"].values()))
-        lines += [f"| {axis} arm, {sym} {v[0]} -> {v[-1]} | rule | "
-                  + " | ".join(f"drift, {m}" for m in modes) + " |",
-                  "|---|---|" + "---|" * len(modes)]
+        lines += [
+            f"| {axis} arm, {sym} {v[0]} -> {v[-1]} | rule | "
+            + " | ".join(f"drift, {m}" for m in modes)
+            + " |",
+            "|---|---|" + "---|" * len(modes),
+        ]
         for c in chains:
             rules = list(dict.fromkeys(r["rule"] for r in c["summary"].values()))
             for rule in rules:
                 cells = []
                 for m in modes:
-                    r = next(r for r in c["summary"].values()
-                             if r["rule"] == rule and r["mode"] == m)
+                    r = next(
+                        r for r in c["summary"].values() if r["rule"] == rule and r["mode"] == m
+                    )
                     cells.append(_drift_cell(r))
-                lines.append(f"| {c['optimizer']} / {c['parametrization']} | "
-                             f"{RULE_LABELS[rule]} | " + " | ".join(cells) + " |")
+                lines.append(
+                    f"| {c['optimizer']} / {c['parametrization']} | "
+                    f"{RULE_LABELS[rule]} | " + " | ".join(cells) + " |"
+                )
         lines.append("")
     return "\n".join(lines)
 
@@ -146,11 +180,10 @@ def to_strict_json(obj):
     return obj
 
 
-def write_outputs(study: dict, out_dir: str) -> Dict[str, str]:
+def write_outputs(study: dict, out_dir: str) -> dict[str, str]:
     """Write drift.md, runs.json and the figure(s) into ``out_dir``; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = {"table": os.path.join(out_dir, "drift.md"),
-             "json": os.path.join(out_dir, "runs.json")}
+    paths = {"table": os.path.join(out_dir, "drift.md"), "json": os.path.join(out_dir, "runs.json")}
     with open(paths["table"], "w") as f:
         f.write(drift_table(study))
     paths["summary"] = os.path.join(out_dir, "summary.md")
@@ -164,14 +197,12 @@ def write_outputs(study: dict, out_dir: str) -> Dict[str, str]:
     paths["exponents"] = os.path.join(out_dir, "exponents.md")
     with open(paths["exponents"], "w") as f:
         f.write(exponents_markdown(study, rows))
-    paths["exponent_figure"] = write_exponent_figure(rows, os.path.join(out_dir,
-                                                                        "exponents.png"))
+    paths["exponent_figure"] = write_exponent_figure(rows, os.path.join(out_dir, "exponents.png"))
     paths.update(write_figures(study, out_dir))
     paths["drift_figure"] = write_drift_figure(study, out_dir)
     from .collapse import write_collapse_figure
 
-    paths["collapse_figure"] = write_collapse_figure(study, os.path.join(out_dir,
-                                                                         "collapse.png"))
+    paths["collapse_figure"] = write_collapse_figure(study, os.path.join(out_dir, "collapse.png"))
     if study["settings"].get("tokens_per_param"):
         from .tokens import token_table
 
@@ -181,26 +212,31 @@ def write_outputs(study: dict, out_dir: str) -> Dict[str, str]:
     return paths
 
 
-def exponents_markdown(study: dict, rows: List[dict]) -> str:
+def exponents_markdown(study: dict, rows: list[dict]) -> str:
     """exponents.md: fitted slopes of log lambda* and of log c* = eta*lambda* per arm
     (``rows`` from ``exponents.study_exponents``), with t-intervals over seeds, against
     the published laws (see ``exponents.py``)."""
     from .exponents import exponent_table
 
     s = study["settings"]
-    return "\n".join([
-        "# Exponents: slope of log λ* against log width and log N",
-        "",
-        f"Dataset {s['dataset']}, {s['seeds']} seed(s). Slopes by least squares over the axis "
-        f"points where λ* is identified (at least 3 needed), one per seed from that seed's own "
-        f"refined λ*; the mean slope with its 95% t-interval over the seeds (none with one "
-        f"seed). Censored seeds have an optimum at the edge of their λs somewhere, kept at "
-        f"that edge (so their slope is a bound). c* = the hidden weight's "
-        f"per-step shrink at the initial lr (ηλ* for decoupled plain decay), τ_epoch = "
-        f"1/(c* M). Laws predict the slope of log c* (f: inside the interval, x: outside, "
-        f"-: no prediction or no interval); see scaled_decay/transfer/exponents.py.",
-        "![c* against the axis, fitted and predicted slopes](exponents.png)", "",
-        exponent_table(rows), ""])
+    return "\n".join(
+        [
+            "# Exponents: slope of log λ* against log width and log N",
+            "",
+            f"Dataset {s['dataset']}, {s['seeds']} seed(s). Slopes by least squares over the axis "
+            f"points where λ* is identified (at least 3 needed), one per seed from that seed's own "
+            f"refined λ*; the mean slope with its 95% t-interval over the seeds (none with one "
+            f"seed). Censored seeds have an optimum at the edge of their λs somewhere, kept at "
+            f"that edge (so their slope is a bound). c* = the hidden weight's "
+            f"per-step shrink at the initial lr (ηλ* for decoupled plain decay), τ_epoch = "
+            f"1/(c* M). Laws predict the slope of log c* (f: inside the interval, x: outside, "
+            f"-: no prediction or no interval); see scaled_decay/transfer/exponents.py.",
+            "![c* against the axis, fitted and predicted slopes](exponents.png)",
+            "",
+            exponent_table(rows),
+            "",
+        ]
+    )
 
 
 def load_study(out_dir: str) -> dict:

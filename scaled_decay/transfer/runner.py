@@ -6,13 +6,13 @@ side by side. The queue serves the chains' earliest axis points first and, among
 most expensive run first: so the two cores stay busy, and a chain of cheap runs (the token
 arm's data axis) is not starved behind another chain's expensive widest point.
 """
+
 from __future__ import annotations
 
 import heapq
 import math
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
-from typing import Dict, List
 
 from .cache import RunCache
 from .data import load_pool
@@ -22,25 +22,38 @@ from .settings import StudySettings
 from .sweeps import Chain, lattice_grid, plan_sweeps
 from .train import RunSpec, steps_per_epoch, train_run
 
-__all__ = ["run_study", "build_chains"]
+__all__ = ["build_chains", "run_study"]
 
 
-def build_chains(s: StudySettings) -> List[Chain]:
+def build_chains(s: StudySettings) -> list[Chain]:
     chains = []
     if "width" in s.axes:
         arms_for = lambda o, p: tuple(Arm(o, p, r, m) for r in s.rules for m in s.modes)
         n_trains = tuple(s.n_train_at_width(w) for w in s.widths)
-        chains += [Chain("width", o, p, tuple(s.widths), arms_for(o, p), s.data_width,
-                         s.n_train, n_trains) for o in s.optimizers for p in s.parametrizations]
+        chains += [
+            Chain("width", o, p, tuple(s.widths), arms_for(o, p), s.data_width, s.n_train, n_trains)
+            for o in s.optimizers
+            for p in s.parametrizations
+        ]
     if "data" in s.axes:  # steps-per-epoch rules concern data, not width: SP only
-        chains += [Chain("data", o, "sp", tuple(s.data_sizes),
-                         tuple(Arm(o, "sp", r, m) for r in s.data_rules for m in s.modes),
-                         s.data_width, s.n_train) for o in s.optimizers]
+        chains += [
+            Chain(
+                "data",
+                o,
+                "sp",
+                tuple(s.data_sizes),
+                tuple(Arm(o, "sp", r, m) for r in s.data_rules for m in s.modes),
+                s.data_width,
+                s.n_train,
+            )
+            for o in s.optimizers
+        ]
     return chains
 
 
 def _worker_init():
     import torch
+
     torch.set_num_threads(1)  # one core per worker process: two workers fill two cores
 
 
@@ -54,24 +67,33 @@ def _worker_run(spec_dict: dict, cache_dir: str) -> dict:
 class _Study:
     def __init__(self, s: StudySettings, cache: RunCache, progress):
         self.s, self.cache, self.progress = s, cache, progress
-        self.results: Dict[str, dict] = {}
-        self.specs: Dict[str, RunSpec] = {}
-        self.queue: list = []                 # heap of (-cost, key)
+        self.results: dict[str, dict] = {}
+        self.specs: dict[str, RunSpec] = {}
+        self.queue: list = []  # heap of (-cost, key)
         self.queued = set()
         self.chains = build_chains(s)
         self.position = {c: 0 for c in self.chains}
-        self.active: Dict[Chain, List[SweepState]] = {}
-        self.outcomes: Dict[Chain, List[dict]] = {c: [] for c in self.chains}
+        self.active: dict[Chain, list[SweepState]] = {}
+        self.outcomes: dict[Chain, list[dict]] = {c: [] for c in self.chains}
         self.trained = self.cached = 0
 
     # ---- specs and results ---------------------------------------------------------------
     def spec(self, chain: Chain, value: int, arm: Arm, lam: float, seed: int) -> RunSpec:
-        return RunSpec(dataset=self.s.dataset, n_train=chain.n_train_at(value),
-                       width=chain.width_at(value), base_width=self.s.base_width, arm=arm,
-                       weight_decay=float(lam), seed=seed, epochs=self.s.epochs,
-                       batch_size=self.s.batch_size, lr=float(self.s.lr[chain.optimizer]),
-                       data_seed=self.s.data_seed, pool_needed=self.s.needed_pool(),
-                       arch=self.s.arch)
+        return RunSpec(
+            dataset=self.s.dataset,
+            n_train=chain.n_train_at(value),
+            width=chain.width_at(value),
+            base_width=self.s.base_width,
+            arm=arm,
+            weight_decay=float(lam),
+            seed=seed,
+            epochs=self.s.epochs,
+            batch_size=self.s.batch_size,
+            lr=float(self.s.lr[chain.optimizer]),
+            data_seed=self.s.data_seed,
+            pool_needed=self.s.needed_pool(),
+            arch=self.s.arch,
+        )
 
     def need(self, spec: RunSpec, rank: int = 0) -> None:
         """Queue ``spec`` unless it is known or cached; ``rank``: its axis point's index in
@@ -113,40 +135,55 @@ class _Study:
                     changed = True
                 sweeps = self.active[chain]
                 value = chain.values[self.position[chain]]
-                zero = [self.results.get(self.zero_spec(chain, value, k).key())
-                        for k in range(self.s.seeds)]
+                zero = [
+                    self.results.get(self.zero_spec(chain, value, k).key())
+                    for k in range(self.s.seeds)
+                ]
                 # Decide on a sweep only once the point's lambda = 0 runs are in too, so the
                 # decisions depend on the results alone, never on the order runs finish in
                 # (a resumed study then grows exactly the grids a fresh one would).
                 for sw in sweeps:
-                    if not sw.done and all(z is not None for z in zero) \
-                            and sw.complete(self.results):
+                    if (
+                        not sw.done
+                        and all(z is not None for z in zero)
+                        and sw.complete(self.results)
+                    ):
                         for lam, k in sw.evaluate(self.results, zero):
                             if self.progress is not None:  # beyond the initial plan
                                 self.progress.grow(sw.spec_for(lam, k).cost())
                             self.need(sw.spec_for(lam, k), self.position[chain])
                         changed = True
                 if all(sw.done for sw in sweeps) and all(z is not None for z in zero):
-                    self.outcomes[chain].append(point_outcome(chain, value, sweeps, zero,
-                                                              self.results))
+                    self.outcomes[chain].append(
+                        point_outcome(chain, value, sweeps, zero, self.results)
+                    )
                     del self.active[chain]
                     self.position[chain] += 1
                     changed = True
 
     def zero_spec(self, chain: Chain, value: int, seed: int) -> RunSpec:
-        return self.spec(chain, value, Arm(chain.optimizer, chain.parametrization, "none",
-                                           "decoupled"), 0.0, seed)
+        return self.spec(
+            chain,
+            value,
+            Arm(chain.optimizer, chain.parametrization, "none", "decoupled"),
+            0.0,
+            seed,
+        )
 
-    def open_point(self, chain: Chain) -> List[SweepState]:
+    def open_point(self, chain: Chain) -> list[SweepState]:
         value = chain.values[self.position[chain]]
         sweeps = []
         points = self.s.grid_points if self.outcomes[chain] else self.s.first_grid_points
         for plan in self.plan(chain, value):
             center = self.center(chain, value, plan.rep)
-            sw = SweepState(plan, lattice_grid(center, points),
-                            self.s.max_extensions,
-                            lambda arm, lam, k, c=chain, v=value: self.spec(c, v, arm, lam, k),
-                            self.s.seeds, self.s.refine_half_span or None)
+            sw = SweepState(
+                plan,
+                lattice_grid(center, points),
+                self.s.max_extensions,
+                lambda arm, lam, k, c=chain, v=value: self.spec(c, v, arm, lam, k),
+                self.s.seeds,
+                self.s.refine_half_span or None,
+            )
             sweeps.append(sw)
             for lam in sw.lams:
                 for k in range(self.s.seeds):
@@ -156,16 +193,25 @@ class _Study:
         return sweeps
 
     def plan(self, chain: Chain, value: int):
-        return plan_sweeps(chain, value, net=self.s.net,
-                           base_width=self.s.base_width, lr=self.s.lr[chain.optimizer],
-                           epochs=self.s.epochs, batch_size=self.s.batch_size)
+        return plan_sweeps(
+            chain,
+            value,
+            net=self.s.net,
+            base_width=self.s.base_width,
+            lr=self.s.lr[chain.optimizer],
+            epochs=self.s.epochs,
+            batch_size=self.s.batch_size,
+        )
 
     def center(self, chain: Chain, value: int, rep: Arm) -> float:
         """Where to centre a sweep, in its representative's lambda: the rep arm's lambda*
         extrapolated (log-log, from the last two points) or, at a chain's first point, the
         default decoupled lambda converted into the rep's units."""
-        history = [(o["value"], o["arms"][rep.label]["center_lam"]) for o in self.outcomes[chain]
-                   if o["arms"][rep.label]["center_lam"] is not None]
+        history = [
+            (o["value"], o["arms"][rep.label]["center_lam"])
+            for o in self.outcomes[chain]
+            if o["arms"][rep.label]["center_lam"] is not None
+        ]
         if history:
             (x1, l1) = history[-1]
             log_l = math.log10(l1)
@@ -174,13 +220,22 @@ class _Study:
                 slope = (math.log10(l1) - math.log10(l0)) / (math.log10(x1) - math.log10(x0))
                 slope = max(-2.5, min(2.5, slope))
                 log_l += slope * (math.log10(value) - math.log10(x1))
-            return 10 ** log_l
-        width, m = chain.width_at(value), steps_per_epoch(chain.n_train_at(value),
-                                                           self.s.batch_size)
-        kw = dict(net=self.s.net, width=width, base_width=self.s.base_width,
-                  lr=self.s.lr[chain.optimizer], steps_per_epoch=m, epochs=self.s.epochs)
-        plain = decay_signature(Arm(chain.optimizer, chain.parametrization, "none",
-                                    "decoupled"), **kw)[self.s.net.probe]
+            return 10**log_l
+        width, m = (
+            chain.width_at(value),
+            steps_per_epoch(chain.n_train_at(value), self.s.batch_size),
+        )
+        kw = dict(
+            net=self.s.net,
+            width=width,
+            base_width=self.s.base_width,
+            lr=self.s.lr[chain.optimizer],
+            steps_per_epoch=m,
+            epochs=self.s.epochs,
+        )
+        plain = decay_signature(
+            Arm(chain.optimizer, chain.parametrization, "none", "decoupled"), **kw
+        )[self.s.net.probe]
         mine = decay_signature(rep, **kw)[self.s.net.probe]
         return self.s.default_lam[chain.optimizer] * plain / mine
 
@@ -212,8 +267,9 @@ def refine_new_points(half_span: float) -> int:
     return 2 * round(half_span / FINE_STEP) + 1 - int(2 * half_span / GRID_STEP)
 
 
-def run_study(s: StudySettings, cache_dir: str, *, workers: int = 2,
-              progress=None, train: bool = True) -> dict:
+def run_study(
+    s: StudySettings, cache_dir: str, *, workers: int = 2, progress=None, train: bool = True
+) -> dict:
     """Run (or resume) the study; returns the per-chain outcomes, summaries and all runs.
 
     ``progress``, if given, has ``plan(total_cost)`` (called once, with the cost of the
@@ -244,26 +300,34 @@ def run_study(s: StudySettings, cache_dir: str, *, workers: int = 2,
     done = [c for c in st.chains if len(st.outcomes[c]) >= 2]
     study = {
         "settings": s.to_dict(),
-        "chains": {c.name: {"axis": c.axis, "optimizer": c.optimizer,
-                            "parametrization": c.parametrization,
-                            "values": list(c.values[:len(st.outcomes[c])]),
-                            "points": st.outcomes[c],
-                            "summary": summarize_chain(c, st.outcomes[c])}
-                   for c in done},
-        "runs": [{"key": k, "spec": st.specs[k].to_dict(), "result": r}
-                 for k, r in st.results.items()],
-        "trained": st.trained, "cached": st.cached,
+        "chains": {
+            c.name: {
+                "axis": c.axis,
+                "optimizer": c.optimizer,
+                "parametrization": c.parametrization,
+                "values": list(c.values[: len(st.outcomes[c])]),
+                "points": st.outcomes[c],
+                "summary": summarize_chain(c, st.outcomes[c]),
+            }
+            for c in done
+        },
+        "runs": [
+            {"key": k, "spec": st.specs[k].to_dict(), "result": r} for k, r in st.results.items()
+        ],
+        "trained": st.trained,
+        "cached": st.cached,
     }
     if not st.finished():
-        study["partial"] = {c.name: f"{len(st.outcomes[c])} of {len(c.values)} axis points "
-                                    f"finished" for c in st.chains}
+        study["partial"] = {
+            c.name: f"{len(st.outcomes[c])} of {len(c.values)} axis points finished"
+            for c in st.chains
+        }
     return study
 
 
 def _run_pool(st: _Study, workers: int, cache_dir: str) -> None:
     ctx = get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                             initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
         inflight = {}
         try:
             while st.queue or inflight:
@@ -279,4 +343,3 @@ def _run_pool(st: _Study, workers: int, cache_dir: str) -> None:
                 fut.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-

@@ -8,19 +8,27 @@ identically once lambda is rescaled (the decay enters a step only through
 shape), so they share one *sweep*: it is trained once, for its representative arm, and the
 other arms read it with their lambda axis relabelled, ``lam_arm = lam_rep / factor``.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, List, Tuple
 
 from .archs import Net
 from .models import Arm, decay_signature
 from .train import steps_per_epoch
 
-__all__ = ["Chain", "SweepPlan", "plan_sweeps", "proportional_factor", "lattice_grid",
-           "lattice_value", "lattice_index", "GRID_STEP"]
+__all__ = [
+    "GRID_STEP",
+    "Chain",
+    "SweepPlan",
+    "lattice_grid",
+    "lattice_index",
+    "lattice_value",
+    "plan_sweeps",
+    "proportional_factor",
+]
 
 GRID_STEP = 0.5  # log10 lambda between grid points: half a decade
 
@@ -29,16 +37,16 @@ GRID_STEP = 0.5  # log10 lambda between grid points: half a decade
 class Chain:
     """One optimizer x parametrization along one axis ("width" or "data")."""
 
-    axis: str                       # "width" | "data"
+    axis: str  # "width" | "data"
     optimizer: str
     parametrization: str
-    values: Tuple[int, ...]         # widths, or training-set sizes
-    arms: Tuple[Arm, ...]           # rule x mode, in the order that picks representatives
-    fixed_width: int                # the data arm's width (width arm: unused)
-    fixed_n_train: int              # the width arm's training-set size (data arm: unused)
+    values: tuple[int, ...]  # widths, or training-set sizes
+    arms: tuple[Arm, ...]  # rule x mode, in the order that picks representatives
+    fixed_width: int  # the data arm's width (width arm: unused)
+    fixed_n_train: int  # the width arm's training-set size (data arm: unused)
     # the width arm's training-set size per width, where it grows with the model (the token
     # budget: tokens per parameter fixed); empty: fixed_n_train at every width
-    n_trains: Tuple[int, ...] = ()
+    n_trains: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
@@ -64,11 +72,10 @@ class SweepPlan:
     chain: Chain
     value: int
     rep: Arm
-    factors: Dict[Arm, float] = field(default_factory=dict)
+    factors: dict[Arm, float] = field(default_factory=dict)
 
 
-def proportional_factor(sig: Dict[str, float], ref: Dict[str, float],
-                        rel_tol: float = 1e-9):
+def proportional_factor(sig: dict[str, float], ref: dict[str, float], rel_tol: float = 1e-9):
     """``k`` with ``sig == k * ref`` tensor by tensor, or None when not proportional."""
     if set(sig) != set(ref) or not sig:
         return None
@@ -81,19 +88,22 @@ def proportional_factor(sig: Dict[str, float], ref: Dict[str, float],
 
 
 @lru_cache(maxsize=4096)
-def _signature(arm: Arm, net: Net, width: int, base_width: int, lr: float, m: int,
-               epochs: int) -> Tuple[Tuple[str, float], ...]:
-    sig = decay_signature(arm, net=net, width=width, base_width=base_width, lr=lr,
-                          steps_per_epoch=m, epochs=epochs)
+def _signature(
+    arm: Arm, net: Net, width: int, base_width: int, lr: float, m: int, epochs: int
+) -> tuple[tuple[str, float], ...]:
+    sig = decay_signature(
+        arm, net=net, width=width, base_width=base_width, lr=lr, steps_per_epoch=m, epochs=epochs
+    )
     return tuple(sorted(sig.items()))
 
 
-def plan_sweeps(chain: Chain, value: int, *, net: Net, base_width: int, lr: float,
-                epochs: int, batch_size: int) -> List[SweepPlan]:
+def plan_sweeps(
+    chain: Chain, value: int, *, net: Net, base_width: int, lr: float, epochs: int, batch_size: int
+) -> list[SweepPlan]:
     """Group the chain's arms at one axis point into shared sweeps (first arm = rep)."""
     width = chain.width_at(value)
     m = steps_per_epoch(chain.n_train_at(value), batch_size)
-    sweeps: List[SweepPlan] = []
+    sweeps: list[SweepPlan] = []
     sigs = {}
     for arm in chain.arms:
         sig = dict(_signature(arm, net, width, base_width, lr, m, epochs))
@@ -108,7 +118,7 @@ def plan_sweeps(chain: Chain, value: int, *, net: Net, base_width: int, lr: floa
     return sweeps
 
 
-def lattice_grid(center: float, points: int) -> List[float]:
+def lattice_grid(center: float, points: int) -> list[float]:
     """``points`` lambdas half a decade apart around ``center``, snapped to the lattice
     10**(j/2) so that neighbouring sweeps and reruns reuse the same values (and cache)."""
     if points < 1:
@@ -126,4 +136,3 @@ def lattice_value(j: int) -> float:
 
 def lattice_index(lam: float) -> int:
     return round(math.log10(lam) / GRID_STEP)
-

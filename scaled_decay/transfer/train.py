@@ -1,4 +1,5 @@
 """Train one run of the study and measure it: the unit the cache and the workers deal in."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +15,7 @@ from .archs import Net
 from .data import load_pool
 from .models import Arm, build_optimizer
 
-__all__ = ["RunSpec", "train_run", "steps_per_epoch"]
+__all__ = ["RunSpec", "steps_per_epoch", "train_run"]
 
 # Bump when a change to the training code changes results: old cache entries then miss.
 TRAIN_CODE_VERSION = 1
@@ -53,7 +54,7 @@ class RunSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunSpec":
+    def from_dict(cls, d: dict) -> RunSpec:
         return cls(**dict(d, arm=Arm(**d["arm"])))
 
     def cost(self) -> float:
@@ -63,8 +64,10 @@ class RunSpec:
         runs first."""
         macs = self.net.macs(self.width)
         steps = self.epochs * steps_per_epoch(self.n_train, self.batch_size)
-        return (MAC_SECONDS[self.arch] * self.epochs * self.n_train * macs
-                + STEP_SECONDS[self.arch] * steps)
+        return (
+            MAC_SECONDS[self.arch] * self.epochs * self.n_train * macs
+            + STEP_SECONDS[self.arch] * steps
+        )
 
 
 # Least-squares fits to the recorded runs' times (seconds = a * MAC-samples + b * steps):
@@ -97,10 +100,11 @@ def _evaluate(model, x: torch.Tensor, y: torch.Tensor, max_logits: int = 1 << 22
         return _nll(out, y).item(), (out.argmax(-1) == y).float().mean().item()
     nll = correct = 0.0
     for i in range(0, len(y), rows):
-        out = model(x[i:i + rows])
-        nll += F.cross_entropy(out.flatten(0, -2), y[i:i + rows].flatten(),
-                               reduction="sum").item()
-        correct += (out.argmax(-1) == y[i:i + rows]).sum().item()
+        out = model(x[i : i + rows])
+        nll += F.cross_entropy(
+            out.flatten(0, -2), y[i : i + rows].flatten(), reduction="sum"
+        ).item()
+        correct += (out.argmax(-1) == y[i : i + rows]).sum().item()
     return nll / y.numel(), correct / y.numel()
 
 
@@ -118,12 +122,21 @@ def train_run(spec: RunSpec, cache_dir: str = None) -> dict:
     torch.manual_seed(spec.seed)
     model = spec.net.build(spec.width, spec.arm.parametrization, spec.base_width)
     m = steps_per_epoch(spec.n_train, spec.batch_size)
-    opt = build_optimizer(model, spec.arm, net=spec.net, width=spec.width, lr=spec.lr,
-                          weight_decay=spec.weight_decay, base_width=spec.base_width,
-                          steps_per_epoch=m, epochs=spec.epochs)
+    opt = build_optimizer(
+        model,
+        spec.arm,
+        net=spec.net,
+        width=spec.width,
+        lr=spec.lr,
+        weight_decay=spec.weight_decay,
+        base_width=spec.base_width,
+        steps_per_epoch=m,
+        epochs=spec.epochs,
+    )
     total = spec.epochs * m
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total)))
+        opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
+    )
     order = torch.Generator().manual_seed(spec.seed + 1_000_003)
 
     start = time.perf_counter()
@@ -131,7 +144,7 @@ def train_run(spec: RunSpec, cache_dir: str = None) -> dict:
     for _ in range(spec.epochs):
         perm = torch.randperm(len(y), generator=order)
         for i in range(0, len(y), spec.batch_size):
-            idx = perm[i:i + spec.batch_size]
+            idx = perm[i : i + spec.batch_size]
             loss = _nll(model(x[idx]), y[idx])
             if not torch.isfinite(loss):
                 diverged = True
@@ -147,5 +160,10 @@ def train_run(spec: RunSpec, cache_dir: str = None) -> dict:
         train_nll, _ = _evaluate(model, x, y)
     if diverged or not math.isfinite(nll):
         diverged, nll = True, math.inf
-    return {"holdout_nll": nll, "holdout_acc": acc, "train_nll": train_nll,
-            "diverged": diverged, "seconds": time.perf_counter() - start}
+    return {
+        "holdout_nll": nll,
+        "holdout_acc": acc,
+        "train_nll": train_nll,
+        "diverged": diverged,
+        "seconds": time.perf_counter() - start,
+    }

@@ -5,6 +5,7 @@ fused op for it and that op's probe, and what a step plan needs to know of it (s
 lazy state, the group keys that shape a plan). The Triton kernels (``scaled_decay.kernels``)
 mirror the same math; ``scaled_decay.dispatch`` runs whichever a plan chose.
 """
+
 from . import adam, sgd
 
 __all__ = ["adam", "sgd"]

@@ -23,10 +23,10 @@ its math (``needs_wide``), the "loop" and "foreach" backends upcast params, grad
 run the optimizer's one foreach math in fp32, and store back once (``wide_step``): the order
 the Triton kernel computes in. fp32/fp64 parameters are never rounded here.
 """
+
 from __future__ import annotations
 
 from itertools import repeat
-from typing import List, Optional
 
 import torch
 
@@ -44,13 +44,15 @@ def check_keys(group: dict) -> None:
     """``low_precision`` and ``state_dtype`` of a group (ValueError naming the key)."""
     mode = group.get("low_precision")
     if mode not in ROUNDINGS:
-        raise ValueError(f"low_precision must be one of None, 'kahan', 'stochastic', got "
-                         f"{mode!r}")
+        raise ValueError(f"low_precision must be one of None, 'kahan', 'stochastic', got {mode!r}")
     dtype = group.get("state_dtype")
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point
-                                  and not dtype.is_complex):
-        raise ValueError(f"state_dtype must be None or a floating torch.dtype (e.g. "
-                         f"torch.float32), got {dtype!r}")
+    if dtype is not None and not (
+        isinstance(dtype, torch.dtype) and dtype.is_floating_point and not dtype.is_complex
+    ):
+        raise ValueError(
+            f"state_dtype must be None or a floating torch.dtype (e.g. "
+            f"torch.float32), got {dtype!r}"
+        )
 
 
 def state_keys(group: dict) -> tuple:
@@ -64,8 +66,7 @@ def init_state(state: dict, p: torch.Tensor, group: dict) -> None:
         return
     mode = group.get("low_precision")
     if mode == "kahan" and COMP not in state:
-        state[COMP] = torch.zeros_like(p, dtype=COMP_DTYPE,
-                                       memory_format=torch.preserve_format)
+        state[COMP] = torch.zeros_like(p, dtype=COMP_DTYPE, memory_format=torch.preserve_format)
     elif mode == "stochastic" and COUNT not in state:
         # on the parameter's device: the kernels and a captured step read it there
         state[COUNT] = torch.zeros((), dtype=torch.int64, device=p.device)
@@ -99,7 +100,7 @@ def half_ulp(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 4
 
 
-def survives(amount: Optional[float], dtype: torch.dtype) -> Optional[bool]:
+def survives(amount: float | None, dtype: torch.dtype) -> bool | None:
     """Whether a shrink ``p *= 1 - amount`` changes a stored ``dtype`` value (None: no
     multiplicative decay)."""
     if amount is None or amount == 0:
@@ -112,20 +113,27 @@ def warn_if_lost(opt, group: dict, params: list, positions: list, scales: list, 
     has bf16/fp16 params whose per-step shrink (at the current lr) is below half an ulp:
     their decay is then a no-op. Runs when a step plan is built, not per step."""
     from .decay_ops import Decay  # (decay_ops imports nothing from here)
-    if group.get("low_precision") is not None or group["decay_mode"] == "l2" \
-            or opt.__dict__.get("_sd_lost_decay_warned") \
-            or not any(p.dtype in LOW_DTYPES for p in params) \
-            or any(isinstance(v, torch.Tensor) for v in (group["lr"], group["weight_decay"],
-                                                          eta0)):
+
+    if (
+        group.get("low_precision") is not None
+        or group["decay_mode"] == "l2"
+        or opt.__dict__.get("_sd_lost_decay_warned")
+        or not any(p.dtype in LOW_DTYPES for p in params)
+        or any(isinstance(v, torch.Tensor) for v in (group["lr"], group["weight_decay"], eta0))
+    ):
         return  # (a tensor lr is a capturable or compiled step's: reading it would sync)
     wd, lr = float(group["weight_decay"]), float(group["lr"])
     decay = Decay(group["decay_mode"], (), lr, float(eta0), wd)
-    lost = [(i, p.dtype, float(decay.amount(wd * s))) for i, p, s in
-            zip(positions, params, scales) if p.dtype in LOW_DTYPES]
+    lost = [
+        (i, p.dtype, float(decay.amount(wd * s)))
+        for i, p, s in zip(positions, params, scales)
+        if p.dtype in LOW_DTYPES
+    ]
     lost = [(i, dtype, c) for i, dtype, c in lost if 0 < c < half_ulp(dtype)]
     if not lost:
         return
     import warnings
+
     names = group.get("param_names")
     i, dtype, c = lost[0]
     first = repr(names[i]) if names else f"params[{i}]"
@@ -134,7 +142,9 @@ def warn_if_lost(opt, group: dict, params: list, positions: list, scales: list, 
         f"{first}: a shrink of {c:.3g} per step) is below half an ulp of their dtype "
         f"({half_ulp(dtype):.3g}) and is rounded away at every step: set "
         f"low_precision='kahan' or 'stochastic' to keep it (decay_report() lists them)",
-        UserWarning, stacklevel=2)
+        UserWarning,
+        stacklevel=2,
+    )
     opt.__dict__["_sd_lost_decay_warned"] = True
 
 
@@ -146,8 +156,9 @@ def _wide(lst: list, dtype: torch.dtype) -> list:
     return [None if t is None else t.to(dtype) for t in lst]
 
 
-def wide_step(foreach, lists: list, lp_states: list, *, rounding, state_dtype, salt=0,
-              **kwargs) -> None:
+def wide_step(
+    foreach, lists: list, lp_states: list, *, rounding, state_dtype, salt=0, **kwargs
+) -> None:
     """``foreach(*lists, **kwargs)`` on fp32 copies (fp64 for fp64 params), then one store:
     state rounded to nearest into its dtype, params by ``rounding`` (see module doc).
 
@@ -180,8 +191,9 @@ def wide_step(foreach, lists: list, lp_states: list, *, rounding, state_dtype, s
 
 
 @torch.compiler.disable  # (see the docstring)
-def store_(params: list, work: list, rounding, lp_states: list, salt: int = 0,
-           on_device: bool = False) -> None:
+def store_(
+    params: list, work: list, rounding, lp_states: list, salt: int = 0, on_device: bool = False
+) -> None:
     """``params`` from their step's fp32 results ``work`` (overwritten): to nearest, Kahan
     (``lp_states[0]``: the compensations) or stochastic (``lp_states[0]``: the counters,
     advanced here; ``on_device``: no host read of them, for a capturable step). Never
@@ -217,7 +229,7 @@ def uniform(count, salt: int, n: int, device) -> torch.Tensor:
     key = _mix32((count * 0x3C6EF372 + salt * 0x1B873593 + 1) & _M32)
     i = torch.arange(n, device=device, dtype=torch.int64)
     h = _mix32((i * 0x2C1B3C6D + key) & _M32)
-    return (h >> 8).to(torch.float32) * 2.0 ** -24
+    return (h >> 8).to(torch.float32) * 2.0**-24
 
 
 def random_bits(count, salt: int, n: int, device, on_device: bool) -> torch.Tensor:
@@ -227,7 +239,7 @@ def random_bits(count, salt: int, n: int, device, on_device: bool) -> torch.Tens
     if on_device:
         return (uniform(count, salt, n, device) * 65536).to(torch.int32)
     gen = torch.Generator(device=device)
-    gen.manual_seed((int(count) * 0x9E3779B97F4A7C15 + salt) & (2 ** 63 - 1))
+    gen.manual_seed((int(count) * 0x9E3779B97F4A7C15 + salt) & (2**63 - 1))
     return torch.randint(0, 65536, (n,), generator=gen, device=device, dtype=torch.int32)
 
 
@@ -247,21 +259,29 @@ def stochastic_round(x: torch.Tensor, dtype: torch.dtype, u: torch.Tensor) -> to
     r = x.to(dtype)
     rf = r.to(x.dtype)
     d = x - rf
-    toward = torch.where(d > 0, torch.tensor(float("inf"), dtype=dtype, device=x.device),
-                         torch.tensor(float("-inf"), dtype=dtype, device=x.device))
+    toward = torch.where(
+        d > 0,
+        torch.tensor(float("inf"), dtype=dtype, device=x.device),
+        torch.tensor(float("-inf"), dtype=dtype, device=x.device),
+    )
     n = torch.nextafter(r, toward)
     up = u.view_as(x) < d / (n.to(x.dtype) - rf)  # NaN (inf inputs) compares False
     return torch.where(up, n, r)
 
 
-def stochastic_round_(params: List[torch.Tensor], work: List[torch.Tensor], count,
-                      salt: int = 0, on_device: bool = False) -> None:
+def stochastic_round_(
+    params: list[torch.Tensor],
+    work: list[torch.Tensor],
+    count,
+    salt: int = 0,
+    on_device: bool = False,
+) -> None:
     """``params[i] = stochastic_round(work[i])``, the list as one flat tensor (one draw)."""
     flat = torch.cat(list(map(torch.flatten, work)))
     bits = random_bits(count, salt, flat.numel(), flat.device, on_device)
     if params[0].dtype == torch.bfloat16:
         out = stochastic_round_bf16(flat, bits)
     else:
-        out = stochastic_round(flat, params[0].dtype, bits.to(torch.float32) * 2.0 ** -16)
+        out = stochastic_round(flat, params[0].dtype, bits.to(torch.float32) * 2.0**-16)
     chunks = out.split(list(map(torch.Tensor.numel, params)))
     torch._foreach_copy_(params, list(map(torch.Tensor.view_as, chunks, params)))

@@ -12,16 +12,21 @@ kernel (``scaled_decay.kernels.sgd``) mirrors it element by element.
 Lists: params, grads, bufs (each tensor's momentum buffer, None before its first step; new
 buffers are written into the list).
 """
-from __future__ import annotations
 
-from typing import Dict, List, Optional
+from __future__ import annotations
 
 import torch
 
 from .. import fused_guard as G
-from .decay_ops import (Decay, add_decay_to_grads, apply_cautious_decay,
-                        apply_decoupled_decay, decay_from_lists, found_inf_set, pick)
-
+from .decay_ops import (
+    Decay,
+    add_decay_to_grads,
+    apply_cautious_decay,
+    apply_decoupled_decay,
+    decay_from_lists,
+    found_inf_set,
+    pick,
+)
 
 name = "sgd"
 # complex params: loop/foreach compute in complex arithmetic (as torch.optim.SGD), the fused
@@ -38,8 +43,13 @@ def init_state(state: dict, p: torch.Tensor, group: dict, steps_on_device: bool)
 
 
 def hparams(group: dict, lr) -> dict:
-    return dict(lr=lr, momentum=group["momentum"], dampening=group["dampening"],
-                nesterov=group["nesterov"], maximize=group["maximize"])
+    return dict(
+        lr=lr,
+        momentum=group["momentum"],
+        dampening=group["dampening"],
+        nesterov=group["nesterov"],
+        maximize=group["maximize"],
+    )
 
 
 def structure(group: dict) -> tuple:
@@ -52,17 +62,47 @@ def state_lists(states: list, hp: dict, n: int) -> list:
     return [states[0] if states else [None] * n]
 
 
-def sgd_math(params: List[torch.Tensor], grads: List[torch.Tensor],
-             bufs: List[Optional[torch.Tensor]], *, l2_lams, decay, lr, momentum, dampening,
-             nesterov, maximize) -> None:
+def sgd_math(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    bufs: list[torch.Tensor | None],
+    *,
+    l2_lams,
+    decay,
+    lr,
+    momentum,
+    dampening,
+    nesterov,
+    maximize,
+) -> None:
     """The reference, with per-tensor lists: ``l2_lams`` (mode "l2") or ``decay`` (the
     amounts ``c`` of the other modes), one value per tensor."""
-    sgd_foreach(params, grads, bufs, decay=decay_from_lists(l2_lams, decay), lr=lr,
-                momentum=momentum, dampening=dampening, nesterov=nesterov, maximize=maximize)
+    sgd_foreach(
+        params,
+        grads,
+        bufs,
+        decay=decay_from_lists(l2_lams, decay),
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
 
 
-def sgd_foreach(params, grads, bufs, *, decay: Optional[Decay], lr, momentum, dampening,
-                nesterov, maximize, tensor_math=False) -> None:
+def sgd_foreach(
+    params,
+    grads,
+    bufs,
+    *,
+    decay: Decay | None,
+    lr,
+    momentum,
+    dampening,
+    nesterov,
+    maximize,
+    tensor_math=False,
+) -> None:
     """One SGD step on lists of same-device, same-dtype tensors (see module doc); new
     momentum buffers are written into ``bufs``. A tensor ``lr`` is used as a tensor (no host
     sync) when ``tensor_math``."""
@@ -101,13 +141,33 @@ def fused_op_name(decay) -> str:
 
 def fused_flags(decay, weight_decay, hp: dict, grad_scale, found_inf, first: bool) -> tuple:
     momentum = hp["momentum"] != 0
-    return (momentum, first and momentum, hp["nesterov"], hp["maximize"],
-            decay is not None and decay.l2 and weight_decay != 0, hp["dampening"] != 0,
-            grad_scale is not None, found_inf is not None)
+    return (
+        momentum,
+        first and momentum,
+        hp["nesterov"],
+        hp["maximize"],
+        decay is not None and decay.l2 and weight_decay != 0,
+        hp["dampening"] != 0,
+        grad_scale is not None,
+        found_inf is not None,
+    )
 
 
-def sgd_torch_fused(params, grads, bufs, *, decay, lr, momentum, dampening, nesterov, maximize,
-                    first, grad_scale=None, found_inf=None) -> None:
+def sgd_torch_fused(
+    params,
+    grads,
+    bufs,
+    *,
+    decay,
+    lr,
+    momentum,
+    dampening,
+    nesterov,
+    maximize,
+    first,
+    grad_scale=None,
+    found_inf=None,
+) -> None:
     """``torch._fused_sgd_`` on lists the step plan has checked (flat layouts, a trusted op)
     whose buffers are all new (``first``) or all there. Its weight decay is coupled, so "l2"
     passes ``lam`` through (one call per decay group) and the other modes apply ``p *= 1 - c``
@@ -126,29 +186,53 @@ def sgd_torch_fused(params, grads, bufs, *, decay, lr, momentum, dampening, nest
         for i, p in enumerate(params):
             bufs[i] = torch.empty_like(grads[i])
     device = params[0].device
-    amp = {k: t.to(device, non_blocking=True) for k, t in
-           (("grad_scale", grad_scale), ("found_inf", found_inf)) if t is not None}
+    amp = {
+        k: t.to(device, non_blocking=True)
+        for k, t in (("grad_scale", grad_scale), ("found_inf", found_inf))
+        if t is not None
+    }
     groups = decay.groups if decay is not None and decay.l2 else ((0.0, None),)
     for lam, idx in groups:
-        torch._fused_sgd_(pick(params, idx), pick(grads, idx),
-                          pick(bufs, idx) if use_momentum else [], weight_decay=lam,
-                          momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov,
-                          maximize=maximize, is_first_step=first and use_momentum, **amp)
+        torch._fused_sgd_(
+            pick(params, idx),
+            pick(grads, idx),
+            pick(bufs, idx) if use_momentum else [],
+            weight_decay=lam,
+            momentum=momentum,
+            lr=lr,
+            dampening=dampening,
+            nesterov=nesterov,
+            maximize=maximize,
+            is_first_step=first and use_momentum,
+            **amp,
+        )
 
 
-def probe(device, dtype, flags) -> Dict[str, float]:
+def probe(device, dtype, flags) -> dict[str, float]:
     """torch's fused SGD with ``flags`` on probe tensors, against ``sgd_math`` on fp32 (fp64
     for fp64) copies: the worst error of each output in ulps of ``dtype``."""
     has_momentum, first, nesterov, maximize, has_lam, damped, has_scale, has_inf = flags
-    hp = dict(lr=0.05, momentum=0.9 if has_momentum else 0.0,
-              dampening=0.25 if damped else 0.0, nesterov=nesterov, maximize=maximize)
+    hp = dict(
+        lr=0.05,
+        momentum=0.9 if has_momentum else 0.0,
+        dampening=0.25 if damped else 0.0,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
     lam = 0.01 if has_lam else 0.0
     p, g, b = G.probe_inputs(3, dtype, device)
     out_p, out_b = p.clone(), [None if first else b.clone()]
     scale = torch.tensor(4.0, device=device) if has_scale else None
-    sgd_torch_fused([out_p], [g * 4 if has_scale else g.clone()], out_b,
-                    decay=Decay("l2", ((lam, None),)), first=first, grad_scale=scale,
-                    found_inf=torch.zeros((), device=device) if has_inf else None, **hp)
+    sgd_torch_fused(
+        [out_p],
+        [g * 4 if has_scale else g.clone()],
+        out_b,
+        decay=Decay("l2", ((lam, None),)),
+        first=first,
+        grad_scale=scale,
+        found_inf=torch.zeros((), device=device) if has_inf else None,
+        **hp,
+    )
     wide = torch.float64 if dtype == torch.float64 else torch.float32
     # copies: p and b must stay the values before the step (the error's scale)
     ref_p, ref_g = p.to(wide, copy=True), g.to(wide, copy=True)

@@ -7,25 +7,36 @@ on the rank whose shard holds it (where a real overflow in that tensor would lan
 reduce-scatter). Rank 0 writes ``results.json``: per case, the largest difference to the
 single-process run, the scale after the run and whether the overflow step was skipped.
 """
+
 from __future__ import annotations
 
 import sys
 
 import torch
 import torch.distributed as dist
+from common import finish, init, loss_fn, make_net, max_diff
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import scaled_decay as sd
-from common import finish, init, loss_fn, make_net, max_diff
 
 STEPS, OVERFLOW = 8, 3
 CASES = {
     "AdamW/independent/fan_in/foreach": lambda ps: sd.AdamW(
-        ps, lr=0.05, weight_decay=0.5, decay_mode="independent", decay_scaling="fan_in",
-        backend="foreach"),
+        ps,
+        lr=0.05,
+        weight_decay=0.5,
+        decay_mode="independent",
+        decay_scaling="fan_in",
+        backend="foreach",
+    ),
     "SGD/decoupled/param_count/foreach": lambda ps: sd.SGD(
-        ps, lr=0.1, momentum=0.9, weight_decay=0.5, decay_scaling=sd.ParamCount(100),
-        backend="foreach"),
+        ps,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=0.5,
+        decay_scaling=sd.ParamCount(100),
+        backend="foreach",
+    ),
 }
 
 
@@ -39,7 +50,7 @@ def inject_inf(net, rank):
 
 
 def train(net, opt, rank, forward_net=None):
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
     before = None
     for step in range(STEPS):
         scaler.scale(loss_fn(forward_net or net, step)).backward()
@@ -65,15 +76,20 @@ def main():
         forward_net = None
         if wrap == "fsdp":
             from torch.distributed.fsdp import fully_shard
+
             fully_shard(net)
         else:
             forward_net = DDP(net)
         scale, skipped = train(net, make(list(net.parameters())), rank, forward_net)
         skipped_all = torch.tensor([float(skipped)])
         dist.all_reduce(skipped_all, op=dist.ReduceOp.MIN)
-        results[name] = {"max_diff": max_diff(net, ref), "scale": scale, "ref_scale": ref_scale,
-                         "skipped_on_every_rank": bool(skipped_all.item()),
-                         "ref_skipped": ref_skipped}
+        results[name] = {
+            "max_diff": max_diff(net, ref),
+            "scale": scale,
+            "ref_scale": ref_scale,
+            "skipped_on_every_rank": bool(skipped_all.item()),
+            "ref_skipped": ref_skipped,
+        }
     finish(rank, results)
 
 

@@ -1,4 +1,5 @@
 """Shared pieces of the distributed workers: process group, model, data, comparisons."""
+
 from __future__ import annotations
 
 import datetime

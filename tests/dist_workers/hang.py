@@ -1,6 +1,7 @@
 """A rank that never finishes (rank 1) next to one that fails (rank 0, with "fail"), or is
 aborted by the C++ runtime (rank 0, with "abort"): the launcher's deadline, kill path and
 retry policy are tested with it. Rank 0 appends a line to ``starts.txt`` on each start."""
+
 import os
 import sys
 import time

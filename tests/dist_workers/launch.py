@@ -5,6 +5,7 @@ TCP store on 127.0.0.1 at a port the OS picked free just before; gloo is held to
 loopback interface. A deadline bounds the whole job: on timeout or on any rank failing,
 every rank still running is killed, so no process outlives the test.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 WORKERS = Path(__file__).resolve().parent
@@ -26,18 +27,28 @@ def free_port() -> int:
 
 
 def worker_env(rank: int, world: int, port: int) -> dict:
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-               WORLD_SIZE=str(world), LOCAL_RANK=str(rank), GLOO_SOCKET_IFNAME="lo",
-               OMP_NUM_THREADS="1", PYTHONHASHSEED="0",
-               # an abort from C++ then prints every thread's Python stack into the log
-               PYTHONFAULTHANDLER="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(WORKERS)]
-                                        + [p for p in [env.get("PYTHONPATH")] if p])
+    env = dict(
+        os.environ,
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        GLOO_SOCKET_IFNAME="lo",
+        OMP_NUM_THREADS="1",
+        PYTHONHASHSEED="0",
+        # an abort from C++ then prints every thread's Python stack into the log
+        PYTHONFAULTHANDLER="1",
+    )
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), str(WORKERS)] + [p for p in [env.get("PYTHONPATH")] if p]
+    )
     return env
 
 
-def run_job(script: str, args: Sequence[str], tmp_path: Path, world: int = 2,
-            timeout: float = 150.0) -> List[str]:
+def run_job(
+    script: str, args: Sequence[str], tmp_path: Path, world: int = 2, timeout: float = 150.0
+) -> list[str]:
     """Run ``dist_workers/<script>`` on ``world`` ranks; returns each rank's output.
 
     Raises AssertionError with the ranks' output tails if any rank fails or the deadline
@@ -60,16 +71,22 @@ RETRIES = 2
 RETRIED_FAILURES = ("Address already in use", "terminate called without an active exception")
 
 
-def _run_once(script, args, tmp_path, world, timeout) -> List[str]:
+def _run_once(script, args, tmp_path, world, timeout) -> list[str]:
     (tmp_path / "results.json").unlink(missing_ok=True)  # never read a failed try's results
     port = free_port()
     logs = [tmp_path / f"{Path(script).stem}.rank{r}.log" for r in range(world)]
     procs = []
     for rank in range(world):
         with open(logs[rank], "w") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, str(WORKERS / script), *args], cwd=str(tmp_path),
-                env=worker_env(rank, world, port), stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(WORKERS / script), *args],
+                    cwd=str(tmp_path),
+                    env=worker_env(rank, world, port),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     deadline = time.monotonic() + timeout
     failed = None
     try:
@@ -90,9 +107,12 @@ def _run_once(script, args, tmp_path, world, timeout) -> List[str]:
     if failed is None and any(p.returncode != 0 for p in procs):
         failed = "a rank failed"
     if failed:
-        tails = "\n".join(f"--- rank {r} (rc {p.returncode}) ---\n{o[-3000:]}"
-                          for r, (p, o) in enumerate(zip(procs, out)))
+        tails = "\n".join(
+            f"--- rank {r} (rc {p.returncode}) ---\n{o[-3000:]}"
+            for r, (p, o) in enumerate(zip(procs, out))
+        )
         written = (tmp_path / "results.json").exists()  # rank 0 writes it after the last barrier
-        raise AssertionError(f"{script} {' '.join(args)}: {failed} (results.json written: "
-                             f"{written})\n{tails}")
+        raise AssertionError(
+            f"{script} {' '.join(args)}: {failed} (results.json written: {written})\n{tails}"
+        )
     return out

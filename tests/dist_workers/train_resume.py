@@ -10,6 +10,7 @@ the previous or the new checkpoint, never a torn one. On start the script resume
 ``step k`` after each step and writes the final parameters to ``DIR/final.pt``.
 ``--crash-in-save-at K`` SIGKILLs the process halfway through writing checkpoint K (tests).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import batch, make_net
 
 import scaled_decay as sd
-from common import batch, make_net
 
 
 def atomic_save(obj, path: Path, crash_halfway: bool = False) -> None:
@@ -63,8 +64,12 @@ def main():
 
     torch.manual_seed(0)
     net = make_net()
-    opt = sd.AdamW(sd.param_groups(net, 0.3), lr=0.03, decay_mode="independent",
-                   decay_scaling=(sd.FanIn(4), sd.StepsPerEpoch(10)))
+    opt = sd.AdamW(
+        sd.param_groups(net, 0.3),
+        lr=0.03,
+        decay_mode="independent",
+        decay_scaling=(sd.FanIn(4), sd.StepsPerEpoch(10)),
+    )
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=args.steps)
     start = 0
     if ckpt.exists():
@@ -86,9 +91,17 @@ def main():
         done = step + 1
         print(f"step {done}", flush=True)
         if done % args.every == 0 and done < args.steps:
-            atomic_save({"model": net.state_dict(), "optim": opt.state_dict(),
-                         "sched": sched.state_dict(), "rng": torch.get_rng_state(),
-                         "step": done}, ckpt, crash_halfway=done == args.crash_in_save_at)
+            atomic_save(
+                {
+                    "model": net.state_dict(),
+                    "optim": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "step": done,
+                },
+                ckpt,
+                crash_halfway=done == args.crash_in_save_at,
+            )
         time.sleep(args.step_delay)
     atomic_save({k: v.detach() for k, v in net.state_dict().items()}, args.dir / "final.pt")
 
