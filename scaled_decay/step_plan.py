@@ -202,8 +202,15 @@ class GroupPlan:
                 return None
         if not self.keys:
             return grads
-        if opt_state is not self.state_obj or len(opt_state) != self.state_len:
+        if opt_state is not self.state_obj:
             return None
+        if len(opt_state) != self.state_len:
+            # State was made or dropped: another group's (its first step), or ours. Look up
+            # our params' own state dicts once (a Python hash per tensor) and go on if they
+            # are still the plan's, rather than rebuilding every earlier group's plan.
+            if not all(map(_is, map(opt_state.get, params), self.state_dicts)):
+                return None
+            self.state_len = len(opt_state)
         for key, known in zip(self.keys, self.state_ids):  # (fp32 params lack the LP keys)
             if not all(map(_is, map(dict.get, self.state_dicts, itertools.repeat(key)), known)):
                 return None

@@ -177,3 +177,29 @@ def test_python_call_count_check_can_fail():
         assert _calls_per_step("hashing", 40) < _calls_per_step("hashing", 400)
     finally:
         del MAKERS["hashing"]
+
+
+@pytest.mark.parametrize("name, per_group", [("adamw", 1), ("sgd", 2)])
+def test_each_group_builds_its_plan_once_however_many_groups(name, per_group, builds):
+    # A group's plan checks its own params' state, not the optimizer's: the state that later
+    # groups create at step 1 must not rebuild the earlier groups' plans at step 2. (SGD builds
+    # twice: its momentum buffers are made by the first step.)
+    ps = _params(9)
+    opt = MAKERS[name]([{"params": ps[i::3]} for i in range(3)])
+    for k in range(5):
+        _grads(ps, k)
+        opt.step()
+    assert len(builds) == 3 * per_group
+
+
+def test_a_params_state_dropped_rebuilds_its_plan(builds):
+    ps = _params()
+    opt = MAKERS["adamw"](ps)
+    for k in range(2):
+        _grads(ps, k)
+        opt.step()
+    builds.clear()
+    del opt.state[ps[2]]  # a fresh start for one param: the plan's state no longer holds
+    _grads(ps, 2)
+    opt.step()
+    assert len(builds) == 1 and float(opt.state[ps[2]]["step"]) == 1.0
