@@ -125,6 +125,8 @@ def claim(group: dict, default) -> dict:
     are a ValueError; a group with its own ``weight_decay`` does not take a default
     timescale (e.g. ``sd.param_groups``' ``weight_decay=0`` group). Idempotent."""
     own = group.get("timescale")
+    if own is not None and _derived_here(group):
+        del group["weight_decay"]  # a group dict reused from another optimizer: derive anew
     if own is not None and group.get("weight_decay") is not None:
         raise ValueError(
             f"param group has both timescale={own!r} and weight_decay="
@@ -133,6 +135,19 @@ def claim(group: dict, default) -> dict:
     if "timescale" not in group:
         group["timescale"] = None if "weight_decay" in group else default
     return group
+
+
+def _derived_here(group: dict) -> bool:
+    """Whether the group's ``weight_decay`` is the one ``derive_weight_decay`` set from its
+    ``timescale`` (the group went through an optimizer already), not one the user gave."""
+    if "decay_mode" not in group or group.get("weight_decay") is None or "lr" not in group:
+        return False
+    try:
+        again = dict(group)
+        derive_weight_decay(again)
+    except (ValueError, TypeError):
+        return False
+    return again["weight_decay"] == group["weight_decay"]
 
 
 def derive_weight_decay(group: dict) -> None:

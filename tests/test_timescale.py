@@ -181,3 +181,22 @@ def test_trainer_factory_takes_a_timescale():
     assert opt.param_groups[1]["weight_decay"] == 0.0 and opt.param_groups[1]["timescale"] is None
     with pytest.raises(ValueError, match="timescale=50 and weight_decay=0.1"):
         sd.trainer_factory(sd.AdamW)()(model, lr=LR, timescale=50, weight_decay=0.1)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_group_dicts_reused_in_a_second_optimizer_derive_lambda_again(name):
+    # torch.optim keeps (and back-fills) the group dicts it is given, so a second optimizer
+    # built on the same dicts finds the derived weight_decay beside the timescale: it derives
+    # it again from its group's lr (torch's classes back-fill the first's lr into the dicts;
+    # with_scaled_decay's copy them) instead of calling it a conflict.
+    p = nn.Parameter(torch.ones(4))
+    groups = [{"params": [p], "timescale": 50, "decay_mode": "decoupled"}]
+    first = CLASSES[name](groups, lr=LR, decay_mode="decoupled")
+    second = CLASSES[name](groups, lr=2 * LR, decay_mode="decoupled")
+    for opt in (first, second):
+        group = opt.param_groups[0]
+        assert group["weight_decay"] == pytest.approx(1 / (group["lr"] * 50))
+    assert _shrink_per_step(second, p, steps=1)[0] == pytest.approx(1 - 1 / 50)
+    groups[0]["weight_decay"] = 0.3  # one the user set by hand still conflicts
+    with pytest.raises(ValueError, match="both timescale"):
+        CLASSES[name](groups, lr=LR, decay_mode="decoupled")
