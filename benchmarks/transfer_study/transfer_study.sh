@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The full transfer study (issue 18), arm after arm, each resumable: rerun this script and
-# every finished run is read from its folder's cache. Writes under benchmarks/results/
-# transfer/ and appends each arm's CPU time and wall time to transfer_study_timing.log there.
+# every finished run is read from its folder's cache. Writes under
+# benchmarks/transfer_study/results/ and appends each arm's CPU time and wall time to
+# transfer_study_timing.log there.
 # Planned: 2.5 h on 2 cores of the slower (AMD EPYC) VM (tests/test_transfer_archs.py).
-#   usage: benchmarks/transfer_study.sh [ARM ...]   (default: all, in this order)
+#   usage: benchmarks/transfer_study/transfer_study.sh [ARM ...]   (default: all, in this order)
 #   arms:  mlp tokens joint-mlp transformer joint-transformer
 set -euo pipefail
-cd "$(dirname "$0")/.."
-out=benchmarks/results/transfer
+cd "$(dirname "$0")/../.."
+out=benchmarks/transfer_study/results
 python=${PYTHON:-python}
 declare -A flags=(
     [mlp]=""

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The GPU checks as one call on a lent CUDA machine (no install: the source tree is used
 # as is, with kernels/ linked in as scaled_decay/kernels, as the wheel ships it):
-#   OUT=DIR bash benchmarks/gpu_session.sh [suite|tests|probe|sweep|best|host|bench]...
+#   OUT=DIR bash benchmarks/triton/gpu_session.sh [suite|tests|probe|sweep|best|host|bench]...
 #   (best: bench_triton.py with the config sweep_triton.py found fastest)
 #   (default: tests host bench, about 9 minutes on an H200)
 # Writes all.log, the CUDA test log and the benchmarks' .json/.md (device and date inside)
-# under $OUT; copy them to benchmarks/results/cuda/ to record them. Wheels in .whl (carried
-# with the call: torch-optimi for the side-by-side rows, the study's packages for "suite")
+# under $OUT; copy them to benchmarks/triton/results/cuda/ to record them. Wheels in .whl
+# (carried with the call: torch-optimi for the side-by-side rows, the study's packages for "suite")
 # are installed first where present.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 [ -e scaled_decay/kernels ] || ln -s ../kernels scaled_decay/kernels
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HYPOTHESIS_PROFILE=ci
@@ -28,14 +28,15 @@ for s in $steps; do
     suite) # the whole suite under the image's torch (CI runs 2.13/2.14.1 on CPU only)
            timeout 170 python3 -m pytest -q -rf -p no:cacheprovider -n 8 --junitxml="$OUT/junit.xml" \
              tests/ 2>&1 | log ;;
-    tests) timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_triton_cuda.py \
-             tests/test_triton_compile.py tests/test_capture.py tests/test_step_plan.py 2>&1 | log ;;
-    probe) timeout 90 python3 benchmarks/probe_fused.py --out "$OUT" 2>&1 | log ;;
-    sweep) timeout 240 python3 benchmarks/sweep_triton.py --out "$OUT" 2>&1 | log ;;
-    host) timeout 150 python3 benchmarks/bench_host.py --steps 20 --out "$OUT" 2>&1 | log ;;
-    best) read -r b w < "$OUT/best_config.txt" || { b=4096; w=8; }; timeout 240 python3 benchmarks/bench_triton.py \
+    tests) timeout 150 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_triton_cuda.py \
+             tests/kernels/test_triton_compile.py tests/kernels/test_capture.py \
+             tests/kernels/test_step_plan.py 2>&1 | log ;;
+    probe) timeout 90 python3 benchmarks/triton/probe_fused.py --out "$OUT" 2>&1 | log ;;
+    sweep) timeout 240 python3 benchmarks/triton/sweep_triton.py --out "$OUT" 2>&1 | log ;;
+    host) timeout 150 python3 benchmarks/triton/bench_host.py --steps 20 --out "$OUT" 2>&1 | log ;;
+    best) read -r b w < "$OUT/best_config.txt" || { b=4096; w=8; }; timeout 240 python3 benchmarks/triton/bench_triton.py \
             --iters 20 --block "$b" --warps "$w" --out "$OUT" 2>&1 | log ;;
-    bench) timeout 240 python3 benchmarks/bench_triton.py --iters 20 --out "$OUT" 2>&1 | log ;;
+    bench) timeout 240 python3 benchmarks/triton/bench_triton.py --iters 20 --out "$OUT" 2>&1 | log ;;
   esac
   echo "=== $s exit ${PIPESTATUS[0]} $(date -u +%T) ===" | log
 done
