@@ -4,10 +4,11 @@ Trains a normalized MLP 64 -> n -> n -> 10 (each hidden Linear without bias, fol
 LayerNorm without affine, so its weight is scale-invariant) on scikit-learn's digits for
 several widths, with SGD-momentum and AdamW at a constant lr, and reads
 ``sd.EquilibriumMonitor`` over the second half of training. The "adamw-mup" arm gives the
-hidden and output weights lr * b/n, b the first width (muP's per-tensor AdamW lr) with plain decoupled decay:
-its per-step shrink lr*lam, and with it the predicted angular update, falls with width.
+hidden and output weights lr * b/n, b the first width (muP's per-tensor AdamW lr) with plain
+decoupled decay: its per-step shrink lr*lam, and with it the predicted angular update, falls
+with width.
 
-    python benchmarks/equilibrium.py            # writes benchmarks/results/equilibrium.md
+    python benchmarks/equilibrium/equilibrium.py  # writes results/equilibrium.md beside it
 
 About a minute of one core (widths 32, 128, 512).
 """
@@ -123,8 +124,8 @@ def main(argv=None):
             for r in report:
                 lines.append(
                     f"| {arm} | {width} | {r.name} | {fmt(r.c)} "
-                    f"| {fmt(r.grad_cos, '.1e')} | {fmt(r.rms)} | {fmt(r.rms_pred)} | {fmt(r.angular)} "
-                    f"| {fmt(r.angular_pred)} | {fmt(r.ratio, '.2f')} |"
+                    f"| {fmt(r.grad_cos, '.1e')} | {fmt(r.rms)} | {fmt(r.rms_pred)} "
+                    f"| {fmt(r.angular)} | {fmt(r.angular_pred)} | {fmt(r.ratio, '.2f')} |"
                 )
                 if r.name != "output.weight" and r.ratio is not None:
                     ratios.setdefault(arm, []).append(r.ratio)
@@ -134,11 +135,13 @@ def main(argv=None):
     summary = "; ".join(f"{arm} {min(v):.2f}-{max(v):.2f}" for arm, v in ratios.items())
     text = "\n".join(
         [
-            "# Rotational equilibrium across widths (`python benchmarks/equilibrium.py`)",
+            "# Rotational equilibrium across widths "
+            "(`python benchmarks/equilibrium/equilibrium.py`)",
             "",
-            f"Normalized MLP 64 -> n -> n -> 10 on scikit-learn's digits (hidden Linears without "
-            f"bias, each followed by a LayerNorm without affine: their weights are scale-invariant; "
-            f"the output layer is not), batch 64, {args.steps} steps at a constant lr, measured by "
+            "Normalized MLP 64 -> n -> n -> 10 on scikit-learn's digits (hidden Linears without "
+            "bias, each followed by a LayerNorm without affine: their weights are "
+            f"scale-invariant; the output layer is not), batch 64, {args.steps} steps at a "
+            "constant lr, measured by "
             f"`sd.EquilibriumMonitor(beta=0.995)` over the second half. SGD: lr 0.1, momentum "
             f"0.9, λ 0.05; AdamW: lr 0.01, λ 0.5 (both c = lr·λ = 0.005 per step); adamw-mup: "
             f"the same with hidden and output lr × {widths[0]}/n. Predictions: angular update "

@@ -1,6 +1,6 @@
 """What each optimizer keeps of the decay and the update in pure bf16, and what it costs.
 
-    python benchmarks/low_precision.py [--quick] [--out benchmarks/results]
+    python benchmarks/low_precision/low_precision.py [--quick] [--out DIR]
 
 (1) Decay alone: a 256x256 bf16 weight, zero gradients, AdamW lr 1e-3, weight decay 0.1,
     1,000 steps: the norm should shrink to (1 - 1e-4)**1000 = 0.9048 of itself.
@@ -24,16 +24,27 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from bench_cases import cpu_model
 
 import scaled_decay as sd
 
 LR, WD = 1e-3, 0.1
+
+
+def cpu_model() -> str:
+    """The CPU's model name (speed/bench_cases.py's; copied so this folder runs on its own)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def optimizers():
@@ -226,7 +237,8 @@ def main() -> None:
         f"# Low precision: what each optimizer keeps ({record['date']}, {record['cpu']}, "
         f"torch {record['torch']}{', QUICK' if quick else ''})",
         "",
-        f"Command: `python benchmarks/low_precision.py`; wall time {record['seconds']} s.",
+        "Command: `python benchmarks/low_precision/low_precision.py`; "
+        f"wall time {record['seconds']} s.",
         "",
         f"## Decay alone (bf16, zero grads): norm ratio, exact {exact:.4f}",
         "",

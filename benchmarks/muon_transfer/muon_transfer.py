@@ -1,6 +1,6 @@
 """Muon arm of the width study: does lambda* transfer across width with sd.MuonShape, and without?
 
-    python benchmarks/muon_transfer.py [--widths 32 128 512] [--epochs 20] [--out DIR]
+    python benchmarks/muon_transfer/muon_transfer.py [--widths 32 128 512] [--epochs 20] [--out DIR]
 
 The study's MLP 40 -> n -> n -> 10 on its MNIST-1D pool (4000 training samples, 1000 held
 out; ``scaled_decay.transfer`` pieces, used read-only). The input and hidden weight matrices
@@ -150,7 +150,7 @@ def sweep(run, width: int, arm: str, center: float) -> dict:
     return curve
 
 
-def fit_curve(curve: dict, seed: int = None):
+def fit_curve(curve: dict, seed: int | None = None):
     """lambda* of the seed-mean curve, or of one seed's (by position)."""
     lams = sorted(curve)
     if seed is None:
@@ -265,7 +265,7 @@ def markdown(r: dict) -> str:
     lines = [
         "# Muon: does lambda* transfer across width?",
         "",
-        f"`python benchmarks/muon_transfer.py` — MLP 40→n→n→10, n = "
+        f"`python benchmarks/muon_transfer/muon_transfer.py` — MLP 40→n→n→10, n = "
         f"{' → '.join(map(str, widths))}, MNIST-1D ({s['n_train']} train / 1000 held out), "
         f"{s['epochs']} epochs of batch {s['batch_size']}, cosine schedule, {s['seeds']} seeds. "
         f"{r['optimizer']}. λ on half-decade grids (extended at an edge), λ* from a parabola "

@@ -1,6 +1,6 @@
 """Step time against torch.optim on the CPU, in the cases where per-tensor host work shows.
 
-    python benchmarks/bench_cases.py [--rounds 15] [--steps 3] [--only SUBSTRING] [--out DIR]
+    python benchmarks/speed/bench_cases.py [--rounds 15] [--steps 3] [--only SUBSTRING] [--out DIR]
 
 Cases: (1) ~29M parameters in 97 transformer-like tensors (bench_step.py's shapes), (2) 2,000
 tensors of 4,096 elements, (3) 200 tensors of 64 x 64. Optimizers: AdamW (sd default backend,
@@ -88,7 +88,7 @@ PAIRS = [
 def run_case(shapes, names, rounds, steps):
     runs = []
     for name in names:
-        family, make = candidates()[name]
+        _family, make = candidates()[name]
         opt = make(make_params(shapes))
         for _ in range(2):  # lazy state, probes, first-step paths, plan
             opt.step()
@@ -161,8 +161,8 @@ def markdown(meta, rows) -> str:
         "",
         f"{meta['cpu']}, {meta['cores']} threads, torch {meta['torch']}, scaled_decay "
         f"{meta['sd']}; per pair {meta['rounds']} interleaved rounds of "
-        f"{meta['steps']} steps (x8 for 200 x 64x64); ratio = ours / torch within each round, median "
-        f"[min-max]. Reproduce: `python benchmarks/bench_cases.py`.",
+        f"{meta['steps']} steps (x8 for 200 x 64x64); ratio = ours / torch within each round, "
+        "median [min-max]. Reproduce: `python benchmarks/speed/bench_cases.py`.",
         "",
         "| case | ours | torch | ours ms | torch ms | ratio [spread] | target |",
         "|---|---|---|---:|---:|---:|---:|",

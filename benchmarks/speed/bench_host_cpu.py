@@ -1,6 +1,7 @@
 """Host work per step of the Triton path, measured on the CPU with the kernel launches stubbed.
 
-    python benchmarks/bench_host_cpu.py [--tensors 2000] [--numel 4096] [--steps 30] [--out DIR]
+    python benchmarks/speed/bench_host_cpu.py [--tensors 2000] [--numel 4096] [--steps 30]
+        [--out DIR]
 
 On a GPU an optimizer step's device work for many small tensors is tens of microseconds, so
 what the host does per step (checks, lists, table lookups, launches) sets its speed. This
@@ -167,7 +168,7 @@ def markdown(meta, rows) -> str:
         "",
         f"{meta['cpu']}, torch {meta['torch']}; {n} tensors of {meta['numel']} elements; "
         f"median of {meta['rounds']} interleaved rounds of {meta['steps']} steps. "
-        f"Reproduce: `python benchmarks/bench_host_cpu.py`.",
+        f"Reproduce: `python benchmarks/speed/bench_host_cpu.py`.",
         "",
         f"| optimizer | impl | host us/tensor | / torch fused [spread] | Python calls/step "
         f"at {n // 10} and {n} tensors |",

@@ -1,6 +1,6 @@
 """Optimizer step time: sd's backends against torch.optim's, side by side in one run.
 
-    python benchmarks/bench_step.py [--params-m 25] [--rounds 7] [--steps 5] [--out DIR]
+    python benchmarks/speed/bench_step.py [--params-m 25] [--rounds 7] [--steps 5] [--out DIR]
 
 A ~25M-parameter set of transformer-like shapes (embedding, attention and MLP matrices,
 biases, norm weights) with fixed gradients. Every candidate runs ``--steps`` steps per round,
@@ -46,7 +46,7 @@ def transformer_shapes(target_m: float, d: int = 512, vocab: int = 8192):
     ]
     while sum(torch.Size(s).numel() for s in shapes) < target_m * 1e6:
         shapes += block
-    return shapes + [(d,), (d,)]
+    return [*shapes, (d,), (d,)]
 
 
 def make_params(shapes, seed=0):
@@ -133,7 +133,9 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per candidate per round")
     ap.add_argument("--only", default="", help="substring filter on candidate names")
-    ap.add_argument("--out", default="benchmarks/results", help="where JSON/markdown go")
+    ap.add_argument(
+        "--out", default=str(Path(__file__).parent / "results"), help="where JSON/markdown go"
+    )
     args = ap.parse_args(argv)
     for flag in ("params_m", "rounds", "steps"):
         if not getattr(args, flag) > 0:

@@ -1,6 +1,7 @@
 """One model at two data sizes: does tau_epoch transfer with no retuning, where lambda does not?
 
-    python benchmarks/timescale_data_size.py [--sizes 1000 4000] [--epochs 30] [--seeds 3]
+    python benchmarks/timescale_data_size/timescale_data_size.py [--sizes 1000 4000]
+        [--epochs 30] [--seeds 3]
 
 Wang & Aitchison 2024 (arXiv 2405.13698): AdamW's weights are an EMA of recent updates with
 timescale tau_iter = 1 / (lr * lambda) steps; the optimal tau_epoch = tau_iter / M (M = steps
@@ -118,7 +119,8 @@ def summarize(runs: list, sizes: list, seeds: int) -> dict:
 
 def markdown(res: dict, sizes: list, args) -> str:
     lines = [
-        "# tau_epoch across data size (`python benchmarks/timescale_data_size.py`)",
+        "# tau_epoch across data size "
+        "(`python benchmarks/timescale_data_size/timescale_data_size.py`)",
         "",
         f"MLP 40-{WIDTH}-{WIDTH}-10, MNIST-1D, sd.AdamW lr {LR} cosine, batch "
         f"{args.batch_size}, {args.epochs} epochs, {args.seeds} seeds; held-out NLL "
@@ -170,7 +172,7 @@ def main(argv=None):
     pool = load_pool("mnist1d", 0, needed=max(args.sizes))
     runs = []
     for n in args.sizes:
-        for tau in [None] + GRID:
+        for tau in [None, *GRID]:
             for seed in range(args.seeds):
                 r = train_run(pool, n, tau, args.epochs, args.batch_size, seed)
                 runs.append(r)

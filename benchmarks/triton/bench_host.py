@@ -1,6 +1,6 @@
 """Host time per optimizer step with many tensors: is the fused path launch-bound?
 
-    python benchmarks/bench_host.py [--tensors 2000] [--numel 4096] [--steps 50] [--out DIR]
+    python benchmarks/triton/bench_host.py [--tensors 2000] [--numel 4096] [--steps 50] [--out DIR]
 
 On (b) 2,000 tensors of 4,096 elements and (a) GPT-2 small's 148 tensors (124M elements).
 

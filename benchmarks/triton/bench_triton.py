@@ -1,6 +1,6 @@
 """Fused Triton step against the reference backends and torch.optim, per step and per byte.
 
-    python benchmarks/bench_triton.py [--device cuda|cpu] [--scale S] [--iters N] [--out DIR]
+    python benchmarks/triton/bench_triton.py [--device cuda|cpu] [--scale S] [--iters N] [--out DIR]
 
 For SGD with momentum and AdamW, fp32 and bf16 params, on three sets of tensors:
 (a) GPT-2-small shapes (~124M params, 148 tensors), (b) 2,000 tensors of 4,096 elements,
@@ -56,7 +56,7 @@ def gpt2_small_shapes():
 
 
 def cases(scale: float):
-    shrink = lambda shape: (max(1, int(shape[0] * scale)),) + tuple(shape[1:])  # noqa: E731
+    shrink = lambda shape: (max(1, int(shape[0] * scale)), *shape[1:])  # noqa: E731
     return {
         "a_gpt2_small": [shrink(s) if len(s) == 2 else s for s in gpt2_small_shapes()],
         "b_2000x4K": [(4096,)] * 2000,
@@ -177,7 +177,6 @@ def copy_bandwidth(device, n_bytes, iters):
     src = torch.randn(n_bytes // 4, device=device)
     dst = torch.empty_like(src)
     ms, _, _ = timed(lambda: dst.copy_(src), device, 3, iters)
-    del src, dst
     return 2 * n_bytes / (ms * 1e-3) / 1e9
 
 

@@ -1,6 +1,6 @@
 """How far torch's fused optimizer ops are from this package's reference math, per output.
 
-    python benchmarks/probe_fused.py [--device cuda] [--out DIR]
+    python benchmarks/triton/probe_fused.py [--device cuda] [--out DIR]
 
 Runs the probes of ``scaled_decay.fused_guard`` (the ones the torch_fused backend runs before
 it trusts an op) for torch's ``_fused_adam_``, ``_fused_adamw_`` and ``_fused_sgd_`` in fp32,

@@ -1,6 +1,6 @@
 """The fused kernels' block size and warps, side by side on one GPU (CUDA only).
 
-    python benchmarks/sweep_triton.py [--configs 4096x8,2048x8,...] [--iters N] [--out DIR]
+    python benchmarks/triton/sweep_triton.py [--configs 4096x8,2048x8,...] [--iters N] [--out DIR]
 
 For each ``BLOCKxWARPS`` config (``kernels.launch.BLOCK`` elements per program, ``NUM_WARPS``
 warps) and for SGD-momentum and AdamW in fp32 and bf16 on bench_triton.py's cases (a)
