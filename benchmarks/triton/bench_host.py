@@ -153,7 +153,11 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--note", default="")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument(
+        "--out",
+        default=str(Path(__file__).parent / "results" / "cuda"),
+        help="where the results go (default: results/cuda/, beside the recorded ones)",
+    )
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_host.py measures CUDA launch overhead: it needs a CUDA device")

@@ -66,7 +66,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default="4096x8,4096x16,2048x8,2048x4,1024x4,1024x8")
     ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument(
+        "--out",
+        default=str(Path(__file__).parent / "results" / "cuda"),
+        help="where the results go (default: results/cuda/, beside the recorded ones)",
+    )
     args = ap.parse_args()
     device = torch.device("cuda")
     copy_gbs = copy_bandwidth(device, 1 << 30, 20)
