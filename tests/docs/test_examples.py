@@ -36,9 +36,9 @@ _pages: dict = {}
 def _runnable(block) -> str | None:
     """Why the block is not run here, or None."""
     if block.skip:
-        return f"marked skip: {block.skip}"
+        return f"{block.name}: marked skip: {block.skip}"
     if block.requires and importlib.util.find_spec(block.requires) is None:
-        return f"needs {block.requires}, not installed"
+        return f"{block.name}: needs {block.requires}, not installed"
     return None
 
 
@@ -57,8 +57,7 @@ def _run(block, page: _Page) -> str:
 
 
 def _normalized(text: str) -> list[str]:
-    lines = [line.rstrip() for line in text.rstrip("\n").split("\n")]
-    return lines
+    return [line.rstrip() for line in text.rstrip("\n").split("\n")]
 
 
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[b.name for b in ALL_BLOCKS])
