@@ -3,7 +3,7 @@
 ``BLOCK`` elements per program and ``NUM_WARPS`` are fixed, not autotuned: the kernels update
 their inputs in place, so an autotuner's trial runs would apply the step several times. The
 launchers read them at each call (``launch.BLOCK``), so a benchmark can try other values
-(``benchmarks/sweep_triton.py``).
+(``benchmarks/triton/sweep_triton.py``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 from .elementwise import BF16, FP16, FP32
 
 # 4 elements per thread: fp32 loads of 16 B, bf16/fp16 of 8 B. Measured on an H200
-# (benchmarks/results/cuda/README.md): 4096 x 8 warps (16 per thread) took 187 registers, one
-# program per SM at a time, and reached 69-75% of copy bandwidth (fp32) and 40-46% (bf16) on
-# one 256M-element tensor; 1024 x 8 reaches 81-94% and 58-80% across runs, with the same bits.
+# (benchmarks/triton/results/cuda/README.md): 4096 x 8 warps (16 per thread) took 187 registers, one
+# program per SM at a time, and reached 69-75% of copy bandwidth (fp32) and 40-46% (bf16) on one
+# 256M-element tensor; 1024 x 8 reaches 81-94% and 58-80% across runs, with the same bits.
 BLOCK = 1024  # elements per program
 NUM_WARPS = 8
 # No contraction of a * b + c into one fused multiply-add beyond the kernels' explicit

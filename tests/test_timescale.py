@@ -147,14 +147,19 @@ def test_a_failed_add_param_group_changes_nothing():
 
 
 def test_the_readmes_data_size_script_runs_and_derives_lambda_from_tau_epoch(tmp_path):
-    """benchmarks/timescale_data_size.py (the README's table) at a tiny scale: each run's
-    weight decay is 1 / (lr * tau_epoch * M), M from its own data size."""
+    """benchmarks/timescale_data_size/timescale_data_size.py (the README's table) at a tiny
+    scale: each run's weight decay is 1 / (lr * tau_epoch * M), M from its own data size."""
     import importlib.util
     import json
     from pathlib import Path
 
     pytest.importorskip("mnist1d")
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "timescale_data_size.py"
+    path = (
+        Path(__file__).resolve().parents[1]
+        / "benchmarks"
+        / "timescale_data_size"
+        / "timescale_data_size.py"
+    )
     spec = importlib.util.spec_from_file_location("timescale_data_size", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

@@ -197,11 +197,12 @@ def _increasing(name, values):
 
 
 # The CNN's and the transformer's presets, in the MLP's regime: small training sets and
-# enough steps that even the narrowest model overfits, so decay measurably helps there.
-# Probed with single runs (AdamW, lambda 0 / 0.1 / 1, widths 16 and 64 for the CNN, 32 and
-# 128 for the transformer), the CNN's full study and quick preview and the transformer's
-# quick preview (benchmarks/results/transfer/): SGD's lr 0.3 for the transformer trains
-# there without divergence. Planned core-seconds: tests/test_transfer_archs.py, README.
+# enough steps that even the narrowest model overfits, so decay measurably helps there. Probed with
+# single runs (AdamW, lambda 0 / 0.1 / 1, widths 16 and 64 for the CNN, 32 and 128 for the
+# transformer), the CNN's full study and quick preview and the transformer's quick preview (the
+# first study, in git at b2e852b:benchmarks/results/transfer/first_study/): SGD's lr 0.3 for the
+# transformer trains there without divergence. Planned core-seconds: tests/test_transfer_archs.py,
+# README.
 _TEXT = dict(
     n_train=128,
     epochs=40,
@@ -293,8 +294,8 @@ def quick_settings(dataset: str = None, arch: str = "mlp") -> StudySettings:
 
     On MNIST-1D the preview trains on 1000 samples and its data arm spans 250 -> 4000 at
     width 64, which keeps the whole preview under 2 minutes on an idle 2-core machine with
-    the refinement runs (benchmarks/results/transfer/quick_timing.md). Fewer samples at the
-    same 20 epochs overfit more, so decay still measurably helps at every width. Digits
+    the refinement runs (benchmarks/transfer_study/results/quick_timing.md). Fewer samples
+    at the same 20 epochs overfit more, so decay still measurably helps at every width. Digits
     keeps its whole 1,297-sample pool. The CNN and the transformer have their own presets
     (``_ARCH_PRESETS``).
     """

@@ -72,11 +72,13 @@ class RunSpec:
 
 # Least-squares fits to the recorded runs' times (seconds = a * MAC-samples + b * steps):
 # per step (Python, autograd, optimizer step, small kernels) the MLP's 0.5 ms from its
-# studies, the CNN's 4.5 ms from benchmarks/results/transfer/first_study/cnn (0.5 ms had
-# underestimated its runs up to 3x at the narrow widths); per MAC-sample 1e-10 s (fits:
-# 0.7-0.9e-10). The transformer's from its first full arm and preview (first_study/
-# transformer, transformer-quick: a = 0.55 and 0.66e-10, b = 8.5 and 8.2 ms). All fitted on
-# an Intel Xeon VM; an AMD EPYC VM runs the multiply-adds ~1.7x slower (tests plan for it).
+# studies, the CNN's 4.5 ms from the first study's CNN arm (0.5 ms had underestimated its
+# runs up to 3x at the narrow widths); per MAC-sample 1e-10 s (fits: 0.7-0.9e-10). The
+# transformer's from the first study's transformer arm and preview (a = 0.55 and 0.66e-10,
+# b = 8.5 and 8.2 ms). The first study's runs are in git, no longer in the tree:
+# b2e852b:benchmarks/results/transfer/first_study/{cnn,transformer,transformer-quick}.
+# All fitted on an Intel Xeon VM; an AMD EPYC VM runs the multiply-adds ~1.7x slower (tests
+# plan for it).
 MAC_SECONDS = {"mlp": 1e-10, "cnn": 1e-10, "transformer": 6e-11}
 STEP_SECONDS = {"mlp": 5e-4, "cnn": 4.5e-3, "transformer": 8.3e-3}
 
