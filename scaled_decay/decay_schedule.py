@@ -68,7 +68,8 @@ class WeightDecayScheduler(LRScheduler):
         list of callables, one per param group.
       total_steps: steps over which the curve goes from ``start_factor`` to ``end_factor``
         (``"linear"``/``"cosine"``; it stays at ``end_factor`` after).
-      start_factor, end_factor: the factor at ``t = 0`` and at ``t >= total_steps``.
+      start_factor: the factor at ``t = 0``.
+      end_factor: the factor at ``t >= total_steps``.
       last_epoch: ``-1`` for a new run (records ``initial_weight_decay`` in every group);
         the step to resume from otherwise (the groups must then have it), as torch's.
 

@@ -35,8 +35,9 @@ class SGD(ScaledDecayOptimizer):
     buffer in another dtype (``scaled_decay.updates.low_precision``).
 
     ``cautious_decay=True`` (Chen et al. 2025, arXiv 2510.12402): decay only the coordinates
-    whose sign agrees with the momentum-applied step ``d``: ``p <- p - lr * d - c * 1[d * p
-    >= 0] * p``. Order: ``d`` first, then ``p *= 1 - c * mask``, then ``p -= lr * d``
+    whose sign agrees with the momentum-applied step ``d``:
+    ``p <- p - lr * d - c * 1[d * p >= 0] * p``. Order: ``d`` first, then
+    ``p *= 1 - c * mask``, then ``p -= lr * d``
     (``updates.decay_ops.apply_cautious_decay``). Needs a multiplicative ``decay_mode`` ("l2"
     is a ValueError); never runs on torch's fused op (the plan routes those tensors to
     foreach). Complex params: each real component is masked on its own. ``decay_report()``
