@@ -201,7 +201,7 @@ def _increasing(name, values):
 # Probed with single runs (AdamW, lambda 0 / 0.1 / 1, widths 16 and 64 for the CNN, 32 and
 # 128 for the transformer), the CNN's full study and quick preview and the transformer's
 # quick preview (benchmarks/results/transfer/): SGD's lr 0.3 for the transformer trains
-# there without divergence. Planned core-seconds: tests/test_transfer_archs.py, README.
+# there without divergence. Planned core-seconds: tests/study/test_transfer_archs.py, README.
 _TEXT = dict(
     n_train=128,
     epochs=40,
