@@ -86,7 +86,7 @@ def test_launcher_retries_only_a_runtime_abort_and_only_so_often(tmp_path):
     """A C++ abort with nothing raised is torch's, not the job's: it is retried, but a job
     that aborts every time still fails, after RETRIES + 1 tries; a plain failure is not
     retried at all."""
-    from launch import RETRIES
+    from tests.helpers.dist_launch import RETRIES
 
     with pytest.raises(AssertionError, match=r"a rank failed \(results.json written: False\)"):
         run_job("hang.py", ["abort"], tmp_path, timeout=20)
