@@ -22,7 +22,7 @@ COMP_ELEM: tl.constexpr = tl.constexpr(BF16)
 def _typed(addr, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
     """A pointer to DTYPE from an integer address; ``ALIGNED`` tells the compiler it is a
     multiple of 16 bytes (the hint must sit on the pointer, not the integer, to give 16-byte
-    vector loads: checked in the PTX by tests/test_triton_compile.py)."""
+    vector loads: checked in the PTX by tests/kernels/test_triton_compile.py)."""
     ptr = addr.to(tl.pointer_type(DTYPE))
     if ALIGNED:
         ptr = tl.multiple_of(ptr, 16)

@@ -32,3 +32,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """accelerate keeps process-wide state; each test starts and ends without it."""
+    state = pytest.importorskip("accelerate.state")
+    state.AcceleratorState._reset_state(True)
+    state.GradientState._reset_state()
+    yield
+    state.AcceleratorState._reset_state(True)
+    state.GradientState._reset_state()

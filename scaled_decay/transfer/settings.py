@@ -197,12 +197,12 @@ def _increasing(name, values):
 
 
 # The CNN's and the transformer's presets, in the MLP's regime: small training sets and
-# enough steps that even the narrowest model overfits, so decay measurably helps there. Probed with
-# single runs (AdamW, lambda 0 / 0.1 / 1, widths 16 and 64 for the CNN, 32 and 128 for the
-# transformer), the CNN's full study and quick preview and the transformer's quick preview (the
-# first study, in git at b2e852b:benchmarks/results/transfer/first_study/): SGD's lr 0.3 for the
-# transformer trains there without divergence. Planned core-seconds: tests/test_transfer_archs.py,
-# README.
+# enough steps that even the narrowest model overfits, so decay measurably helps there.
+# Probed with single runs (AdamW, lambda 0 / 0.1 / 1, widths 16 and 64 for the CNN, 32 and
+# 128 for the transformer), the CNN's full study and quick preview and the transformer's
+# quick preview (the first study, in git at b2e852b:benchmarks/results/transfer/first_study/):
+# SGD's lr 0.3 for the transformer trains there without divergence. Planned core-seconds:
+# tests/study/test_transfer_archs.py, docs/study.md.
 _TEXT = dict(
     n_train=128,
     epochs=40,

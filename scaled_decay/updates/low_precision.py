@@ -35,7 +35,8 @@ ROUNDINGS = (None, "kahan", "stochastic")
 COMP, COUNT = "kahan_comp", "rounding_step"
 # The compensation's dtype: 2 bytes, and fp32's exponent range, so that the residuals of an
 # fp16 weight (below 2**-11 of it) do not underflow into fp16's subnormals; 8 bits of them
-# are kept, which keeps p + comp within an ulp of the exact sum (tests/test_low_precision.py)
+# are kept, which keeps p + comp within an ulp of the exact sum
+# (tests/optimizers/test_low_precision.py)
 COMP_DTYPE = torch.bfloat16
 _M32 = 0xFFFFFFFF
 
