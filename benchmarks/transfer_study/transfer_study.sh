@@ -3,7 +3,7 @@
 # every finished run is read from its folder's cache. Writes under
 # benchmarks/transfer_study/results/ and appends each arm's CPU time and wall time to
 # transfer_study_timing.log there.
-# Planned: 2.5 h on 2 cores of the slower (AMD EPYC) VM (tests/test_transfer_archs.py).
+# Planned: 2.5 h on 2 cores of the slower (AMD EPYC) VM (tests/study/test_transfer_archs.py).
 #   usage: benchmarks/transfer_study/transfer_study.sh [ARM ...]   (default: all, in this order)
 #   arms:  mlp tokens joint-mlp transformer joint-transformer
 set -euo pipefail

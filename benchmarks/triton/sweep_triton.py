@@ -47,7 +47,7 @@ def _run(family, dtype, seed):
 def check(family, dtype, config, default):
     """A config changes only how the work is cut up, never an element's arithmetic: its
     result must equal the default config's bit for bit (the default is checked against the
-    reference by tests/test_triton_cuda.py)."""
+    reference by tests/kernels/test_triton_cuda.py)."""
     seed = int(torch.randint(0, 2**31 - 1, ()))
     results = []
     for cfg in (config, default):
