@@ -50,8 +50,9 @@ def backend_for_torch_kwargs(
     ``capturable=True`` (steps without host syncs, for CUDA graph capture) is honoured by the
     Triton kernels and by the foreach/loop math in its tensor form (lr and step counts stay
     tensors); not by "torch_fused", whose guard probes on the host (a ValueError);
-    ``differentiable=True`` never (updates run under no_grad): a ValueError. ``tensors``: the parameters the
-    optimizer is constructed with (their devices decide "triton" against "torch_fused").
+    ``differentiable=True`` never (updates run under no_grad): a ValueError. ``tensors``: the
+    parameters the optimizer is constructed with (their devices decide "triton" against
+    "torch_fused").
     """
     check_backend(backend)
     for name, value in (("foreach", foreach), ("fused", fused)):

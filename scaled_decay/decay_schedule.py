@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import torch
 from torch.optim import Optimizer
@@ -45,7 +44,7 @@ __all__ = ["CURVES", "WeightDecayScheduler"]
 
 CURVES = ("constant", "linear", "cosine")
 
-Schedule = Union[str, Callable[[int], float], Sequence[Callable[[int], float]]]
+Schedule = str | Callable[[int], float] | Sequence[Callable[[int], float]]
 
 
 def _factor_arg(name: str, value) -> float:

@@ -133,7 +133,7 @@ def _decay(group: dict, batch: Batch, wd, lr, eta0) -> Decay | None:
 def run_batch(update, batch: Batch, grads, decay, hp, tensor_math, grad_scale, found_inf) -> None:
     """One backend call (a loop of them for "loop") on a batch of the plan."""
     n_own = batch.n_update_states
-    lists = [batch.params, grads] + update.state_lists(batch.states[:n_own], hp, len(batch.params))
+    lists = [batch.params, grads, *update.state_lists(batch.states[:n_own], hp, len(batch.params))]
     if batch.wide is not None:  # storage narrower (or wider) than the math: loop/foreach only
         rounding, state_dtype = batch.wide
         lp_states = batch.states[n_own:]
@@ -248,7 +248,7 @@ def _triton(update, batch: Batch, lists, lp_states, decay, hp, grad_scale, found
     package, tables, values, rows, layout = batch.triton
     grad_row = list(map(torch.Tensor.data_ptr, g))
     if grad_row != rows[1]:  # new grad storage (rows: P, G, ...)
-        rows = rows[:1] + [grad_row] + rows[2:]
+        rows = [*rows[:1], grad_row, *rows[2:]]
         layout = tables.layout(
             rows, list(map(torch.Tensor.numel, p)), package.launch.BLOCK, batch.device
         )

@@ -90,7 +90,7 @@ class _TrainerBuilder:
         self.optimizer_cls = optimizer_cls
 
     def __call__(self, model, **kwargs):
-        group_kwargs = {k: kwargs.pop(k) for k in _GROUP_KWARGS + ("timescale",) if k in kwargs}
+        group_kwargs = {k: kwargs.pop(k) for k in (*_GROUP_KWARGS, "timescale") if k in kwargs}
         if "weight_decay" not in kwargs and "timescale" not in group_kwargs:
             raise ValueError(
                 "sd.trainer_factory: put weight_decay (or timescale) into the "

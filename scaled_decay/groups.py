@@ -185,11 +185,11 @@ def _named_bias(name: str) -> bool:
 
 def param_groups(
     model: nn.Module,
-    weight_decay: float = None,
+    weight_decay: float | None = None,
     *,
     no_decay: Iterable = (),
     decay_1d: bool = False,
-    base_model: nn.Module = None,
+    base_model: nn.Module | None = None,
     timescale=None,
     **group_options,
 ) -> ParamGroups:

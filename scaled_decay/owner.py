@@ -42,7 +42,7 @@ def optimizer_repr(optimizer) -> str:
             for key in sorted(group)
             if key != "params"
         ]
-    return "\n".join(lines + [")"])
+    return "\n".join([*lines, ")"])
 
 
 class DecayPlanOwner:

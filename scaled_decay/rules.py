@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Union
 
 __all__ = [
     "FanIn",
@@ -263,7 +262,7 @@ class MuonShape:
             )
 
 
-Rule = Union[FanIn, ParamCount, StepsPerEpoch, MuonShape]
+Rule = FanIn | ParamCount | StepsPerEpoch | MuonShape
 RULE_TYPES = (FanIn, ParamCount, StepsPerEpoch, MuonShape)
 _RULE_TYPES = {cls.__name__: cls for cls in RULE_TYPES}
 _STRING_FORMS = {"none": (), "fan_in": (FanIn(),), "param_count": (ParamCount(),)}

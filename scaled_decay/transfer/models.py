@@ -118,7 +118,7 @@ def build_optimizer(
         model, weight_decay, base_model=base, decay_mode=arm.mode, decay_scaling=scaling
     ):
         for i, p in enumerate(group["params"]):
-            one = {k: v for k, v in group.items() if k not in ("params",) + PER_TENSOR_KEYS}
+            one = {k: v for k, v in group.items() if k not in ("params", *PER_TENSOR_KEYS)}
             one["params"] = [p]
             for key in PER_TENSOR_KEYS:
                 if key in group:

@@ -35,7 +35,7 @@ STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 def state_keys(group: dict) -> tuple:
     """The state tensors one step reads, in list order (the step count last)."""
-    return STATE_KEYS + ("step",) if group["amsgrad"] else STATE_KEYS[:2] + ("step",)
+    return (*STATE_KEYS, "step") if group["amsgrad"] else (*STATE_KEYS[:2], "step")
 
 
 def init_state(state: dict, p: torch.Tensor, group: dict, steps_on_device: bool) -> None:

@@ -183,7 +183,7 @@ def sgd_torch_fused(
     if decay is not None and not decay.l2:
         apply_decoupled_decay(params, decay, found_inf=found_inf)
     if use_momentum and first:
-        for i, p in enumerate(params):
+        for i in range(len(params)):
             bufs[i] = torch.empty_like(grads[i])
     device = params[0].device
     amp = {
