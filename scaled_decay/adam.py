@@ -110,7 +110,7 @@ class _AdamBase(ScaledDecayOptimizer):
 
 class Adam(_AdamBase):
     __doc__ = (
-        _AdamBase.__doc__
+        (_AdamBase.__doc__ or "")
         + """
     Defaults as ``torch.optim.Adam``: ``weight_decay=0``, ``decay_mode="l2"``.
     """
@@ -162,7 +162,7 @@ class Adam(_AdamBase):
 
 class AdamW(_AdamBase):
     __doc__ = (
-        _AdamBase.__doc__
+        (_AdamBase.__doc__ or "")
         + """
     Defaults as ``torch.optim.AdamW``: ``weight_decay=1e-2``, ``decay_mode="decoupled"``.
     """

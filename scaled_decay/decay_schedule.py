@@ -155,12 +155,12 @@ class WeightDecayScheduler(LRScheduler):
             return float(self._fns[group_index](t))
         if self.schedule == "constant":
             return self.start_factor
-        r = min(t / self.total_steps, 1.0)
+        r = min(t / self.total_steps, 1.0)  # type: ignore[operator]  # set for every curve
         if self.schedule == "cosine":
             r = 0.5 * (1.0 - math.cos(math.pi * r))
         return self.start_factor + (self.end_factor - self.start_factor) * r
 
-    def step(self) -> None:  # (no ``epoch`` argument: torch deprecated it)
+    def step(self) -> None:  # type: ignore[override]  # no ``epoch``: torch deprecated it
         """Advance one step and write each group's weight decay (after ``optimizer.step()``)."""
         self._step_count += 1
         self.last_epoch += 1

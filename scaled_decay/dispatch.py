@@ -102,7 +102,8 @@ def step_group(
     wd = group["weight_decay"]
     skip = None  # found_inf read on the host, once, for the unfused batches
     cautious = group.get("cautious_decay", False)
-    record = opt._plan.decayed[gi] = [] if cautious else None
+    record: list | None = [] if cautious else None
+    opt._plan.decayed[gi] = record
     for batch in plan.batches:
         fused = batch.backend in ("torch_fused", "triton")
         if not fused:
@@ -116,7 +117,7 @@ def step_group(
         decay = _decay(group, batch, wd, lr, eta0)
         if cautious and decay is not None:  # counts of decayed coordinates, for the report
             decay = decay._replace(cautious=True, decayed=[None] * len(batch.params))
-            record.append((batch.group_positions, decay.decayed))
+            record.append((batch.group_positions, decay.decayed))  # type: ignore[union-attr]
         run_batch(update, batch, bgrads, decay, hp, tensor_math, grad_scale, found_inf)
         if batch.new_buffers:
             plan.store_new_buffers(opt, batch, update.state_keys(group)[0])
@@ -190,7 +191,7 @@ def _write_back(lists: list, one: list, i: int) -> None:
 def _write_count(decay: Decay | None, one: Decay | None, i: int) -> None:
     """Tensor ``i``'s count of decayed coordinates (cautious decay), into the batch's list."""
     if decay is not None and decay.decayed is not None:
-        decay.decayed[i] = one.decayed[0]
+        decay.decayed[i] = one.decayed[0]  # type: ignore[union-attr,index]  # one: decay cut
 
 
 def _per_tensor(decay: Decay | None, n: int) -> list:

@@ -140,7 +140,7 @@ class EquilibriumReport(DecayReport):
         "note",
     )
 
-    def _cells(self, row: EquilibriumRow) -> list[str]:
+    def _cells(self, row: EquilibriumRow) -> list[str]:  # type: ignore[override]  # its rows
         def cell(col):
             v = getattr(row, col)
             if col == "name" and v is None:

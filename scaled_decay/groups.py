@@ -10,6 +10,7 @@ import fnmatch
 import logging
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -257,14 +258,14 @@ def param_groups(
             )
 
     keys = ("params", "param_names", "fan_ins", "fan_in_sources")
-    decay = (
+    decay: dict[str, Any] = (
         dict({k: [] for k in keys}, weight_decay=weight_decay)
         if timescale is None
         else dict({k: [] for k in keys}, timescale=timescale)
     )
     if base_fan_ins is not None:
         decay["fan_in_references"] = []
-    plain = dict({k: [] for k in keys}, no_decay_reasons=[], weight_decay=0.0)
+    plain: dict[str, Any] = dict({k: [] for k in keys}, no_decay_reasons=[], weight_decay=0.0)
     split = DecaySplit([], {}, [])
     for name, module, pname, p in _named_params_with_modules(model):
         if not p.requires_grad:

@@ -91,7 +91,7 @@ class DecayReport(list):
     """A list of :class:`DecayRow` with ``groups``, one :class:`GroupSummary` per param
     group; ``str()`` gives both tables, ``to_dicts()`` the rows as plain data."""
 
-    _COLUMNS = (
+    _COLUMNS: tuple[str, ...] = (
         "group",
         "name",
         "shape",

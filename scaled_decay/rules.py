@@ -265,7 +265,11 @@ class MuonShape:
 Rule = FanIn | ParamCount | StepsPerEpoch | MuonShape
 RULE_TYPES = (FanIn, ParamCount, StepsPerEpoch, MuonShape)
 _RULE_TYPES = {cls.__name__: cls for cls in RULE_TYPES}
-_STRING_FORMS = {"none": (), "fan_in": (FanIn(),), "param_count": (ParamCount(),)}
+_STRING_FORMS: dict[str, tuple[Rule, ...]] = {
+    "none": (),
+    "fan_in": (FanIn(),),
+    "param_count": (ParamCount(),),
+}
 
 
 def as_rules(decay_scaling) -> tuple[Rule, ...]:
@@ -283,7 +287,7 @@ def as_rules(decay_scaling) -> tuple[Rule, ...]:
                 f"or a tuple of them, got {decay_scaling!r}"
             )
         return _STRING_FORMS[decay_scaling]
-    if isinstance(decay_scaling, tuple(_RULE_TYPES.values())):
+    if isinstance(decay_scaling, RULE_TYPES):
         return (decay_scaling,)
     if isinstance(decay_scaling, dict):
         kwargs = dict(decay_scaling)

@@ -73,7 +73,9 @@ _REFUSED = {
 }
 
 
-def with_scaled_decay(optimizer_class: type, *, own_decay: str = "weight_decay") -> type:
+def with_scaled_decay(
+    optimizer_class: type[Optimizer], *, own_decay: str | None = "weight_decay"
+) -> type[Optimizer]:
     """A subclass of ``optimizer_class`` with this package's per-tensor scaled decay.
 
     ``own_decay`` names the wrapped optimizer's own weight-decay hyperparameter (held at 0),
@@ -87,7 +89,7 @@ def with_scaled_decay(optimizer_class: type, *, own_decay: str = "weight_decay")
         )
     if own_decay is not None and not isinstance(own_decay, str):
         raise ValueError(f"own_decay must be a hyperparameter name or None, got {own_decay!r}")
-    return _make_class(optimizer_class, own_decay)
+    return _make_class(optimizer_class, own_decay)  # type: ignore[arg-type]  # classes hash
 
 
 @functools.cache
@@ -138,6 +140,7 @@ class ScaledDecayMixin(DecayPlanOwner):
     _sd_own_decay = None
     _sd_holds = None  # the wrapped constructor's decay argument we set to 0
     _sd_signature: inspect.Signature
+    _sd_defaults: dict  # set in __init__ and __setstate__
 
     def __init__(
         self,
@@ -330,7 +333,7 @@ class ScaledDecayMixin(DecayPlanOwner):
                 for batch in indices_by([(p.device, p.dtype) for p in local]).values():
                     apply_decoupled_decay(
                         [local[i] for i in batch],
-                        decay_from_lists(None, [decay[idx[i]] for i in batch]),
+                        decay_from_lists(None, [decay[idx[i]] for i in batch]),  # type: ignore[arg-type]
                         found_inf=found_inf,
                     )
                 continue
@@ -340,7 +343,7 @@ class ScaledDecayMixin(DecayPlanOwner):
             scale = 1.0 if grad_scale is None else float(grad_scale)
             lams = [sign * scale * l2_lams[i] for i in idx]
             grads = [p.grad for p in params]
-            summed = add_decay_to_grads(grads, params, decay_from_lists(lams, None))
+            summed = add_decay_to_grads(grads, params, decay_from_lists(lams, None))  # type: ignore[arg-type]
             for p, g, new in zip(params, grads, summed):
                 if new is not g:
                     restore.append((p, g))

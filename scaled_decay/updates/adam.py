@@ -314,7 +314,10 @@ def probe(device, dtype, flags) -> dict[str, float]:
         out[1] = out[1] * 4
     _fused_adam_call(
         torch._fused_adamw_ if adamw else torch._fused_adam_,
-        *[[t] for t in out[:4]],
+        [out[0]],
+        [out[1]],
+        [out[2]],
+        [out[3]],
         [out[4]] if amsgrad else [],
         [torch.tensor(3.0, device=device)],
         wd=wd,
@@ -325,7 +328,10 @@ def probe(device, dtype, flags) -> dict[str, float]:
     wide = torch.float64 if dtype == torch.float64 else torch.float32
     ref = [t.to(wide, copy=True) for t in ins]  # a copy: ins must stay the values before
     adam_math(
-        *[[t] for t in ref[:4]],
+        [ref[0]],
+        [ref[1]],
+        [ref[2]],
+        [ref[3]],
         [ref[4]] if amsgrad else [],
         [torch.tensor(2.0)],
         l2_lams=None if adamw else [wd],
