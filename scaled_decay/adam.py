@@ -14,7 +14,7 @@ from .updates import adam as adam_update
 class _AdamBase(ScaledDecayOptimizer):
     """Adam with scaled weight decay. ``sd.Adam`` and ``sd.AdamW`` differ only in defaults.
 
-    Update (SPEC): ``g = -g`` if maximize; decay by ``decay_mode`` (``"l2"``: ``g += lam*p``,
+    Update: ``g = -g`` if maximize; decay by ``decay_mode`` (``"l2"``: ``g += lam*p``,
     Kingma & Ba 2015's Adam as in torch.optim.Adam; ``"decoupled"``: ``p *= 1 - lr*lam``,
     AdamW of Loshchilov & Hutter 2019; ``"independent"``/``"corrected"``: see
     ``scaled_decay.modes``); then ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g*g``

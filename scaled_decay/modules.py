@@ -1,11 +1,12 @@
 """What the package knows about module types: each parameter's fan-in, and its biases/gains.
 
 A registry from module type to a :class:`ModuleSpec`. ``sd.param_groups`` asks it, for each
-parameter, what its owning module sees as the input size (SPEC ``fan_in(p)``) and whether
-the tensor is a bias or gain (no decay by default). Types are keyed by qualified class name
-(``"transformers.pytorch_utils.Conv1D"``), so a library's types can be described without
-importing it; a module matches the first class of its MRO that is registered, so subclasses
-inherit their base's entry (``nn.Linear`` covers ``NonDynamicallyQuantizableLinear``).
+parameter, what its owning module sees as the input size (``fan_in(p)`` of the ``FanIn``
+rule) and whether the tensor is a bias or gain (no decay by default). Types are keyed by
+qualified class name (``"transformers.pytorch_utils.Conv1D"``), so a library's types can be
+described without importing it; a module matches the first class of its MRO that is
+registered, so subclasses inherit their base's entry (``nn.Linear`` covers
+``NonDynamicallyQuantizableLinear``).
 
 Users add their own types with :func:`register_module`. Tensors the registry does not
 cover get fan-in 1 at <= 1 dim, else ``shape[1] * prod(shape[2:])`` (the "shape" fallback,

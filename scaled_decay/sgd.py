@@ -12,7 +12,7 @@ from .updates import sgd as sgd_update
 class SGD(ScaledDecayOptimizer):
     """Stochastic gradient descent (optionally with momentum) with scaled weight decay.
 
-    Update (SPEC): ``g = -g`` if maximize; decay by ``decay_mode`` (``"decoupled"`` default:
+    Update: ``g = -g`` if maximize; decay by ``decay_mode`` (``"decoupled"`` default:
     ``p *= 1 - lr * lam``, i.e. SGDW of Loshchilov & Hutter 2019; ``"l2"``: ``g += lam * p``,
     which with ``decay_scaling=None`` is ``torch.optim.SGD`` step for step); then momentum
     ``buf = mu * buf + (1 - dampening) * g`` (``buf = g`` at the first step), ``d = g + mu*buf``

@@ -268,7 +268,8 @@ class ScaledDecayMixin(DecayPlanOwner):
 
     # ---- the step -------------------------------------------------------------------------
     def step(self, closure=None):
-        """Decay (SPEC step 2), then the wrapped optimizer's step on the same gradients."""
+        """Decay first (``p *= 1 - c``, or ``g + lam * p`` for "l2"), then the wrapped optimizer's
+        step on the same gradients."""
         loss = None
         if closure is not None:  # evaluated here: the decay must see this step's gradients
             with torch.enable_grad():

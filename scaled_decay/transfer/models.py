@@ -149,7 +149,8 @@ def decay_signature(
     epochs: int = 1,
 ) -> dict:
     """Per decayed tensor, the fraction of it removed per step at the initial lr when
-    ``weight_decay == 1`` (``c`` of the SPEC), read from the optimizer's own decay_report.
+    ``weight_decay == 1`` (the amount ``c`` of ``p *= 1 - c``), read from the optimizer's own
+    decay_report.
 
     Two arms whose signatures are proportional train identically once their lambdas are
     rescaled by the ratio: they share one sweep (see ``sweeps.py``).

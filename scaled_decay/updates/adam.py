@@ -1,6 +1,7 @@
 """Adam/AdamW's update, once: the foreach math, torch's fused op, and the probe of that op.
 
-SPEC "Update math" 1, 2, 4: ``g = -g`` if maximize; the decay (``"l2"``: ``g += lam * p``;
+The update of torch.optim.Adam/AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019), in
+this order: ``g = -g`` if maximize; the decay (``"l2"``: ``g += lam * p``;
 else ``p *= 1 - c``); ``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g*g``; with amsgrad
 ``vmax = max(vmax, v)`` used for v; ``p -= (lr / (1 - b1**t)) * m / (sqrt(v) / sqrt(1 - b2**t)
 + eps)``. With cautious decay (``decay.cautious``) the decay moves after the moments:

@@ -1,4 +1,4 @@
-"""This step's decay, and the foreach ops that apply it (SPEC "Update math" step 2).
+"""This step's decay, and the foreach ops that apply it (after the gradient, before the update).
 
 A :class:`Decay` is what one update call needs to know of the decay: the mode, the lr and
 peak lr it scales with, and the tensors grouped by their ``lam = weight_decay * s(p)``. The
@@ -74,7 +74,7 @@ class Decay(NamedTuple):
         return self.mode == "l2"
 
     def amount(self, lam):
-        """``c`` with ``p *= 1 - c`` (SPEC step 2): ``f(lr) * lam``, in the order the
+        """``c`` with ``p *= 1 - c`` (``scaled_decay.modes``): ``f(lr) * lam``, in the order the
         per-tensor reference computes it (``decay_lr_factor(...) * lam``), so the float
         path gives the same bits."""
         if self.mode == "amount":
@@ -133,7 +133,7 @@ _EXACT_TENSOR_FACTOR = (torch.float32, torch.float64)
 
 
 def apply_decoupled_decay(params: list[torch.Tensor], decay: Decay, found_inf=None) -> None:
-    """``p *= 1 - c`` per tensor (SPEC step 2: multiply first, then the update).
+    """``p *= 1 - c`` per tensor (multiply first, then the update: torch AdamW's order).
 
     With GradScaler's ``found_inf`` (a device tensor) the factor is ``1`` where it is set,
     chosen on the device (no sync) for fp32/fp64 params; for bf16/fp16 params ``found_inf``

@@ -1,6 +1,6 @@
 """SGD's update, once: the foreach math, torch's fused op, and the probe of that op.
 
-SPEC "Update math" 1-3 (torch.optim.SGD semantics): ``g = -g`` if maximize; the decay
+The update of torch.optim.SGD, in this order: ``g = -g`` if maximize; the decay
 (``"l2"``: ``g += lam * p``; else ``p *= 1 - c``, SGDW of Loshchilov & Hutter 2019); with
 momentum ``mu``: ``buf = g`` at the first step, else ``buf = mu * buf + (1 - dampening) * g``,
 then ``d = g + mu * buf`` (nesterov) or ``d = buf``; ``p -= lr * d``. With cautious decay
