@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .errors import ArgumentIndexError, ArgumentRuntimeError, ArgumentTypeError
@@ -9,6 +11,12 @@ from .group_keys import check_non_negative
 from .optimizer import ScaledDecayOptimizer
 from .timescale import DefaultDecay
 from .updates import adam as adam_update
+
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
+
+    from .rules import DecayScaling
+    from .timescale import Timescale
 
 
 class _AdamBase(ScaledDecayOptimizer):
@@ -55,22 +63,22 @@ class _AdamBase(ScaledDecayOptimizer):
 
     def __init__(
         self,
-        params,
-        lr,
-        betas,
-        eps,
-        weight_decay,
-        amsgrad,
-        maximize,
-        decay_mode,
-        decay_scaling,
-        backend,
-        timescale,
-        low_precision,
-        state_dtype,
-        cautious_decay,
+        params: ParamsT,
+        lr: float | torch.Tensor,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor],
+        eps: float,
+        weight_decay: float,
+        amsgrad: bool,
+        maximize: bool,
+        decay_mode: str,
+        decay_scaling: DecayScaling,
+        backend: str,
+        timescale: float | Timescale | None,
+        low_precision: str | None,
+        state_dtype: torch.dtype | None,
+        cautious_decay: bool,
         **torch_kwargs,
-    ):
+    ) -> None:
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -118,26 +126,26 @@ class Adam(_AdamBase):
 
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=DefaultDecay(0.0),
-        amsgrad=False,
+        params: ParamsT,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = DefaultDecay(0.0),
+        amsgrad: bool = False,
         *,
-        maximize=False,
-        decay_mode="l2",
-        decay_scaling=None,
-        backend="auto",
-        timescale=None,
-        low_precision=None,
-        state_dtype=None,
-        cautious_decay=False,
-        foreach=None,
-        capturable=False,
-        differentiable=False,
-        fused=None,
-    ):
+        maximize: bool = False,
+        decay_mode: str = "l2",
+        decay_scaling: DecayScaling = None,
+        backend: str = "auto",
+        timescale: float | Timescale | None = None,
+        low_precision: str | None = None,
+        state_dtype: torch.dtype | None = None,
+        cautious_decay: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
         super().__init__(
             params,
             lr,
@@ -170,26 +178,26 @@ class AdamW(_AdamBase):
 
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=DefaultDecay(1e-2),
-        amsgrad=False,
+        params: ParamsT,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = DefaultDecay(1e-2),
+        amsgrad: bool = False,
         *,
-        maximize=False,
-        decay_mode="decoupled",
-        decay_scaling=None,
-        backend="auto",
-        timescale=None,
-        low_precision=None,
-        state_dtype=None,
-        cautious_decay=False,
-        foreach=None,
-        capturable=False,
-        differentiable=False,
-        fused=None,
-    ):
+        maximize: bool = False,
+        decay_mode: str = "decoupled",
+        decay_scaling: DecayScaling = None,
+        backend: str = "auto",
+        timescale: float | Timescale | None = None,
+        low_precision: str | None = None,
+        state_dtype: torch.dtype | None = None,
+        cautious_decay: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
         super().__init__(
             params,
             lr,

@@ -86,7 +86,7 @@ class WeightDecayScheduler(LRScheduler):
         start_factor: float = 1.0,
         end_factor: float = 1.0,
         last_epoch: int = -1,
-    ):
+    ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
         self.start_factor = _factor_arg("start_factor", start_factor)

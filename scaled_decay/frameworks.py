@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .groups import param_groups
+
+if TYPE_CHECKING:
+    from .report import DecayReport
 
 __all__ = [
     "TIMM_NAMES",
@@ -73,7 +77,7 @@ def unwrap_optimizer(obj):
     )
 
 
-def decay_report(optimizer):
+def decay_report(optimizer: object) -> DecayReport:
     """``optimizer.decay_report()`` for the package's optimizer, whatever wraps it:
     ``sd.decay_report(trainer.optimizer)`` (accelerate's wrapper), ``sd.decay_report(trainer)``
     (a transformers or Lightning Trainer), ``sd.decay_report(self.optimizers())`` in a
@@ -113,7 +117,7 @@ class _TrainerFactory:
         return f"sd.trainer_factory({self.optimizer_cls.__name__})"
 
 
-def trainer_factory(optimizer_cls) -> _TrainerFactory:
+def trainer_factory(optimizer_cls: type[torch.optim.Optimizer]) -> _TrainerFactory:
     """An optimizer factory for transformers' ``Trainer``: the Trainer calls it with the
     model, so the optimizer gets ``sd.param_groups(model, ...)`` (names, module-aware
     fan-ins, the no-decay split) instead of the Trainer's unnamed groups::
@@ -146,7 +150,7 @@ TIMM_NAMES = {
 }
 
 
-def register_timm_optimizers(registry=None) -> dict[str, type]:
+def register_timm_optimizers(registry: Any = None) -> dict[str, type]:
     """Register the package's optimizers in timm's optimizer registry (default: timm's
     ``default_registry``), so ``create_optimizer_v2(model, "scaledadamw", lr=...,
     weight_decay=..., decay_scaling="fan_in")`` builds ``sd.AdamW``. Names, as timm's:

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from .modules import param_facts
-from .timescale import timescale_steps
+from .timescale import Timescale, timescale_steps
 
 __all__ = ["NO_DECAY_REASONS", "DecaySplit", "ParamGroups", "module_fan_ins", "param_groups"]
 
@@ -124,7 +124,9 @@ def _check_no_decay(no_decay) -> tuple:
 class DecaySplit:
     """Which tensors ``param_groups`` decays and, for the others, why not."""
 
-    def __init__(self, decayed: list[str], not_decayed: dict[str, str], shape_fan_in: list[str]):
+    def __init__(
+        self, decayed: list[str], not_decayed: dict[str, str], shape_fan_in: list[str]
+    ) -> None:
         self.decayed = decayed
         self.not_decayed = not_decayed  # name -> reason (a key of NO_DECAY_REASONS)
         self.shape_fan_in = shape_fan_in  # decayed tensors of >= 2 dims, fan-in from shape
@@ -191,8 +193,8 @@ def param_groups(
     no_decay: Iterable = (),
     decay_1d: bool = False,
     base_model: nn.Module | None = None,
-    timescale=None,
-    **group_options,
+    timescale: float | Timescale | None = None,
+    **group_options: Any,
 ) -> ParamGroups:
     """Param groups for an sd optimizer: decayed weights, and a ``weight_decay=0`` group.
 

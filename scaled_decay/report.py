@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 
@@ -118,7 +118,7 @@ class DecayReport(list):
         "lam",
     )
 
-    def __init__(self, rows=()):
+    def __init__(self, rows: Iterable[DecayRow] = ()) -> None:
         super().__init__(rows)
         self.groups: list[GroupSummary] = []
 

@@ -263,6 +263,9 @@ class MuonShape:
 
 
 Rule = FanIn | ParamCount | StepsPerEpoch | MuonShape
+# What ``decay_scaling`` takes: None, "none"/"fan_in"/"param_count", a rule, a rule's plain
+# dict (state dicts), or a sequence of these whose factors multiply.
+DecayScaling = str | Rule | dict | Sequence[str | Rule | dict] | None
 RULE_TYPES = (FanIn, ParamCount, StepsPerEpoch, MuonShape)
 _RULE_TYPES = {cls.__name__: cls for cls in RULE_TYPES}
 _STRING_FORMS: dict[str, tuple[Rule, ...]] = {

@@ -3,10 +3,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import torch
+
 from .group_keys import check_non_negative
 from .optimizer import ScaledDecayOptimizer
 from .timescale import DefaultDecay
 from .updates import sgd as sgd_update
+
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
+
+    from .rules import DecayScaling
+    from .timescale import Timescale
 
 
 class SGD(ScaledDecayOptimizer):
@@ -48,25 +58,25 @@ class SGD(ScaledDecayOptimizer):
 
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        momentum=0.0,
-        dampening=0.0,
-        weight_decay=DefaultDecay(0.0),
-        nesterov=False,
+        params: ParamsT,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = DefaultDecay(0.0),
+        nesterov: bool = False,
         *,
-        maximize=False,
-        decay_mode="decoupled",
-        decay_scaling=None,
-        backend="auto",
-        timescale=None,
-        low_precision=None,
-        state_dtype=None,
-        cautious_decay=False,
-        foreach=None,
-        differentiable=False,
-        fused=None,
-    ):
+        maximize: bool = False,
+        decay_mode: str = "decoupled",
+        decay_scaling: DecayScaling = None,
+        backend: str = "auto",
+        timescale: float | Timescale | None = None,
+        low_precision: str | None = None,
+        state_dtype: torch.dtype | None = None,
+        cautious_decay: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
         defaults = dict(
             lr=lr,
             momentum=momentum,
