@@ -81,7 +81,17 @@ def decay_report(optimizer: object) -> DecayReport:
     """``optimizer.decay_report()`` for the package's optimizer, whatever wraps it:
     ``sd.decay_report(trainer.optimizer)`` (accelerate's wrapper), ``sd.decay_report(trainer)``
     (a transformers or Lightning Trainer), ``sd.decay_report(self.optimizers())`` in a
-    LightningModule, ``sd.decay_report(lookahead)`` (timm)."""
+    LightningModule, ``sd.decay_report(lookahead)`` (timm).
+
+    Args:
+        optimizer: a scaled_decay optimizer, or anything that wraps one.
+
+    Returns:
+        The optimizer's ``decay_report()``.
+
+    Raises:
+        ValueError: nothing in the chain of wrappers is a scaled_decay optimizer.
+    """
     return unwrap_optimizer(optimizer).decay_report()
 
 
@@ -132,6 +142,17 @@ def trainer_factory(optimizer_cls: type[torch.optim.Optimizer]) -> _TrainerFacto
     is not an Optimizer class as a factory and calls ``factory()(model, **kwargs)``.
     ``TrainingArguments.learning_rate`` and ``weight_decay`` do not reach this route, as with
     any ``optimizer_cls_and_kwargs``.
+
+    Args:
+        optimizer_cls: the optimizer class (``sd.AdamW``, a ``sd.with_scaled_decay`` class).
+
+    Returns:
+        The factory to put first in ``optimizer_cls_and_kwargs``.
+
+    Raises:
+        ValueError: ``optimizer_cls`` is not a ``torch.optim.Optimizer`` subclass; when the
+            Trainer builds the optimizer, kwargs with neither ``weight_decay`` nor
+            ``timescale``.
     """
     if not (inspect.isclass(optimizer_cls) and issubclass(optimizer_cls, torch.optim.Optimizer)):
         raise ValueError(f"trainer_factory needs an optimizer class, got {optimizer_cls!r}")

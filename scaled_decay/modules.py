@@ -78,7 +78,18 @@ def register_module(
     ``no_decay``: names/patterns of the type's biases and gains of more than one dim.
     Subclasses of a registered type use its entry unless registered themselves.
 
-    >>> sd.register_module(MyLinear, {"w": lambda m, name: m.d_in}, no_decay=["scale"])
+    Args:
+        module_type: the module class, or its qualified name.
+        fan_in: per parameter name or fnmatch pattern, its fan-in (a positive int, or a
+            function of the module and the parameter name).
+        no_decay: names or patterns of the type's biases and gains.
+
+    Raises:
+        ValueError: ``module_type`` is neither an ``nn.Module`` subclass nor a qualified
+            name, or a ``fan_in`` entry is not a name with a positive int or a function.
+
+    Example:
+        >>> sd.register_module(MyLinear, {"w": lambda m, name: m.d_in}, no_decay=["scale"])
     """
     if isinstance(module_type, type) and issubclass(module_type, nn.Module):
         key, short = qualified_name(module_type), module_type.__name__

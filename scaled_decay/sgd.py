@@ -51,6 +51,32 @@ class SGD(ScaledDecayOptimizer):
     is a ValueError); never runs on torch's fused op (the plan routes those tensors to
     foreach). Complex params: each real component is masked on its own. ``decay_report()``
     shows the fraction of coordinates decayed on the last step.
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or group dicts (``sd.param_groups``).
+        lr: the learning rate.
+        momentum: the momentum factor ``mu``.
+        dampening: dampening of the momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: the decay ``lam`` before scaling (``lam = weight_decay * s(p)``).
+        maximize: maximize the objective (the gradient is negated).
+        decay_mode: ``"decoupled"``, ``"independent"``, ``"corrected"`` or ``"l2"``
+            (``sd.DECAY_MODES``; the update math is in ``scaled_decay.modes``).
+        decay_scaling: the rules whose product is ``s(p)``: None, ``"fan_in"``,
+            ``"param_count"``, a rule object (``sd.FanIn()``, ...) or a sequence of them.
+        backend: ``"auto"``, ``"loop"``, ``"foreach"``, ``"torch_fused"`` or ``"triton"``.
+        timescale: instead of ``weight_decay``: the weights' EMA timescale in steps, or an
+            ``sd.Timescale``.
+        low_precision: None, ``"kahan"`` or ``"stochastic"`` (bf16/fp16 weights).
+        state_dtype: the dtype of the optimizer state (None: the parameter's).
+        cautious_decay: decay only the coordinates the update also moves toward zero.
+        foreach, differentiable, fused: as torch.optim.SGD's; they choose the backend.
+
+    Raises:
+        ValueError: a bad argument or group key, named with its value (with torch.optim's
+            TypeError/IndexError/RuntimeError mixed in where torch raises those:
+            ``scaled_decay.errors``), ``weight_decay`` and ``timescale`` both given, or a
+            backend that conflicts with ``foreach``/``fused``.
     """
 
     _sparse_grads_ok = True

@@ -80,8 +80,21 @@ def with_scaled_decay(
 
     ``own_decay`` names the wrapped optimizer's own weight-decay hyperparameter (held at 0),
     or None if it has none. The same class comes back for the same arguments, so instances
-    pickle and compare by type. ``TypeError``/``ValueError`` for a class that is not a
-    ``torch.optim.Optimizer`` subclass or that the package cannot decay correctly.
+    pickle and compare by type.
+
+    Args:
+        optimizer_class: a ``torch.optim.Optimizer`` subclass.
+        own_decay: the name of its own weight-decay hyperparameter, or None.
+
+    Returns:
+        The subclass; its constructor takes the class's own arguments plus
+        ``weight_decay``, ``decay_mode``, ``decay_scaling``, ``timescale``, ``low_precision``
+        and ``cautious_decay``.
+
+    Raises:
+        TypeError: ``optimizer_class`` is not a ``torch.optim.Optimizer`` subclass.
+        ValueError: ``own_decay`` is not a string or None, the class already has the
+            package's decay, or it is one the package cannot decay correctly.
     """
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
         raise TypeError(
