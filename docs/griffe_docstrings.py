@@ -1,4 +1,4 @@
-"""griffe extension: read a class docstring written as ``__doc__ = Base.__doc__ + "..."``.
+"""griffe extension: read a class docstring written as ``__doc__ = (Base.__doc__ or "") + "..."``.
 
 ``sd.Adam`` and ``sd.AdamW`` share their base class's docstring this way (one text for the
 update, then each class's defaults). griffe reads the source without running it, so it sees
@@ -27,6 +27,8 @@ class ConcatenatedDocstrings(griffe.Extension):
             ):
                 continue
             base, tail = statement.value.left, statement.value.right
+            if isinstance(base, ast.BoolOp) and isinstance(base.op, ast.Or):
+                base = base.values[0]  # `(Base.__doc__ or "")`: None under python -OO
             if not (
                 isinstance(base, ast.Attribute)
                 and base.attr == "__doc__"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from typing import Optional
 
 import torch
 

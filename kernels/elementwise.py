@@ -206,7 +206,8 @@ def grad_and_decayed_param(
     ALIGNED: tl.constexpr,
     CAUTIOUS: tl.constexpr = False,
 ):
-    """SPEC steps 1-2, shared by the Adam and SGD kernels: load g (unscaled in place, as
+    """The first two steps of every update (gradient, then decay), shared by the Adam and SGD
+    kernels: load g (unscaled in place, as
     GradScaler.unscale_ would leave it; negated for maximize) and p (plus its Kahan
     compensation with ROUNDING 1: the step works on ``p + comp``), then apply the decay:
     "l2" (DECAY_KIND 1) ``g = g + lam * p`` as one fused multiply-add (torch's add-with-alpha),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .errors import ArgumentIndexError, ArgumentRuntimeError, ArgumentTypeError
@@ -10,11 +12,17 @@ from .optimizer import ScaledDecayOptimizer
 from .timescale import DefaultDecay
 from .updates import adam as adam_update
 
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
+
+    from .rules import DecayScaling
+    from .timescale import Timescale
+
 
 class _AdamBase(ScaledDecayOptimizer):
     """Adam with scaled weight decay. ``sd.Adam`` and ``sd.AdamW`` differ only in defaults.
 
-    Update (SPEC): ``g = -g`` if maximize; decay by ``decay_mode`` (``"l2"``: ``g += lam*p``,
+    Update: ``g = -g`` if maximize; decay by ``decay_mode`` (``"l2"``: ``g += lam*p``,
     Kingma & Ba 2015's Adam as in torch.optim.Adam; ``"decoupled"``: ``p *= 1 - lr*lam``,
     AdamW of Loshchilov & Hutter 2019; ``"independent"``/``"corrected"``: see
     ``scaled_decay.modes``); then ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g*g``
@@ -49,28 +57,55 @@ class _AdamBase(ScaledDecayOptimizer):
     ``decay_mode`` ("l2" is a ValueError). Runs on loop/foreach/Triton, never on torch's fused
     op (the plan routes those tensors to foreach); ``decay_report()`` shows the fraction of
     coordinates decayed on the last step.
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or group dicts (``sd.param_groups``).
+        lr: the learning rate.
+        betas: ``(b1, b2)``, the moments' EMA factors.
+        eps: added to the denominator.
+        amsgrad: use the running maximum of ``v``.
+        weight_decay: the decay ``lam`` before scaling (``lam = weight_decay * s(p)``).
+        maximize: maximize the objective (the gradient is negated).
+        decay_mode: ``"decoupled"``, ``"independent"``, ``"corrected"`` or ``"l2"``
+            (``sd.DECAY_MODES``; the update math is in ``scaled_decay.modes``).
+        decay_scaling: the rules whose product is ``s(p)``: None, ``"fan_in"``,
+            ``"param_count"``, a rule object (``sd.FanIn()``, ...) or a sequence of them.
+        backend: ``"auto"``, ``"loop"``, ``"foreach"``, ``"torch_fused"`` or ``"triton"``.
+        timescale: instead of ``weight_decay``: the weights' EMA timescale in steps, or an
+            ``sd.Timescale``.
+        low_precision: None, ``"kahan"`` or ``"stochastic"`` (bf16/fp16 weights).
+        state_dtype: the dtype of the optimizer state (None: the parameter's).
+        cautious_decay: decay only the coordinates the update also moves toward zero.
+        foreach, capturable, differentiable, fused: as torch.optim's; they choose the
+            backend.
+
+    Raises:
+        ValueError: a bad argument or group key, named with its value (with torch.optim's
+            TypeError/IndexError/RuntimeError mixed in where torch raises those:
+            ``scaled_decay.errors``), ``weight_decay`` and ``timescale`` both given, or a
+            backend that conflicts with ``foreach``/``fused``.
     """
 
     _update = adam_update
 
     def __init__(
         self,
-        params,
-        lr,
-        betas,
-        eps,
-        weight_decay,
-        amsgrad,
-        maximize,
-        decay_mode,
-        decay_scaling,
-        backend,
-        timescale,
-        low_precision,
-        state_dtype,
-        cautious_decay,
+        params: ParamsT,
+        lr: float | torch.Tensor,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor],
+        eps: float,
+        weight_decay: float,
+        amsgrad: bool,
+        maximize: bool,
+        decay_mode: str,
+        decay_scaling: DecayScaling,
+        backend: str,
+        timescale: float | Timescale | None,
+        low_precision: str | None,
+        state_dtype: torch.dtype | None,
+        cautious_decay: bool,
         **torch_kwargs,
-    ):
+    ) -> None:
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -110,7 +145,7 @@ class _AdamBase(ScaledDecayOptimizer):
 
 class Adam(_AdamBase):
     __doc__ = (
-        _AdamBase.__doc__
+        (_AdamBase.__doc__ or "")
         + """
     Defaults as ``torch.optim.Adam``: ``weight_decay=0``, ``decay_mode="l2"``.
     """
@@ -118,26 +153,26 @@ class Adam(_AdamBase):
 
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=DefaultDecay(0.0),
-        amsgrad=False,
+        params: ParamsT,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = DefaultDecay(0.0),
+        amsgrad: bool = False,
         *,
-        maximize=False,
-        decay_mode="l2",
-        decay_scaling=None,
-        backend="auto",
-        timescale=None,
-        low_precision=None,
-        state_dtype=None,
-        cautious_decay=False,
-        foreach=None,
-        capturable=False,
-        differentiable=False,
-        fused=None,
-    ):
+        maximize: bool = False,
+        decay_mode: str = "l2",
+        decay_scaling: DecayScaling = None,
+        backend: str = "auto",
+        timescale: float | Timescale | None = None,
+        low_precision: str | None = None,
+        state_dtype: torch.dtype | None = None,
+        cautious_decay: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
         super().__init__(
             params,
             lr,
@@ -162,7 +197,7 @@ class Adam(_AdamBase):
 
 class AdamW(_AdamBase):
     __doc__ = (
-        _AdamBase.__doc__
+        (_AdamBase.__doc__ or "")
         + """
     Defaults as ``torch.optim.AdamW``: ``weight_decay=1e-2``, ``decay_mode="decoupled"``.
     """
@@ -170,26 +205,26 @@ class AdamW(_AdamBase):
 
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=DefaultDecay(1e-2),
-        amsgrad=False,
+        params: ParamsT,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = DefaultDecay(1e-2),
+        amsgrad: bool = False,
         *,
-        maximize=False,
-        decay_mode="decoupled",
-        decay_scaling=None,
-        backend="auto",
-        timescale=None,
-        low_precision=None,
-        state_dtype=None,
-        cautious_decay=False,
-        foreach=None,
-        capturable=False,
-        differentiable=False,
-        fused=None,
-    ):
+        maximize: bool = False,
+        decay_mode: str = "decoupled",
+        decay_scaling: DecayScaling = None,
+        backend: str = "auto",
+        timescale: float | Timescale | None = None,
+        low_precision: str | None = None,
+        state_dtype: torch.dtype | None = None,
+        cautious_decay: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
         super().__init__(
             params,
             lr,

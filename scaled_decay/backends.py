@@ -50,8 +50,9 @@ def backend_for_torch_kwargs(
     ``capturable=True`` (steps without host syncs, for CUDA graph capture) is honoured by the
     Triton kernels and by the foreach/loop math in its tensor form (lr and step counts stay
     tensors); not by "torch_fused", whose guard probes on the host (a ValueError);
-    ``differentiable=True`` never (updates run under no_grad): a ValueError. ``tensors``: the parameters the
-    optimizer is constructed with (their devices decide "triton" against "torch_fused").
+    ``differentiable=True`` never (updates run under no_grad): a ValueError. ``tensors``: the
+    parameters the optimizer is constructed with (their devices decide "triton" against
+    "torch_fused").
     """
     check_backend(backend)
     for name, value in (("foreach", foreach), ("fused", fused)):
@@ -68,7 +69,8 @@ def backend_for_torch_kwargs(
             f"gradient flows through a step; use torch.optim with differentiable=True for that"
         )
     all_cuda = bool(tensors) and all(t.is_cuda for t in tensors)
-    wanted, choice = None, None
+    wanted: tuple[str, ...] | None = None
+    choice: str | None = None
     if fused:
         wanted = FUSED_BACKENDS
         choice = "triton" if all_cuda and triton_available(tensors[0].device) else "torch_fused"
@@ -87,7 +89,7 @@ def backend_for_torch_kwargs(
                 f"backend {' or '.join(map(repr, wanted))})"
             )
         if backend == "auto":
-            backend = choice
+            backend = choice  # type: ignore[assignment]  # set wherever wanted is
     if backend == "torch_fused" and fused:  # torch checks this at construction too
         for t in tensors:
             if not torch_fused_supports(real_view(t)):

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import torch
 from torch.optim import Optimizer
@@ -45,7 +44,7 @@ __all__ = ["CURVES", "WeightDecayScheduler"]
 
 CURVES = ("constant", "linear", "cosine")
 
-Schedule = Union[str, Callable[[int], float], Sequence[Callable[[int], float]]]
+Schedule = str | Callable[[int], float] | Sequence[Callable[[int], float]]
 
 
 def _factor_arg(name: str, value) -> float:
@@ -88,7 +87,7 @@ class WeightDecayScheduler(LRScheduler):
         start_factor: float = 1.0,
         end_factor: float = 1.0,
         last_epoch: int = -1,
-    ):
+    ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
         self.start_factor = _factor_arg("start_factor", start_factor)
@@ -157,12 +156,12 @@ class WeightDecayScheduler(LRScheduler):
             return float(self._fns[group_index](t))
         if self.schedule == "constant":
             return self.start_factor
-        r = min(t / self.total_steps, 1.0)
+        r = min(t / self.total_steps, 1.0)  # type: ignore[operator]  # set for every curve
         if self.schedule == "cosine":
             r = 0.5 * (1.0 - math.cos(math.pi * r))
         return self.start_factor + (self.end_factor - self.start_factor) * r
 
-    def step(self) -> None:  # (no ``epoch`` argument: torch deprecated it)
+    def step(self) -> None:  # type: ignore[override]  # no ``epoch``: torch deprecated it
         """Advance one step and write each group's weight decay (after ``optimizer.step()``)."""
         self._step_count += 1
         self.last_epoch += 1

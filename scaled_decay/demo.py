@@ -7,6 +7,8 @@ decay report of the last one, so a user sees what the rules did.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -76,7 +78,7 @@ def run_demo(
         ("sd.AdamW StepsPerEpoch", sd.StepsPerEpoch(steps_per_epoch)),
     ]
     print(f"{'optimizer':<28} {'held-out loss':>13}")
-    opt = None
+    opt: Any = None  # torch.optim.AdamW, then sd.AdamW (whose report is printed)
     for label, scaling in runs:
         torch.manual_seed(seed)
         model = _mlp(xtr.shape[1], width, n_out)

@@ -102,7 +102,8 @@ def step_group(
     wd = group["weight_decay"]
     skip = None  # found_inf read on the host, once, for the unfused batches
     cautious = group.get("cautious_decay", False)
-    record = opt._plan.decayed[gi] = [] if cautious else None
+    record: list | None = [] if cautious else None
+    opt._plan.decayed[gi] = record
     for batch in plan.batches:
         fused = batch.backend in ("torch_fused", "triton")
         if not fused:
@@ -116,7 +117,7 @@ def step_group(
         decay = _decay(group, batch, wd, lr, eta0)
         if cautious and decay is not None:  # counts of decayed coordinates, for the report
             decay = decay._replace(cautious=True, decayed=[None] * len(batch.params))
-            record.append((batch.group_positions, decay.decayed))
+            record.append((batch.group_positions, decay.decayed))  # type: ignore[union-attr]
         run_batch(update, batch, bgrads, decay, hp, tensor_math, grad_scale, found_inf)
         if batch.new_buffers:
             plan.store_new_buffers(opt, batch, update.state_keys(group)[0])
@@ -133,7 +134,7 @@ def _decay(group: dict, batch: Batch, wd, lr, eta0) -> Decay | None:
 def run_batch(update, batch: Batch, grads, decay, hp, tensor_math, grad_scale, found_inf) -> None:
     """One backend call (a loop of them for "loop") on a batch of the plan."""
     n_own = batch.n_update_states
-    lists = [batch.params, grads] + update.state_lists(batch.states[:n_own], hp, len(batch.params))
+    lists = [batch.params, grads, *update.state_lists(batch.states[:n_own], hp, len(batch.params))]
     if batch.wide is not None:  # storage narrower (or wider) than the math: loop/foreach only
         rounding, state_dtype = batch.wide
         lp_states = batch.states[n_own:]
@@ -190,7 +191,7 @@ def _write_back(lists: list, one: list, i: int) -> None:
 def _write_count(decay: Decay | None, one: Decay | None, i: int) -> None:
     """Tensor ``i``'s count of decayed coordinates (cautious decay), into the batch's list."""
     if decay is not None and decay.decayed is not None:
-        decay.decayed[i] = one.decayed[0]
+        decay.decayed[i] = one.decayed[0]  # type: ignore[union-attr,index]  # one: decay cut
 
 
 def _per_tensor(decay: Decay | None, n: int) -> list:
@@ -248,7 +249,7 @@ def _triton(update, batch: Batch, lists, lp_states, decay, hp, grad_scale, found
     package, tables, values, rows, layout = batch.triton
     grad_row = list(map(torch.Tensor.data_ptr, g))
     if grad_row != rows[1]:  # new grad storage (rows: P, G, ...)
-        rows = rows[:1] + [grad_row] + rows[2:]
+        rows = [*rows[:1], grad_row, *rows[2:]]
         layout = tables.layout(
             rows, list(map(torch.Tensor.numel, p)), package.launch.BLOCK, batch.device
         )

@@ -14,13 +14,18 @@ wrapped back as a DTensor laid out like its parameter, so distributed checkpoint
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
+    from typing_extensions import TypeIs
 
 __all__ = ["is_dtensor", "like_param", "local_lists", "local_view"]
 
 
-def is_dtensor(t) -> bool:
+def is_dtensor(t: object) -> TypeIs[DTensor]:
     """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (checked without importing
     torch.distributed, which some builds lack)."""
     return type(t).__name__ == "DTensor" and hasattr(t, "to_local")

@@ -30,6 +30,7 @@ gradient, 0 for a scale-invariant one) shows which tensors qualify.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -140,7 +141,7 @@ class EquilibriumReport(DecayReport):
         "note",
     )
 
-    def _cells(self, row: EquilibriumRow) -> list[str]:
+    def _cells(self, row: EquilibriumRow) -> list[str]:  # type: ignore[override]  # its rows
         def cell(col):
             v = getattr(row, col)
             if col == "name" and v is None:
@@ -180,7 +181,14 @@ class EquilibriumMonitor:
     have the optimizer's step post-hook call it. Every update syncs with the device once.
     """
 
-    def __init__(self, optimizer, params=None, *, beta: float = 0.99, attach: bool = False):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        params: torch.Tensor | Iterable[torch.Tensor] | None = None,
+        *,
+        beta: float = 0.99,
+        attach: bool = False,
+    ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"

@@ -1,6 +1,6 @@
-"""Exception types for bad input: ValueError (SPEC), and also what torch.optim raises.
+"""Exception types for bad input: a ValueError, and also what torch.optim raises.
 
-The SPEC asks for a ``ValueError`` naming the argument and the value; torch.optim raises
+Bad input is a ``ValueError`` naming the argument and the value; torch.optim raises
 ``TypeError`` for a value of the wrong type (``lr="0.1"``), ``IndexError`` for a one-element
 ``betas`` and ``RuntimeError`` for some combinations (``fused=True, foreach=True``). Code
 written against torch.optim catches those types, so where torch raises one of them the

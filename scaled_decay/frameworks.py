@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .groups import param_groups
+
+if TYPE_CHECKING:
+    from .report import DecayReport
 
 __all__ = [
     "TIMM_NAMES",
@@ -73,11 +77,21 @@ def unwrap_optimizer(obj):
     )
 
 
-def decay_report(optimizer):
+def decay_report(optimizer: object) -> DecayReport:
     """``optimizer.decay_report()`` for the package's optimizer, whatever wraps it:
     ``sd.decay_report(trainer.optimizer)`` (accelerate's wrapper), ``sd.decay_report(trainer)``
     (a transformers or Lightning Trainer), ``sd.decay_report(self.optimizers())`` in a
-    LightningModule, ``sd.decay_report(lookahead)`` (timm)."""
+    LightningModule, ``sd.decay_report(lookahead)`` (timm).
+
+    Args:
+        optimizer: a scaled_decay optimizer, or anything that wraps one.
+
+    Returns:
+        The optimizer's ``decay_report()``.
+
+    Raises:
+        ValueError: nothing in the chain of wrappers is a scaled_decay optimizer.
+    """
     return unwrap_optimizer(optimizer).decay_report()
 
 
@@ -90,7 +104,7 @@ class _TrainerBuilder:
         self.optimizer_cls = optimizer_cls
 
     def __call__(self, model, **kwargs):
-        group_kwargs = {k: kwargs.pop(k) for k in _GROUP_KWARGS + ("timescale",) if k in kwargs}
+        group_kwargs = {k: kwargs.pop(k) for k in (*_GROUP_KWARGS, "timescale") if k in kwargs}
         if "weight_decay" not in kwargs and "timescale" not in group_kwargs:
             raise ValueError(
                 "sd.trainer_factory: put weight_decay (or timescale) into the "
@@ -113,7 +127,7 @@ class _TrainerFactory:
         return f"sd.trainer_factory({self.optimizer_cls.__name__})"
 
 
-def trainer_factory(optimizer_cls) -> _TrainerFactory:
+def trainer_factory(optimizer_cls: type[torch.optim.Optimizer]) -> _TrainerFactory:
     """An optimizer factory for transformers' ``Trainer``: the Trainer calls it with the
     model, so the optimizer gets ``sd.param_groups(model, ...)`` (names, module-aware
     fan-ins, the no-decay split) instead of the Trainer's unnamed groups::
@@ -128,6 +142,17 @@ def trainer_factory(optimizer_cls) -> _TrainerFactory:
     is not an Optimizer class as a factory and calls ``factory()(model, **kwargs)``.
     ``TrainingArguments.learning_rate`` and ``weight_decay`` do not reach this route, as with
     any ``optimizer_cls_and_kwargs``.
+
+    Args:
+        optimizer_cls: the optimizer class (``sd.AdamW``, a ``sd.with_scaled_decay`` class).
+
+    Returns:
+        The factory to put first in ``optimizer_cls_and_kwargs``.
+
+    Raises:
+        ValueError: ``optimizer_cls`` is not a ``torch.optim.Optimizer`` subclass; when the
+            Trainer builds the optimizer, kwargs with neither ``weight_decay`` nor
+            ``timescale``.
     """
     if not (inspect.isclass(optimizer_cls) and issubclass(optimizer_cls, torch.optim.Optimizer)):
         raise ValueError(f"trainer_factory needs an optimizer class, got {optimizer_cls!r}")
@@ -146,7 +171,7 @@ TIMM_NAMES = {
 }
 
 
-def register_timm_optimizers(registry=None) -> dict[str, type]:
+def register_timm_optimizers(registry: Any = None) -> dict[str, type]:
     """Register the package's optimizers in timm's optimizer registry (default: timm's
     ``default_registry``), so ``create_optimizer_v2(model, "scaledadamw", lr=...,
     weight_decay=..., decay_scaling="fan_in")`` builds ``sd.AdamW``. Names, as timm's:

@@ -175,7 +175,7 @@ def align_param_names(param_groups: Sequence[dict], new_group: dict) -> None:
     params = [params] if isinstance(params, torch.Tensor) else list(params)
     new_group["params"] = params
     new_named = "param_names" in new_group or any(isinstance(p, tuple) for p in params)
-    for gi, group in enumerate(list(param_groups) + [new_group]):
+    for gi, group in enumerate([*param_groups, new_group]):
         named = new_named if group is new_group else "param_names" in group
         others_named = (
             any("param_names" in g for g in param_groups) if group is new_group else new_named

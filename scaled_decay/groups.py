@@ -10,11 +10,12 @@ import fnmatch
 import logging
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
 from .modules import param_facts
-from .timescale import timescale_steps
+from .timescale import Timescale, timescale_steps
 
 __all__ = ["NO_DECAY_REASONS", "DecaySplit", "ParamGroups", "module_fan_ins", "param_groups"]
 
@@ -123,7 +124,9 @@ def _check_no_decay(no_decay) -> tuple:
 class DecaySplit:
     """Which tensors ``param_groups`` decays and, for the others, why not."""
 
-    def __init__(self, decayed: list[str], not_decayed: dict[str, str], shape_fan_in: list[str]):
+    def __init__(
+        self, decayed: list[str], not_decayed: dict[str, str], shape_fan_in: list[str]
+    ) -> None:
         self.decayed = decayed
         self.not_decayed = not_decayed  # name -> reason (a key of NO_DECAY_REASONS)
         self.shape_fan_in = shape_fan_in  # decayed tensors of >= 2 dims, fan-in from shape
@@ -185,13 +188,13 @@ def _named_bias(name: str) -> bool:
 
 def param_groups(
     model: nn.Module,
-    weight_decay: float = None,
+    weight_decay: float | None = None,
     *,
     no_decay: Iterable = (),
     decay_1d: bool = False,
-    base_model: nn.Module = None,
-    timescale=None,
-    **group_options,
+    base_model: nn.Module | None = None,
+    timescale: float | Timescale | None = None,
+    **group_options: Any,
 ) -> ParamGroups:
     """Param groups for an sd optimizer: decayed weights, and a ``weight_decay=0`` group.
 
@@ -257,14 +260,14 @@ def param_groups(
             )
 
     keys = ("params", "param_names", "fan_ins", "fan_in_sources")
-    decay = (
+    decay: dict[str, Any] = (
         dict({k: [] for k in keys}, weight_decay=weight_decay)
         if timescale is None
         else dict({k: [] for k in keys}, timescale=timescale)
     )
     if base_fan_ins is not None:
         decay["fan_in_references"] = []
-    plain = dict({k: [] for k in keys}, no_decay_reasons=[], weight_decay=0.0)
+    plain: dict[str, Any] = dict({k: [] for k in keys}, no_decay_reasons=[], weight_decay=0.0)
     split = DecaySplit([], {}, [])
     for name, module, pname, p in _named_params_with_modules(model):
         if not p.requires_grad:

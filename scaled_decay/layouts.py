@@ -81,7 +81,8 @@ def split_layouts(
     ``companions`` holds lists aligned with ``params`` (grads, state); empty lists and None
     entries (state not created yet) are skipped.
     """
-    flat, other = [], []
+    flat: list[int] = []
+    other: list[int] = []
     for i, p in enumerate(params):
         others = [c[i] for c in companions if c and c[i] is not None]
         (flat if flat_layout_ok(p, others) else other).append(i)

@@ -1,11 +1,12 @@
 """What the package knows about module types: each parameter's fan-in, and its biases/gains.
 
 A registry from module type to a :class:`ModuleSpec`. ``sd.param_groups`` asks it, for each
-parameter, what its owning module sees as the input size (SPEC ``fan_in(p)``) and whether
-the tensor is a bias or gain (no decay by default). Types are keyed by qualified class name
-(``"transformers.pytorch_utils.Conv1D"``), so a library's types can be described without
-importing it; a module matches the first class of its MRO that is registered, so subclasses
-inherit their base's entry (``nn.Linear`` covers ``NonDynamicallyQuantizableLinear``).
+parameter, what its owning module sees as the input size (``fan_in(p)`` of the ``FanIn``
+rule) and whether the tensor is a bias or gain (no decay by default). Types are keyed by
+qualified class name (``"transformers.pytorch_utils.Conv1D"``), so a library's types can be
+described without importing it; a module matches the first class of its MRO that is
+registered, so subclasses inherit their base's entry (``nn.Linear`` covers
+``NonDynamicallyQuantizableLinear``).
 
 Users add their own types with :func:`register_module`. Tensors the registry does not
 cover get fan-in 1 at <= 1 dim, else ``shape[1] * prod(shape[2:])`` (the "shape" fallback,
@@ -77,7 +78,18 @@ def register_module(
     ``no_decay``: names/patterns of the type's biases and gains of more than one dim.
     Subclasses of a registered type use its entry unless registered themselves.
 
-    >>> sd.register_module(MyLinear, {"w": lambda m, name: m.d_in}, no_decay=["scale"])
+    Args:
+        module_type: the module class, or its qualified name.
+        fan_in: per parameter name or fnmatch pattern, its fan-in (a positive int, or a
+            function of the module and the parameter name).
+        no_decay: names or patterns of the type's biases and gains.
+
+    Raises:
+        ValueError: ``module_type`` is neither an ``nn.Module`` subclass nor a qualified
+            name, or a ``fan_in`` entry is not a name with a positive int or a function.
+
+    Example:
+        >>> sd.register_module(MyLinear, {"w": lambda m, name: m.d_in}, no_decay=["scale"])
     """
     if isinstance(module_type, type) and issubclass(module_type, nn.Module):
         key, short = qualified_name(module_type), module_type.__name__

@@ -9,6 +9,8 @@ classes (state dicts, loads, group edits, the report) is ``owner.DecayPlanOwner`
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.optim import Optimizer
 
@@ -33,7 +35,7 @@ TORCH_EXECUTION_KEYS = (
 def _tensors_in(params: list) -> list[torch.Tensor]:
     """The tensors of a materialized ``params`` argument (tensors, (name, tensor) pairs or
     group dicts); one-shot iterables inside group dicts are materialized in place."""
-    out = []
+    out: list = []
     for k, item in enumerate(params):
         if isinstance(item, dict):
             ps = item.get("params", [])
@@ -51,7 +53,7 @@ def _tensors_in(params: list) -> list[torch.Tensor]:
 class ScaledDecayOptimizer(DecayPlanOwner, Optimizer):
     """Base class: a ``torch.optim.Optimizer`` whose weight decay is scaled per tensor."""
 
-    _update = None  # the update module (scaled_decay.updates.adam / .sgd)
+    _update: Any = None  # the update module (scaled_decay.updates.adam / .sgd)
 
     def __init__(self, params, defaults: dict, **torch_kwargs):
         """``defaults`` hold ``weight_decay`` and ``timescale`` (at most one given:

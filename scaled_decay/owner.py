@@ -8,6 +8,8 @@ for mode "l2" (``_l2_decay_factor``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from . import timescale as T
@@ -42,10 +44,16 @@ def optimizer_repr(optimizer) -> str:
             for key in sorted(group)
             if key != "params"
         ]
-    return "\n".join(lines + [")"])
+    return "\n".join([*lines, ")"])
 
 
-class DecayPlanOwner:
+if TYPE_CHECKING:  # the mixin's host class, so the checker knows what it extends
+    from torch.optim import Optimizer as _Host
+else:
+    _Host = object
+
+
+class DecayPlanOwner(_Host):
     """Mixin, before ``torch.optim.Optimizer`` (or the class it wraps) in the bases.
 
     ``self._plan`` is a cache (s(p) per tensor, step plans): torch's Optimizer pickles only

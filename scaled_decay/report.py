@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 
@@ -76,7 +76,7 @@ class GroupSummary:
 
 
 def _table(header: Sequence[str], lines: list[list[str]]) -> list[str]:
-    table = [list(header)] + lines
+    table = [list(header), *lines]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
     out.insert(1, "  ".join("-" * w for w in widths))
@@ -91,7 +91,7 @@ class DecayReport(list):
     """A list of :class:`DecayRow` with ``groups``, one :class:`GroupSummary` per param
     group; ``str()`` gives both tables, ``to_dicts()`` the rows as plain data."""
 
-    _COLUMNS = (
+    _COLUMNS: tuple[str, ...] = (
         "group",
         "name",
         "shape",
@@ -118,7 +118,7 @@ class DecayReport(list):
         "lam",
     )
 
-    def __init__(self, rows=()):
+    def __init__(self, rows: Iterable[DecayRow] = ()) -> None:
         super().__init__(rows)
         self.groups: list[GroupSummary] = []
 
@@ -165,12 +165,12 @@ class DecayReport(list):
     def __str__(self) -> str:
         if any(getattr(r, "decayed", None) is not None for r in self):  # cautious decay
             lines = _table(
-                self._COLUMNS + ("decayed",), [self._cells(r) + [_number(r.decayed)] for r in self]
+                (*self._COLUMNS, "decayed"), [[*self._cells(r), _number(r.decayed)] for r in self]
             )
         else:
             lines = _table(self._COLUMNS, [self._cells(r) for r in self])
         if self.groups:
-            lines += [""] + _table(self._GROUP_COLUMNS, [self._group_cells(g) for g in self.groups])
+            lines += ["", *_table(self._GROUP_COLUMNS, [self._group_cells(g) for g in self.groups])]
         return "\n".join(lines)
 
     __repr__ = list.__repr__

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Union
 
 __all__ = [
     "FanIn",
@@ -263,10 +262,17 @@ class MuonShape:
             )
 
 
-Rule = Union[FanIn, ParamCount, StepsPerEpoch, MuonShape]
+Rule = FanIn | ParamCount | StepsPerEpoch | MuonShape
+# What ``decay_scaling`` takes: None, "none"/"fan_in"/"param_count", a rule, a rule's plain
+# dict (state dicts), or a sequence of these whose factors multiply.
+DecayScaling = str | Rule | dict | Sequence[str | Rule | dict] | None
 RULE_TYPES = (FanIn, ParamCount, StepsPerEpoch, MuonShape)
 _RULE_TYPES = {cls.__name__: cls for cls in RULE_TYPES}
-_STRING_FORMS = {"none": (), "fan_in": (FanIn(),), "param_count": (ParamCount(),)}
+_STRING_FORMS: dict[str, tuple[Rule, ...]] = {
+    "none": (),
+    "fan_in": (FanIn(),),
+    "param_count": (ParamCount(),),
+}
 
 
 def as_rules(decay_scaling) -> tuple[Rule, ...]:
@@ -284,7 +290,7 @@ def as_rules(decay_scaling) -> tuple[Rule, ...]:
                 f"or a tuple of them, got {decay_scaling!r}"
             )
         return _STRING_FORMS[decay_scaling]
-    if isinstance(decay_scaling, tuple(_RULE_TYPES.values())):
+    if isinstance(decay_scaling, RULE_TYPES):
         return (decay_scaling,)
     if isinstance(decay_scaling, dict):
         kwargs = dict(decay_scaling)

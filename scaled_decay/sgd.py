@@ -3,16 +3,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import torch
+
 from .group_keys import check_non_negative
 from .optimizer import ScaledDecayOptimizer
 from .timescale import DefaultDecay
 from .updates import sgd as sgd_update
 
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
+
+    from .rules import DecayScaling
+    from .timescale import Timescale
+
 
 class SGD(ScaledDecayOptimizer):
     """Stochastic gradient descent (optionally with momentum) with scaled weight decay.
 
-    Update (SPEC): ``g = -g`` if maximize; decay by ``decay_mode`` (``"decoupled"`` default:
+    Update: ``g = -g`` if maximize; decay by ``decay_mode`` (``"decoupled"`` default:
     ``p *= 1 - lr * lam``, i.e. SGDW of Loshchilov & Hutter 2019; ``"l2"``: ``g += lam * p``,
     which with ``decay_scaling=None`` is ``torch.optim.SGD`` step for step); then momentum
     ``buf = mu * buf + (1 - dampening) * g`` (``buf = g`` at the first step), ``d = g + mu*buf``
@@ -42,6 +52,32 @@ class SGD(ScaledDecayOptimizer):
     is a ValueError); never runs on torch's fused op (the plan routes those tensors to
     foreach). Complex params: each real component is masked on its own. ``decay_report()``
     shows the fraction of coordinates decayed on the last step.
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or group dicts (``sd.param_groups``).
+        lr: the learning rate.
+        momentum: the momentum factor ``mu``.
+        dampening: dampening of the momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: the decay ``lam`` before scaling (``lam = weight_decay * s(p)``).
+        maximize: maximize the objective (the gradient is negated).
+        decay_mode: ``"decoupled"``, ``"independent"``, ``"corrected"`` or ``"l2"``
+            (``sd.DECAY_MODES``; the update math is in ``scaled_decay.modes``).
+        decay_scaling: the rules whose product is ``s(p)``: None, ``"fan_in"``,
+            ``"param_count"``, a rule object (``sd.FanIn()``, ...) or a sequence of them.
+        backend: ``"auto"``, ``"loop"``, ``"foreach"``, ``"torch_fused"`` or ``"triton"``.
+        timescale: instead of ``weight_decay``: the weights' EMA timescale in steps, or an
+            ``sd.Timescale``.
+        low_precision: None, ``"kahan"`` or ``"stochastic"`` (bf16/fp16 weights).
+        state_dtype: the dtype of the optimizer state (None: the parameter's).
+        cautious_decay: decay only the coordinates the update also moves toward zero.
+        foreach, differentiable, fused: as torch.optim.SGD's; they choose the backend.
+
+    Raises:
+        ValueError: a bad argument or group key, named with its value (with torch.optim's
+            TypeError/IndexError/RuntimeError mixed in where torch raises those:
+            ``scaled_decay.errors``), ``weight_decay`` and ``timescale`` both given, or a
+            backend that conflicts with ``foreach``/``fused``.
     """
 
     _sparse_grads_ok = True
@@ -49,25 +85,25 @@ class SGD(ScaledDecayOptimizer):
 
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        momentum=0.0,
-        dampening=0.0,
-        weight_decay=DefaultDecay(0.0),
-        nesterov=False,
+        params: ParamsT,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = DefaultDecay(0.0),
+        nesterov: bool = False,
         *,
-        maximize=False,
-        decay_mode="decoupled",
-        decay_scaling=None,
-        backend="auto",
-        timescale=None,
-        low_precision=None,
-        state_dtype=None,
-        cautious_decay=False,
-        foreach=None,
-        differentiable=False,
-        fused=None,
-    ):
+        maximize: bool = False,
+        decay_mode: str = "decoupled",
+        decay_scaling: DecayScaling = None,
+        backend: str = "auto",
+        timescale: float | Timescale | None = None,
+        low_precision: str | None = None,
+        state_dtype: torch.dtype | None = None,
+        cautious_decay: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
         defaults = dict(
             lr=lr,
             momentum=momentum,

@@ -8,10 +8,10 @@ once per distinct value), and the Triton kernels' tables. Nothing in it depends 
 weight_decay: schedules of either rebuild nothing.
 
 Checking that a plan still holds costs a few C-level passes over the group's lists per step
-(``GroupPlan.grads_if_holds``): the params are the same objects at the same addresses and strides, the
-grads have their params' strides (where a flat kernel runs), the state tensors are the same
-objects. Anything else (``load_state_dict``, ``p.data = ...``, a new grad layout, a param
-that gained or lost its grad) builds a new plan.
+(``GroupPlan.grads_if_holds``): the params are the same objects at the same addresses and
+strides, the grads have their params' strides (where a flat kernel runs), the state tensors
+are the same objects. Anything else (``load_state_dict``, ``p.data = ...``, a new grad
+layout, a param that gained or lost its grad) builds a new plan.
 """
 
 from __future__ import annotations

@@ -87,8 +87,10 @@ class Timescale:
     def in_steps(self) -> float:
         if self.steps is not None:
             return float(self.steps)
-        if self.epochs is not None:
+        # __post_init__ allows exactly one complete form
+        if self.epochs is not None and self.steps_per_epoch is not None:
             return float(self.epochs * self.steps_per_epoch)
+        assert self.fraction is not None and self.total_steps is not None
         return float(self.fraction * self.total_steps)
 
 

@@ -73,13 +73,28 @@ _REFUSED = {
 }
 
 
-def with_scaled_decay(optimizer_class: type, *, own_decay: str = "weight_decay") -> type:
+def with_scaled_decay(
+    optimizer_class: type[Optimizer], *, own_decay: str | None = "weight_decay"
+) -> type[Optimizer]:
     """A subclass of ``optimizer_class`` with this package's per-tensor scaled decay.
 
     ``own_decay`` names the wrapped optimizer's own weight-decay hyperparameter (held at 0),
     or None if it has none. The same class comes back for the same arguments, so instances
-    pickle and compare by type. ``TypeError``/``ValueError`` for a class that is not a
-    ``torch.optim.Optimizer`` subclass or that the package cannot decay correctly.
+    pickle and compare by type.
+
+    Args:
+        optimizer_class: a ``torch.optim.Optimizer`` subclass.
+        own_decay: the name of its own weight-decay hyperparameter, or None.
+
+    Returns:
+        The subclass; its constructor takes the class's own arguments plus
+        ``weight_decay``, ``decay_mode``, ``decay_scaling``, ``timescale``, ``low_precision``
+        and ``cautious_decay``.
+
+    Raises:
+        TypeError: ``optimizer_class`` is not a ``torch.optim.Optimizer`` subclass.
+        ValueError: ``own_decay`` is not a string or None, the class already has the
+            package's decay, or it is one the package cannot decay correctly.
     """
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
         raise TypeError(
@@ -87,7 +102,7 @@ def with_scaled_decay(optimizer_class: type, *, own_decay: str = "weight_decay")
         )
     if own_decay is not None and not isinstance(own_decay, str):
         raise ValueError(f"own_decay must be a hyperparameter name or None, got {own_decay!r}")
-    return _make_class(optimizer_class, own_decay)
+    return _make_class(optimizer_class, own_decay)  # type: ignore[arg-type]  # classes hash
 
 
 @functools.cache
@@ -138,6 +153,7 @@ class ScaledDecayMixin(DecayPlanOwner):
     _sd_own_decay = None
     _sd_holds = None  # the wrapped constructor's decay argument we set to 0
     _sd_signature: inspect.Signature
+    _sd_defaults: dict  # set in __init__ and __setstate__
 
     def __init__(
         self,
@@ -265,7 +281,8 @@ class ScaledDecayMixin(DecayPlanOwner):
 
     # ---- the step -------------------------------------------------------------------------
     def step(self, closure=None):
-        """Decay (SPEC step 2), then the wrapped optimizer's step on the same gradients."""
+        """Decay first (``p *= 1 - c``, or ``g + lam * p`` for "l2"), then the wrapped optimizer's
+        step on the same gradients."""
         loss = None
         if closure is not None:  # evaluated here: the decay must see this step's gradients
             with torch.enable_grad():
@@ -330,7 +347,7 @@ class ScaledDecayMixin(DecayPlanOwner):
                 for batch in indices_by([(p.device, p.dtype) for p in local]).values():
                     apply_decoupled_decay(
                         [local[i] for i in batch],
-                        decay_from_lists(None, [decay[idx[i]] for i in batch]),
+                        decay_from_lists(None, [decay[idx[i]] for i in batch]),  # type: ignore[arg-type]
                         found_inf=found_inf,
                     )
                 continue
@@ -340,7 +357,7 @@ class ScaledDecayMixin(DecayPlanOwner):
             scale = 1.0 if grad_scale is None else float(grad_scale)
             lams = [sign * scale * l2_lams[i] for i in idx]
             grads = [p.grad for p in params]
-            summed = add_decay_to_grads(grads, params, decay_from_lists(lams, None))
+            summed = add_decay_to_grads(grads, params, decay_from_lists(lams, None))  # type: ignore[arg-type]
             for p, g, new in zip(params, grads, summed):
                 if new is not g:
                     restore.append((p, g))

@@ -77,7 +77,9 @@ class Net:
         """The hidden matrix whose per-step shrink the exponents report."""
         return "blocks.0.fc1.weight" if self.arch == "transformer" else "hidden.weight"
 
-    def build(self, width: int, parametrization: str = "sp", base_width: int = None) -> nn.Module:
+    def build(
+        self, width: int, parametrization: str = "sp", base_width: int | None = None
+    ) -> nn.Module:
         """The model at ``width`` with its random init (muP: shrunk readout, 1/d attention)."""
         from .data import input_dim, n_classes
         from .models import build_mlp

@@ -27,7 +27,7 @@ from .names import (
 __all__ = ["add_transfer_arguments", "main", "run_transfer", "settings_from_args"]
 
 
-def default_out(quick: bool, dataset: str = None, arch: str = "mlp", kind: str = "") -> str:
+def default_out(quick: bool, dataset: str | None = None, arch: str = "mlp", kind: str = "") -> str:
     """The visible folder a study writes to when --out is not given, in the current
     directory: scaled_decay_quick / scaled_decay_study, with _<arch> for the CNN and the
     transformer, _<dataset> for a dataset other than the arch's default (so a digits
@@ -48,8 +48,10 @@ def default_cache(out: str) -> str:
 def _ints(text: str):
     try:
         values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from err
     if any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
@@ -72,8 +74,8 @@ def _positive(kind):
     def parse(text: str):
         try:
             v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from err
         if not v > 0:
             raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
         return v
@@ -254,7 +256,7 @@ def _missing_packages():
     return [dist for mod, dist in STUDY_PACKAGES.items() if importlib.util.find_spec(mod) is None]
 
 
-def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser = None) -> int:
+def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
     missing = _missing_packages()
     if missing:
         raise SystemExit(

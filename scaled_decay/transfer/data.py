@@ -120,7 +120,7 @@ def _pool_file(cache_dir: str, dataset: str, n_train: int, seed: int) -> str:
     return os.path.join(cache_dir, f"data-{dataset}-{digest}.npz")
 
 
-def load_pool(dataset: str, seed: int = 0, cache_dir: str = None, needed: int = 0) -> Pool:
+def load_pool(dataset: str, seed: int = 0, cache_dir: str | None = None, needed: int = 0) -> Pool:
     """The dataset's pool; with ``cache_dir``, generated once and stored there as .npz,
     so the worker processes load it instead of regenerating it."""
     n_train = max_train_size(dataset, needed)

@@ -66,14 +66,14 @@ def write_drift_figure(study: dict, out_dir: str) -> str:
 
     rows = []
     for c in study["chains"].values():
-        for label, r in c["summary"].items():
+        for r in c["summary"].values():
             name = (
                 f"{c['axis']}: {c['optimizer']}/{c['parametrization']}/{r['mode']}/"
                 f"{RULE_LABELS[r['rule']]}"
             )
             rows.append((name, r))
     fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(rows) + 1.2))
-    for i, (name, r) in enumerate(rows):
+    for i, (_, r) in enumerate(rows):
         if r["identifiable"]:
             color = {
                 "holds": "tab:green",

@@ -76,7 +76,7 @@ def lowest_point(lams: Sequence[float], losses: Sequence[float]):
 
 def fit_optimum(lams: Sequence[float], losses: Sequence[float]) -> Optimum:
     """lambda* of one curve (losses may hold inf for diverged runs)."""
-    lams, losses, finite, best, early = lowest_point(lams, losses)
+    lams, losses, _, best, early = lowest_point(lams, losses)
     if early is not None:
         return early
     x = np.log10(lams[best - 1 : best + 2])

@@ -286,7 +286,7 @@ def joint_table(joint: dict) -> str:
     for opt, par in dict.fromkeys((r["optimizer"], r["parametrization"]) for r in rows):
         a, b = by[(opt, par, w0)], by[(opt, par, w1)]
 
-        def d(key):
+        def d(key, a=a, b=b):  # a and b bound now: ruff B023 cannot see d is used only here
             return "-" if not (a[key] and b[key]) else f"{math.log2(b[key] / a[key]):+.2f}"
 
         def g(r, key, st=None):

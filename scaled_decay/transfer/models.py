@@ -118,7 +118,7 @@ def build_optimizer(
         model, weight_decay, base_model=base, decay_mode=arm.mode, decay_scaling=scaling
     ):
         for i, p in enumerate(group["params"]):
-            one = {k: v for k, v in group.items() if k not in ("params",) + PER_TENSOR_KEYS}
+            one = {k: v for k, v in group.items() if k not in ("params", *PER_TENSOR_KEYS)}
             one["params"] = [p]
             for key in PER_TENSOR_KEYS:
                 if key in group:
@@ -149,7 +149,8 @@ def decay_signature(
     epochs: int = 1,
 ) -> dict:
     """Per decayed tensor, the fraction of it removed per step at the initial lr when
-    ``weight_decay == 1`` (``c`` of the SPEC), read from the optimizer's own decay_report.
+    ``weight_decay == 1`` (the amount ``c`` of ``p *= 1 - c``), read from the optimizer's own
+    decay_report.
 
     Two arms whose signatures are proportional train identically once their lambdas are
     rescaled by the ratio: they share one sweep (see ``sweeps.py``).

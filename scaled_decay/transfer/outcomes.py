@@ -102,7 +102,7 @@ class SweepState:
         j = lattice_index(self.lams[0]) - 1 if side == "low" else lattice_index(self.lams[-1]) + 1
         new = lattice_value(j)
         self.extended[side] += 1
-        self.lams = sorted(self.lams + [new])
+        self.lams = sorted([*self.lams, new])
         return [(new, k) for k in range(self.seeds)]
 
     def _refine(self, results, zero, best: int | None) -> list[tuple[float, int]]:

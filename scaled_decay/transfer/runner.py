@@ -25,13 +25,26 @@ from .train import RunSpec, steps_per_epoch, train_run
 __all__ = ["build_chains", "run_study"]
 
 
+def _width_arms(s: StudySettings, optimizer: str, parametrization: str) -> tuple[Arm, ...]:
+    """The arms of one width chain: every rule in every decay mode."""
+    return tuple(Arm(optimizer, parametrization, r, m) for r in s.rules for m in s.modes)
+
+
 def build_chains(s: StudySettings) -> list[Chain]:
     chains = []
     if "width" in s.axes:
-        arms_for = lambda o, p: tuple(Arm(o, p, r, m) for r in s.rules for m in s.modes)
         n_trains = tuple(s.n_train_at_width(w) for w in s.widths)
         chains += [
-            Chain("width", o, p, tuple(s.widths), arms_for(o, p), s.data_width, s.n_train, n_trains)
+            Chain(
+                "width",
+                o,
+                p,
+                tuple(s.widths),
+                _width_arms(s, o, p),
+                s.data_width,
+                s.n_train,
+                n_trains,
+            )
             for o in s.optimizers
             for p in s.parametrizations
         ]

@@ -75,7 +75,7 @@ class StudySettings:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
-        self.net  # checks that the arch reads the dataset
+        _ = self.net  # checks that the arch reads the dataset
         _subset("axes", self.axes, AXES)
         _subset("optimizers", self.optimizers, OPTIMIZERS)
         _subset("parametrizations", self.parametrizations, PARAMETRIZATIONS)
@@ -84,7 +84,7 @@ class StudySettings:
         _subset("modes", self.modes, MODES)
         _increasing("widths", self.widths)
         if self.arch == "transformer" and any(
-            w % TEXT_HEADS for w in self.widths + (self.data_width,)
+            w % TEXT_HEADS for w in (*self.widths, self.data_width)
         ):
             raise ValueError(
                 f"widths and data_width of the transformer must be multiples of "
@@ -141,7 +141,7 @@ class StudySettings:
         widths = (
             tuple(self.n_train_at_width(w) for w in self.widths) if "width" in self.axes else ()
         )
-        return max((self.n_train,) + tuple(self.data_sizes) + widths)
+        return max((self.n_train, *self.data_sizes, *widths))
 
     def n_train_at_width(self, width: int) -> int:
         """The width arm's training-set size at ``width``: n_train, or in the token regime
@@ -287,7 +287,7 @@ def default_dataset(arch: str) -> str:
     return ARCH_DATASETS[arch][0]
 
 
-def quick_settings(dataset: str = None, arch: str = "mlp") -> StudySettings:
+def quick_settings(dataset: str | None = None, arch: str = "mlp") -> StudySettings:
     """--quick: one seed, 3 widths spanning 16x (32 -> 512), plain decay and ParamCount()
     (the collapse figure's arms and the mean square), 3-point starting grids, at most 3
     extensions, and refinement windows of +-3/8 decade (7 points; the full study: +-1/2).
@@ -330,7 +330,7 @@ def quick_settings(dataset: str = None, arch: str = "mlp") -> StudySettings:
     )
 
 
-def full_settings(dataset: str = None, arch: str = "mlp") -> StudySettings:
+def full_settings(dataset: str | None = None, arch: str = "mlp") -> StudySettings:
     """The full study's presets: 5 seeds on the MLP and the transformer (the arms the README's
     recommendation cites), refined to 1/8 decade (+-1/2 decade windows)."""
     dataset = dataset or default_dataset(arch)

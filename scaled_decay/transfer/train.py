@@ -110,7 +110,7 @@ def _evaluate(model, x: torch.Tensor, y: torch.Tensor, max_logits: int = 1 << 22
     return nll / y.numel(), correct / y.numel()
 
 
-def train_run(spec: RunSpec, cache_dir: str = None) -> dict:
+def train_run(spec: RunSpec, cache_dir: str | None = None) -> dict:
     """Train ``spec`` from scratch; held-out NLL and accuracy at the end of training.
 
     Cosine lr schedule to zero, stepped per batch. A run whose training loss becomes

@@ -1,6 +1,7 @@
 """Adam/AdamW's update, once: the foreach math, torch's fused op, and the probe of that op.
 
-SPEC "Update math" 1, 2, 4: ``g = -g`` if maximize; the decay (``"l2"``: ``g += lam * p``;
+The update of torch.optim.Adam/AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019), in
+this order: ``g = -g`` if maximize; the decay (``"l2"``: ``g += lam * p``;
 else ``p *= 1 - c``); ``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g*g``; with amsgrad
 ``vmax = max(vmax, v)`` used for v; ``p -= (lr / (1 - b1**t)) * m / (sqrt(v) / sqrt(1 - b2**t)
 + eps)``. With cautious decay (``decay.cautious``) the decay moves after the moments:
@@ -35,7 +36,7 @@ STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 def state_keys(group: dict) -> tuple:
     """The state tensors one step reads, in list order (the step count last)."""
-    return STATE_KEYS + ("step",) if group["amsgrad"] else STATE_KEYS[:2] + ("step",)
+    return (*STATE_KEYS, "step") if group["amsgrad"] else (*STATE_KEYS[:2], "step")
 
 
 def init_state(state: dict, p: torch.Tensor, group: dict, steps_on_device: bool) -> None:
@@ -314,7 +315,10 @@ def probe(device, dtype, flags) -> dict[str, float]:
         out[1] = out[1] * 4
     _fused_adam_call(
         torch._fused_adamw_ if adamw else torch._fused_adam_,
-        *[[t] for t in out[:4]],
+        [out[0]],
+        [out[1]],
+        [out[2]],
+        [out[3]],
         [out[4]] if amsgrad else [],
         [torch.tensor(3.0, device=device)],
         wd=wd,
@@ -325,7 +329,10 @@ def probe(device, dtype, flags) -> dict[str, float]:
     wide = torch.float64 if dtype == torch.float64 else torch.float32
     ref = [t.to(wide, copy=True) for t in ins]  # a copy: ins must stay the values before
     adam_math(
-        *[[t] for t in ref[:4]],
+        [ref[0]],
+        [ref[1]],
+        [ref[2]],
+        [ref[3]],
         [ref[4]] if amsgrad else [],
         [torch.tensor(2.0)],
         l2_lams=None if adamw else [wd],

@@ -1,4 +1,4 @@
-"""This step's decay, and the foreach ops that apply it (SPEC "Update math" step 2).
+"""This step's decay, and the foreach ops that apply it (after the gradient, before the update).
 
 A :class:`Decay` is what one update call needs to know of the decay: the mode, the lr and
 peak lr it scales with, and the tensors grouped by their ``lam = weight_decay * s(p)``. The
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 
@@ -29,15 +29,19 @@ __all__ = [
 ]
 
 
-def indices_by(keys: Sequence[Hashable]) -> dict[Hashable, list[int]]:
+def indices_by(keys: Sequence[K]) -> dict[K, list[int]]:
     """Positions of equal keys, in first-seen order."""
-    out: dict[Hashable, list[int]] = defaultdict(list)
+    out: dict[K, list[int]] = defaultdict(list)
     for i, k in enumerate(keys):
         out[k].append(i)
     return out
 
 
-def pick(lst: Sequence, idx: Sequence[int] | None) -> list:
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+def pick(lst: list[T] | tuple[T, ...], idx: Sequence[int] | None) -> list[T] | tuple[T, ...]:
     """``lst`` at positions ``idx`` (None: all of it, no copy)."""
     return lst if idx is None else [lst[i] for i in idx]
 
@@ -59,9 +63,9 @@ class Decay(NamedTuple):
 
     mode: str
     groups: tuple[tuple, ...]
-    lr: object = 1.0
-    eta0: object = 1.0
-    weight_decay: object = 1.0
+    lr: float | torch.Tensor = 1.0
+    eta0: float | torch.Tensor = 1.0
+    weight_decay: float | torch.Tensor = 1.0
     cautious: bool = False
     decayed: list | None = None
 
@@ -70,7 +74,7 @@ class Decay(NamedTuple):
         return self.mode == "l2"
 
     def amount(self, lam):
-        """``c`` with ``p *= 1 - c`` (SPEC step 2): ``f(lr) * lam``, in the order the
+        """``c`` with ``p *= 1 - c`` (``scaled_decay.modes``): ``f(lr) * lam``, in the order the
         per-tensor reference computes it (``decay_lr_factor(...) * lam``), so the float
         path gives the same bits."""
         if self.mode == "amount":
@@ -129,7 +133,7 @@ _EXACT_TENSOR_FACTOR = (torch.float32, torch.float64)
 
 
 def apply_decoupled_decay(params: list[torch.Tensor], decay: Decay, found_inf=None) -> None:
-    """``p *= 1 - c`` per tensor (SPEC step 2: multiply first, then the update).
+    """``p *= 1 - c`` per tensor (multiply first, then the update: torch AdamW's order).
 
     With GradScaler's ``found_inf`` (a device tensor) the factor is ``1`` where it is set,
     chosen on the device (no sync) for fp32/fp64 params; for bf16/fp16 params ``found_inf``
@@ -172,7 +176,7 @@ def _factor(keep, device, dtype):
     return keep
 
 
-def _real(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+def _real(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Real views of complex tensors (each real component is its own coordinate), dense
     copies of sparse ones (a sparse direction is 0 off its indices)."""
     return [
@@ -182,7 +186,9 @@ def _real(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def apply_cautious_decay(
-    params: list[torch.Tensor], direction: list[torch.Tensor], decay: Decay
+    params: list[torch.Tensor] | tuple[torch.Tensor, ...],
+    direction: list[torch.Tensor] | tuple[torch.Tensor, ...],
+    decay: Decay,
 ) -> None:
     """Cautious weight decay (Chen et al. 2025): ``p *= 1 - c * 1[u * p >= 0]`` per
     coordinate, where ``direction`` has the sign of the update direction ``u`` (the step
@@ -199,7 +205,7 @@ def apply_cautious_decay(
     """
     if params and (params[0].is_complex() or any(t.is_sparse for t in direction)):
         params, direction = _real(params), _real(direction)
-    mask = torch._foreach_sign(direction)
+    mask: list[torch.Tensor] | tuple[torch.Tensor, ...] = torch._foreach_sign(direction)
     torch._foreach_mul_(mask, torch._foreach_sign(params))
     torch._foreach_clamp_max_(mask, 0.0)  # -1 where the signs disagree
     torch._foreach_add_(mask, 1.0)  # 1[u * p >= 0]

@@ -1,6 +1,6 @@
 """SGD's update, once: the foreach math, torch's fused op, and the probe of that op.
 
-SPEC "Update math" 1-3 (torch.optim.SGD semantics): ``g = -g`` if maximize; the decay
+The update of torch.optim.SGD, in this order: ``g = -g`` if maximize; the decay
 (``"l2"``: ``g += lam * p``; else ``p *= 1 - c``, SGDW of Loshchilov & Hutter 2019); with
 momentum ``mu``: ``buf = g`` at the first step, else ``buf = mu * buf + (1 - dampening) * g``,
 then ``d = g + mu * buf`` (nesterov) or ``d = buf``; ``p -= lr * d``. With cautious decay
@@ -183,7 +183,7 @@ def sgd_torch_fused(
     if decay is not None and not decay.l2:
         apply_decoupled_decay(params, decay, found_inf=found_inf)
     if use_momentum and first:
-        for i, p in enumerate(params):
+        for i in range(len(params)):
             bufs[i] = torch.empty_like(grads[i])
     device = params[0].device
     amp = {
@@ -240,7 +240,8 @@ def probe(device, dtype, flags) -> dict[str, float]:
     sgd_math([ref_p], [ref_g], ref_b, l2_lams=[lam], decay=None, **hp)
     worst = {"param": G.ulps_off(out_p, ref_p, p)}
     if has_momentum:
-        worst["momentum_buffer"] = G.ulps_off(out_b[0], ref_b[0], b)
+        # (both buffers exist with momentum: the step made out_b[0], sgd_math ref_b[0])
+        worst["momentum_buffer"] = G.ulps_off(out_b[0], ref_b[0], b)  # type: ignore[arg-type]
     return worst
 
 
