@@ -39,7 +39,7 @@ from .modules import register_module
 # Diagnostics: the weights' equilibrium norm and angular update
 from .equilibrium import EquilibriumMonitor, EquilibriumReport, EquilibriumRow
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     # optimizers

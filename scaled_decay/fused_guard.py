@@ -8,7 +8,7 @@ module guards against the other kind of torch bug, so that ``backend="torch_fuse
   2.11's and 2.13's CPU ``_fused_sgd_`` with bf16 and fp16 parameters of 16 elements or
   more; 2.14.1 is right). Before a fused op is trusted for a (device, dtype, op, flags)
   combination, it is run once on a small probe (4099 elements, a vector body and a tail)
-  and compared with the package's reference math on fp32 copies, within the README's
+  and compared with the package's reference math on fp32 copies, within a
   per-dtype tolerance (``PROBE_ULPS``). The verdict is cached for the process; a failed
   probe sends those tensors to foreach and warns once per (op, device, dtype), naming the
   torch version.
@@ -26,7 +26,7 @@ __all__ = ["PROBE_ULPS", "probe_inputs", "probe_ok", "trusted", "ulp", "ulps_off
 
 # ---- probes ----------------------------------------------------------------------------------
 # Tolerance of a fused kernel against the reference math on fp32 copies, rounded once to the
-# dtype, in units in the last place of the dtype (README "Accuracy"; fp64 against fp64).
+# dtype, in units in the last place of the dtype (docs/backends.md, "Accuracy"; fp64 against fp64).
 # fp32 allows 32 ulp (3.8e-6 relative, inside the fused backends' rtol 1e-5): torch's CUDA
 # fused Adam rounds the betas to fp32 and takes ``1 - beta`` there (for beta2 = 0.99 that is
 # 9.5e-7 off), which put exp_avg_sq 12 ulp and the param 8 ulp from the reference on an H200

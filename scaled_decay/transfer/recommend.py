@@ -1,4 +1,4 @@
-"""The README's recommendation table, computed from recorded studies (never written by hand).
+"""The recommendation table (docs/study.md), computed from recorded studies (never written by hand).
 
 ``python -m scaled_decay.transfer.recommend DIR [DIR ...] > recommendation.md`` reads each
 study's ``runs.json`` and, for every situation, puts each candidate rule's evidence side by

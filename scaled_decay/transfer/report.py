@@ -104,7 +104,7 @@ def drift_table(study: dict) -> str:
 
 def summary_table(study: dict) -> str:
     """Markdown, one row per optimizer x parametrization x rule, the two modes side by side:
-    drift [t-interval] and its verdict, for the README."""
+    drift [t-interval] and its verdict, for docs/study.md."""
     lines = (
         []
         if not study.get("partial")

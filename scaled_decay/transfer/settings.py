@@ -210,7 +210,7 @@ _TEXT = dict(
     lr={"sgd": 0.3, "adamw": 1e-2},
     default_lam={"sgd": 0.03, "adamw": 1.0},
 )
-# The rules whose verdicts the README's recommendation cites (FanIn(power=1) never held
+# The rules whose verdicts the recommendation (docs/study.md) cites (FanIn(power=1) never held
 # within 2x in the first study); ParamCount shares plain decay's sweeps, so it is free.
 _CITED_RULES = ("none", "fan_in_inv", "param_count")
 _ARCH_PRESETS = {
@@ -226,7 +226,7 @@ _ARCH_PRESETS = {
         quick=dict(widths=(16, 32, 64), n_train=500, data_sizes=(250, 1000, 4000), data_width=16),
     ),
     # 5 seeds over 8x width (16 -> 128: the 256-wide runs alone would cost the 3-hour
-    # budget), plain decay and ParamCount (one sweep per mode): the arms the README cites
+    # budget), plain decay and ParamCount (one sweep per mode): the arms the recommendation cites
     "transformer": dict(
         full=dict(
             widths=(16, 32, 128),
@@ -331,7 +331,7 @@ def quick_settings(dataset: str | None = None, arch: str = "mlp") -> StudySettin
 
 
 def full_settings(dataset: str | None = None, arch: str = "mlp") -> StudySettings:
-    """The full study's presets: 5 seeds on the MLP and the transformer (the arms the README's
+    """The full study's presets: 5 seeds on the MLP and the transformer (the arms the
     recommendation cites), refined to 1/8 decade (+-1/2 decade windows)."""
     dataset = dataset or default_dataset(arch)
     if arch != "mlp":
