@@ -76,8 +76,12 @@ class _AdamBase(ScaledDecayOptimizer):
         low_precision: None, ``"kahan"`` or ``"stochastic"`` (bf16/fp16 weights).
         state_dtype: the dtype of the optimizer state (None: the parameter's).
         cautious_decay: decay only the coordinates the update also moves toward zero.
-        foreach, capturable, differentiable, fused: as torch.optim's; they choose the
-            backend.
+        foreach: as torch.optim's: True picks ``"foreach"``, False ``"loop"``.
+        capturable: as torch.optim's: lr and step counts stay tensors on the device, so a
+            step can be captured in a CUDA graph (Triton and foreach/loop; not torch_fused).
+        differentiable: as torch.optim's; True is a ValueError (updates run under no_grad).
+        fused: as torch.optim's: True picks a fused backend (``"triton"`` on CUDA, else
+            ``"torch_fused"``).
 
     Raises:
         ValueError: a bad argument or group key, named with its value (with torch.optim's

@@ -71,7 +71,11 @@ class SGD(ScaledDecayOptimizer):
         low_precision: None, ``"kahan"`` or ``"stochastic"`` (bf16/fp16 weights).
         state_dtype: the dtype of the optimizer state (None: the parameter's).
         cautious_decay: decay only the coordinates the update also moves toward zero.
-        foreach, differentiable, fused: as torch.optim.SGD's; they choose the backend.
+        foreach: as torch.optim.SGD's: True picks ``"foreach"``, False ``"loop"``.
+        differentiable: as torch.optim.SGD's; True is a ValueError (updates run under
+            no_grad).
+        fused: as torch.optim.SGD's: True picks a fused backend (``"triton"`` on CUDA, else
+            ``"torch_fused"``).
 
     Raises:
         ValueError: a bad argument or group key, named with its value (with torch.optim's
