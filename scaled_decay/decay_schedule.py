@@ -61,21 +61,37 @@ def _factor_arg(name: str, value) -> float:
 class WeightDecayScheduler(LRScheduler):
     """Moves each param group's ``weight_decay`` to ``initial_weight_decay * factor(t)``.
 
-    Args:
-      optimizer: any ``torch.optim.Optimizer`` whose groups have a ``weight_decay``.
-      schedule: ``"constant"``, ``"linear"``, ``"cosine"``, a callable ``t -> factor``, or a
-        list of callables, one per param group.
-      total_steps: steps over which the curve goes from ``start_factor`` to ``end_factor``
-        (``"linear"``/``"cosine"``; it stays at ``end_factor`` after).
-      start_factor: the factor at ``t = 0``.
-      end_factor: the factor at ``t >= total_steps``.
-      last_epoch: ``-1`` for a new run (records ``initial_weight_decay`` in every group);
-        the step to resume from otherwise (the groups must then have it), as torch's.
+    ``t`` is the scheduler's ``last_epoch``. With ``r = min(t / total_steps, 1)``,
+    ``"linear"`` is ``factor = start_factor + (end_factor - start_factor) * r``, ``"cosine"``
+    the same with ``(1 - cos(pi r)) / 2`` in place of ``r``, and ``"constant"``
+    ``factor = start_factor`` (docs/schedules.md). Constructing it already writes
+    each group's weight decay for ``t = last_epoch + 1`` (``t = 0`` for a new run), as
+    torch's LR schedulers do; then call ``step()`` after each ``optimizer.step()``.
 
-    ``get_last_wd()``: the weight decay of each group after the last ``step()``.
     ``state_dict()``/``load_state_dict()``: as LR schedulers' (callables are not saved);
     with the optimizer's state dict, a resumed run continues bit for bit.
-    ``get_last_lr()``: the groups' lr, which this scheduler does not change.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer`` whose groups have a ``weight_decay``.
+        schedule: ``"constant"``, ``"linear"``, ``"cosine"``, a callable ``t -> factor``, or
+            a list of callables, one per param group.
+        total_steps: steps over which the curve goes from ``start_factor`` to
+            ``end_factor`` (``"linear"``/``"cosine"``; it stays at ``end_factor`` after).
+        start_factor: the factor at ``t = 0``.
+        end_factor: the factor at ``t >= total_steps``.
+        last_epoch: ``-1`` for a new run (records ``initial_weight_decay`` in every group);
+            the step to resume from otherwise (the groups must then have it), as torch's.
+
+    Raises:
+        TypeError: ``optimizer`` is not a ``torch.optim.Optimizer``.
+        ValueError: ``start_factor`` or ``end_factor`` not a non-negative finite number;
+            ``schedule`` none of the curves, a callable or a list of callables;
+            ``"constant"`` with ``start_factor != end_factor``; ``"linear"``/``"cosine"``
+            without a positive int ``total_steps``; a list of callables whose length is not
+            the number of groups; ``last_epoch`` not an int >= -1; a group without
+            ``weight_decay``; ``last_epoch != -1`` and a group without
+            ``initial_weight_decay``; a factor that is negative or not finite (raised by
+            ``step()``, the first of which runs here).
     """
 
     def __init__(
@@ -151,7 +167,15 @@ class WeightDecayScheduler(LRScheduler):
 
     # ---- the curve ------------------------------------------------------------------------
     def factor(self, t: int, group_index: int = 0) -> float:
-        """The factor of ``initial_weight_decay`` at step ``t``."""
+        """The factor of ``initial_weight_decay`` at step ``t``.
+
+        Args:
+            t: the step.
+            group_index: the param group (it matters for a list of callables only).
+
+        Returns:
+            The factor (a callable's value as it returns it, converted to float).
+        """
         if self._fns is not None:
             return float(self._fns[group_index](t))
         if self.schedule == "constant":
@@ -162,7 +186,13 @@ class WeightDecayScheduler(LRScheduler):
         return self.start_factor + (self.end_factor - self.start_factor) * r
 
     def step(self) -> None:  # type: ignore[override]  # no ``epoch``: torch deprecated it
-        """Advance one step and write each group's weight decay (after ``optimizer.step()``)."""
+        """Advance one step and write each group's weight decay (after ``optimizer.step()``).
+
+        A tensor ``weight_decay`` is filled in place (a captured CUDA graph reads it).
+
+        Raises:
+            ValueError: the factor of a group is negative or not finite.
+        """
         self._step_count += 1
         self.last_epoch += 1
         t = self.last_epoch
@@ -183,7 +213,11 @@ class WeightDecayScheduler(LRScheduler):
         self._last_wd = values
 
     def get_last_wd(self) -> list[float]:
-        """Each group's weight decay as the last ``step()`` set it."""
+        """Each group's weight decay as the last ``step()`` set it.
+
+        Returns:
+            One float per param group.
+        """
         return list(self._last_wd)
 
     def get_last_lr(self) -> list:
@@ -191,6 +225,7 @@ class WeightDecayScheduler(LRScheduler):
         return [g["lr"] for g in self.optimizer.param_groups]
 
     def get_lr(self) -> list:
+        """The groups' lr, as ``get_last_lr()``: this scheduler does not change it."""
         return self.get_last_lr()
 
     # ---- state ----------------------------------------------------------------------------

@@ -102,6 +102,26 @@ class EquilibriumRow:
     ``decay_report()``; ``c``: the fraction removed per step, 0 for L2). ``rms`` and
     ``angular`` are measured, ``*_pred`` predicted (None where the theory gives none);
     ``ratio`` = angular / angular_pred; ``grad_cos``: mean |cos(weight, gradient)|.
+    Before the first ``update()`` the measured and per-step values are None.
+
+    Attributes:
+        group: the index of the tensor's param group.
+        index: the tensor's position in its group.
+        name: its name from the group's ``param_names``, or None.
+        shape: its shape.
+        decay_mode: its decay mode at the last update (None where the monitor knows none).
+        lr: the group's lr at the last update.
+        lam: the tensor's effective decay at the last update.
+        c: the fraction decay removed per step at the last update (0 for L2).
+        steps: the number of angular updates averaged.
+        rms: measured RMS of the weights.
+        rms_pred: predicted equilibrium RMS, ``lr / sqrt(2 c)`` (AdamW-type decay only).
+        angular: measured angle between the weights before and after a step (radians).
+        angular_pred: predicted equilibrium angle per step (radians).
+        ratio: ``angular / angular_pred``.
+        grad_cos: mean |cos| between the weights and their gradient (0 for a
+            scale-invariant tensor).
+        note: why there is no prediction (e.g. ``"no decay"``), else None.
     """
 
     group: int
@@ -123,8 +143,11 @@ class EquilibriumRow:
 
 
 class EquilibriumReport(DecayReport):
-    """A list of :class:`EquilibriumRow`; ``str()`` gives a table, ``to_dicts()`` plain data
-    (the same table layout as ``decay_report()``)."""
+    """A list of ``EquilibriumRow``, one per watched tensor (``EquilibriumMonitor.report()``).
+
+    ``str()`` gives a table, ``to_dicts()`` plain data (the same table layout as
+    ``decay_report()``).
+    """
 
     _COLUMNS = (
         "name",
@@ -170,15 +193,37 @@ class _Ema:
 class EquilibriumMonitor:
     """Measure each tensor's RMS and angular update per step against the equilibrium laws.
 
-    ``optimizer``: any ``torch.optim.Optimizer``; predictions for the kinds in
-    :data:`OPTIMIZER_KINDS` and sd's SGD/Adam/AdamW (per-tensor decay from their
-    ``decay_report()``), measurements for all. ``params``: the tensors to watch (default:
-    every parameter of at least 2 dimensions, i.e. the weights a normalization can make
-    scale-invariant); each costs one copy of the tensor. ``beta``: the EMA factor over steps
-    (the measured values average the last ~``1 / (1 - beta)`` steps). The monitor snapshots
-    the weights now; call :meth:`update` after every ``optimizer.step()`` and before
-    ``zero_grad()`` (it reads the gradients for ``grad_cos``), or pass ``attach=True`` to
-    have the optimizer's step post-hook call it. Every update syncs with the device once.
+    Kosson et al. 2024 ("Rotational Equilibrium", arXiv 2305.17212): at equilibrium a
+    scale-invariant weight turns by ``sqrt(2 c (1 - mu) / (1 + mu))`` radians per step under
+    decoupled decay (``c``: the fraction decay removes per step; ``mu``: the momentum,
+    ``beta1`` for Adam), by ``sqrt(2 lr lam (1 - d) / (1 + mu))`` under SGD with L2 decay
+    (dampening ``d``), and has RMS ``lr / sqrt(2 c)`` under AdamW-type decay. The
+    predictions hold for scale-invariant tensors at equilibrium (reached after a few
+    ``1 / c`` steps) with a slowly varying lr; ``grad_cos`` shows which tensors qualify.
+    Nesterov momentum and Adam with L2 decay get no prediction.
+
+    The monitor snapshots the weights now; call ``update()`` after every
+    ``optimizer.step()`` and before ``zero_grad()`` (it reads the gradients for
+    ``grad_cos``), or pass ``attach=True`` to have the optimizer's step post-hook call it.
+    Every update syncs with the device once.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer``; predictions for the kinds in
+            ``scaled_decay.equilibrium.OPTIMIZER_KINDS`` (torch's SGD, Adam, AdamW) and sd's
+            SGD/Adam/AdamW (per-tensor decay from their ``decay_report()``), measurements
+            for all.
+        params: the tensors to watch (default: every parameter of at least 2 dimensions,
+            i.e. the weights a normalization can make scale-invariant); each costs one copy
+            of the tensor.
+        beta: the EMA factor over steps (the measured values average the last
+            ~``1 / (1 - beta)`` steps).
+        attach: call ``update()`` from the optimizer's step post-hook (``detach()`` stops
+            it).
+
+    Raises:
+        ValueError: ``optimizer`` is not a ``torch.optim.Optimizer``; ``beta`` not a number
+            in [0, 1); a ``params`` entry that is not a tensor the optimizer holds; no
+            tensor to watch.
     """
 
     def __init__(
@@ -320,7 +365,11 @@ class EquilibriumMonitor:
                 e.value, e.n = 0.0, 0
 
     def report(self) -> EquilibriumReport:
-        """One row per watched tensor, in optimizer order of the ``params`` given."""
+        """One row per watched tensor, in optimizer order of the ``params`` given.
+
+        Returns:
+            The measured and predicted values, averaged over the updates so far.
+        """
         groups = self.optimizer.param_groups
         rows = EquilibriumReport()
         for (gi, i), p, ema, last in zip(self._where, self._params, self._ema, self._last):

@@ -172,18 +172,29 @@ TIMM_NAMES = {
 
 
 def register_timm_optimizers(registry: Any = None) -> dict[str, type]:
-    """Register the package's optimizers in timm's optimizer registry (default: timm's
-    ``default_registry``), so ``create_optimizer_v2(model, "scaledadamw", lr=...,
-    weight_decay=..., decay_scaling="fan_in")`` builds ``sd.AdamW``. Names, as timm's:
-    ``scaledsgd`` (SGD with Nesterov momentum, like timm's ``sgd``), ``scaledmomentum``
-    (SGD with momentum), ``scaledadam``, ``scaledadamw``; ``"lookahead_scaledadamw"``
-    wraps it in timm's Lookahead. Registering twice is harmless; a name timm already uses
-    for another class raises ValueError. Returns {name: class}.
+    """Register the package's optimizers in timm's optimizer registry.
+
+    Then ``create_optimizer_v2(model, "scaledadamw", lr=..., weight_decay=...,
+    decay_scaling="fan_in")`` builds ``sd.AdamW``. Names, as timm's: ``scaledsgd`` (SGD with
+    Nesterov momentum, like timm's ``sgd``), ``scaledmomentum`` (SGD with momentum),
+    ``scaledadam``, ``scaledadamw``; ``"lookahead_scaledadamw"`` wraps it in timm's
+    Lookahead. Registering twice is harmless.
 
     timm's own grouping (``filter_bias_and_bn``) has no parameter names: fan-ins then come
     from shapes (right for timm's Conv/Linear weights). Pass
     ``param_group_fn=lambda m: sd.param_groups(m, weight_decay)`` for module-aware fan-ins,
     names and the split.
+
+    Args:
+        registry: the timm optimizer registry to add them to (None: timm's
+            ``default_registry``).
+
+    Returns:
+        ``{name: class}`` for the four names.
+
+    Raises:
+        ValueError: a name timm already uses for another class.
+        ImportError: timm is not installed (it is an optional dependency).
     """
     from timm.optim import _optim_factory as factory  # timm is an optional dependency
 

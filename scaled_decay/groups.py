@@ -122,7 +122,23 @@ def _check_no_decay(no_decay) -> tuple:
 
 
 class DecaySplit:
-    """Which tensors ``param_groups`` decays and, for the others, why not."""
+    """Which tensors ``param_groups`` decays and, for the others, why not.
+
+    ``param_groups`` builds it and puts it in its result's ``.split``; ``str()`` (and
+    ``repr()``) prints the counts and, per reason, the first three names.
+
+    Args:
+        decayed: names of the decayed tensors.
+        not_decayed: name -> reason (a key of ``NO_DECAY_REASONS``: ``"no_decay"``,
+            ``"model"``, ``"1-d"``, ``"bias"`` or ``"module"``) for each undecayed tensor.
+        shape_fan_in: the decayed tensors of >= 2 dims whose fan-in came from their shape
+            (``shape[1] * prod(shape[2:])``: their module type is not in the registry).
+
+    Attributes:
+        decayed: as the argument.
+        not_decayed: as the argument.
+        shape_fan_in: as the argument.
+    """
 
     def __init__(
         self, decayed: list[str], not_decayed: dict[str, str], shape_fan_in: list[str]
@@ -132,6 +148,11 @@ class DecaySplit:
         self.shape_fan_in = shape_fan_in  # decayed tensors of >= 2 dims, fan-in from shape
 
     def by_reason(self) -> dict[str, list[str]]:
+        """The undecayed tensors grouped by reason.
+
+        Returns:
+            reason -> the names it applies to, in the model's order.
+        """
         out: dict[str, list[str]] = {}
         for name, reason in self.not_decayed.items():
             out.setdefault(reason, []).append(name)
@@ -151,7 +172,13 @@ class DecaySplit:
 
 
 class ParamGroups(list):
-    """The list of group dicts ``param_groups`` returns, with ``.split`` (a DecaySplit)."""
+    """The list of group dicts ``param_groups`` returns, with ``.split`` (a DecaySplit).
+
+    A plain ``list`` otherwise: pass it to an optimizer as its ``params``.
+
+    Attributes:
+        split: which tensors are decayed and, for the others, why not.
+    """
 
     split: DecaySplit
 
@@ -214,21 +241,49 @@ def param_groups(
     - ``"module"``: a bias or gain its module type declares in the registry
       (``MultiheadAttention.bias_k``, the weights of torch.nn norm layers of any shape).
 
-    ``decay_1d=True`` decays the last three kinds too (timm's ``weight_decay_exclude_1d=
-    False``). Frozen parameters (``requires_grad=False``) are left out.
+    Frozen parameters (``requires_grad=False``) are left out; a tensor shared by several
+    modules (tied weights) is counted once, under its first name. The split is in the
+    result's ``.split`` (printable) and logged at INFO level on the ``"scaled_decay"``
+    logger.
 
-    Each group records per tensor ``param_names``, module-aware ``fan_ins`` and where each
-    came from, ``fan_in_sources`` (the registered module class, ``"1-d"``, or ``"shape"``:
-    ``shape[1] * prod(shape[2:])``, the fallback for module types the registry does not
-    know; a UserWarning names the decayed tensors of >= 2 dims that got it). With
-    ``base_model`` (the same architecture at its base width), each decayed tensor also gets
-    ``fan_in_references``: the fan-in of the same-named tensor of the base model, which
-    :class:`~scaled_decay.FanIn` uses as its reference, so ``lam == weight_decay`` exactly
-    at the base width (muP-style transfer). ``group_options`` (lr, decay_mode,
-    decay_scaling, ...) go into both groups. ``timescale=`` instead of ``weight_decay``
-    gives the decayed group a timescale (``scaled_decay.timescale``): the optimizer derives
-    its weight decay; the other group keeps ``weight_decay=0``. The split is in the result's
-    ``.split`` (printable) and logged at INFO level on the ``"scaled_decay"`` logger.
+    Args:
+        model: the model whose parameters are grouped.
+        weight_decay: the decayed group's ``weight_decay``, a non-negative number (required
+            unless ``timescale`` is given).
+        no_decay: parameter names, fnmatch patterns or ``nn.Module`` types not to decay (a
+            single one may be given bare).
+        decay_1d: decay the last three kinds above too (``"1-d"``, ``"bias"``,
+            ``"module"``): timm's ``weight_decay_exclude_1d=False``.
+        base_model: the same architecture at its base width. Each decayed tensor then also
+            gets ``fan_in_references``: the fan-in of the same-named tensor of the base
+            model, which :class:`~scaled_decay.FanIn` uses as its reference, so
+            ``lam == weight_decay`` exactly at the base width (muP-style transfer).
+        timescale: instead of ``weight_decay``: gives the decayed group a timescale (steps,
+            or an ``sd.Timescale``; ``scaled_decay.timescale``): the optimizer derives its
+            weight decay; the other group keeps ``weight_decay=0``.
+        **group_options: other group keys (lr, decay_mode, decay_scaling, ...), put into
+            both groups.
+
+    Returns:
+        The decayed group, then the ``weight_decay=0`` group (each only if it has a
+        tensor), with ``.split``. Each group records per tensor ``param_names``,
+        module-aware ``fan_ins`` and where each came from, ``fan_in_sources`` (the
+        registered module class, ``"1-d"``, or ``"shape"``: ``shape[1] * prod(shape[2:])``,
+        the fallback for module types the registry does not know); the
+        ``weight_decay=0`` group also records ``no_decay_reasons``.
+
+    Raises:
+        ValueError: ``timescale`` and ``weight_decay`` both given; a ``timescale`` that is
+            not a positive finite number of steps or an ``sd.Timescale``; without
+            ``timescale``, a ``weight_decay`` that is not a non-negative number (None
+            included); a non-bool ``decay_1d``; ``no_decay`` not an iterable of names,
+            patterns and ``nn.Module`` types; a module whose ``no_weight_decay()`` or
+            ``no_weight_decay_keywords()`` returns no collection of names; ``base_model``'s
+            parameter names not those of ``model``.
+
+    Warns:
+        UserWarning: naming the decayed tensors of >= 2 dims whose fan-in came from their
+            shape (describe their module type with ``sd.register_module``).
     """
     if timescale is not None:
         if weight_decay is not None:

@@ -22,7 +22,9 @@ DECAY_MODES = ("decoupled", "independent", "corrected", "l2")
 """The values ``decay_mode`` takes. With ``c`` the fraction of ``p`` removed per step:
 ``"decoupled"`` ``c = lr * lam``; ``"independent"`` ``c = (lr / eta0) * lam``;
 ``"corrected"`` ``c = (lr**2 / eta0) * lam``; ``"l2"`` adds ``lam * p`` to the gradient
-instead. ``eta0`` is the schedule's peak lr."""
+instead. ``eta0`` is the schedule's peak lr. Defaults: ``"l2"`` for ``sd.Adam`` (as
+torch.optim.Adam), ``"decoupled"`` for the others. Any other value is a ValueError naming
+it. See docs/decay-modes.md."""
 PEAK_LR_MODES = ("independent", "corrected")  # the modes that divide by eta0
 
 

@@ -27,6 +27,28 @@ class DecayRow:
     ``"l2"`` and for tensors that do not decay. ``decayed``: with ``cautious_decay=True``,
     the fraction of the tensor's coordinates decayed on the last step (None otherwise, or
     before a step; the table shows the column only where some row has it).
+
+    Attributes:
+        group: the index of the tensor's param group.
+        index: the tensor's position in its group.
+        name: its name from the group's ``param_names``, or None.
+        shape: its global shape.
+        fan_in: the fan-in the rules see.
+        fan_in_source: where ``fan_in`` came from.
+        scale: ``s(p)``, the product of the group's ``decay_scaling`` rules.
+        weight_decay: the group's ``weight_decay``.
+        lam: the effective decay, ``weight_decay * s(p)``.
+        decay_mode: the group's decay mode.
+        lr: the group's current lr.
+        peak_lr: eta0, for ``"independent"`` and ``"corrected"``; else None.
+        decay_factor: what one step at the current lr multiplies the weights by, or None.
+        no_decay_reason: why ``sd.param_groups`` did not decay it, or None.
+        timescale: the EMA timescale in steps at the peak lr, or None.
+        dtype: the parameter's dtype, as text (``"torch.bfloat16"``).
+        decay_survives: whether one step's shrink survives rounding, or None.
+        compensated_by: the ``low_precision`` mode that keeps the decay, or None.
+        decayed: the fraction of coordinates cautious decay decayed on the last step, or
+            None.
     """
 
     group: int
@@ -51,7 +73,11 @@ class DecayRow:
 
     @property
     def decay_kept(self) -> str:
-        """ "yes", the mode that keeps it, "LOST" (rounded away every step) or "-"."""
+        """Whether the decay survives rounding, as the table shows it.
+
+        ``"yes"``, the ``low_precision`` mode that keeps it, ``"LOST"`` (rounded away every
+        step) or ``"-"`` (no fixed shrink).
+        """
         if self.decay_survives is None:
             return "-"
         if self.compensated_by:
@@ -61,7 +87,20 @@ class DecayRow:
 
 @dataclass(frozen=True)
 class GroupSummary:
-    """One param group: its settings and the range of ``lam`` over its tensors."""
+    """One param group: its settings and the range of ``lam`` over its tensors.
+
+    Attributes:
+        group: the group's index.
+        tensors: its number of tensors.
+        elements: its number of elements, all tensors together.
+        weight_decay: its ``weight_decay``.
+        decay_mode: its decay mode.
+        decay_scaling: its rules as text (``" * "`` between them; ``"none"`` for none).
+        lr: its current lr.
+        peak_lr: eta0, for ``"independent"`` and ``"corrected"``; else None.
+        lam_min: the smallest ``lam`` of its tensors (0 for a group without tensors).
+        lam_max: the largest ``lam`` of its tensors (0 for a group without tensors).
+    """
 
     group: int
     tensors: int
@@ -88,8 +127,17 @@ def _number(v) -> str:
 
 
 class DecayReport(list):
-    """A list of :class:`DecayRow` with ``groups``, one :class:`GroupSummary` per param
-    group; ``str()`` gives both tables, ``to_dicts()`` the rows as plain data."""
+    """A list of ``DecayRow``, one per parameter, with ``groups``, one ``GroupSummary`` per
+    param group; ``str()`` gives both tables, ``to_dicts()`` the rows as plain data.
+
+    ``optimizer.decay_report()`` and ``sd.decay_report`` make it.
+
+    Args:
+        rows: the rows (``groups`` starts empty).
+
+    Attributes:
+        groups: one ``GroupSummary`` per param group.
+    """
 
     _COLUMNS: tuple[str, ...] = (
         "group",
@@ -123,6 +171,11 @@ class DecayReport(list):
         self.groups: list[GroupSummary] = []
 
     def to_dicts(self) -> list[dict]:
+        """The rows as plain data.
+
+        Returns:
+            One dict per row, its fields by name (``dataclasses.asdict``).
+        """
         return [asdict(row) for row in self]
 
     @staticmethod

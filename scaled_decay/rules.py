@@ -68,6 +68,19 @@ class FanIn:
     when a tensor's lr scales as ``1/fan_in`` (muP; Yang et al. 2022, "Tensor Programs V").
     ``reference`` is the fan-in at which ``lam == weight_decay``; a per-tensor reference taken
     from a base model (``sd.param_groups(..., base_model=...)``) takes precedence.
+
+    ``fan_in(p)`` is the input size the owning module sees: the group's ``fan_ins`` where it
+    has them (``sd.param_groups`` fills them from its registry of module types,
+    ``sd.register_module``), else ``shape[1] * prod(shape[2:])`` for 2-D and up and 1 below
+    (docs/decay-modes.md).
+
+    Args:
+        reference: the fan-in at which ``lam == weight_decay``.
+        power: the exponent of ``reference / fan_in(p)``.
+
+    Raises:
+        ValueError: ``reference`` not a positive finite number, or ``power`` not a finite
+            number.
     """
 
     reference: float = 1.0
@@ -83,6 +96,15 @@ class FanIn:
             raise ValueError(f"FanIn power must be a finite number, got {self.power!r}")
 
     def scale(self, info: TensorInfo) -> float:
+        """This rule's factor for one tensor.
+
+        Args:
+            info: the tensor's global shape, fan-in and the optimizer's total count.
+
+        Returns:
+            The factor ``(reference / fan_in) ** power`` (the tensor's own reference where it
+            has one).
+        """
         ref = self.reference if info.fan_in_reference is None else info.fan_in_reference
         return (ref / info.fan_in) ** self.power
 
@@ -100,6 +122,15 @@ class ParamCount:
     only part of the model, as each rank's local optimizer under
     ``torch.distributed.optim.ZeroRedundancyOptimizer`` does
     (``total_count=sum(p.numel() for p in model.parameters())``).
+
+    Args:
+        reference: the parameter count at which ``lam == weight_decay``.
+        power: the exponent of ``reference / N``.
+        total_count: N itself (None: the elements of the parameters the optimizer holds).
+
+    Raises:
+        ValueError: ``reference`` not a positive finite number, ``power`` not a finite
+            number, or ``total_count`` neither None nor a positive int.
     """
 
     reference: float = 1.0
@@ -124,6 +155,14 @@ class ParamCount:
             )
 
     def scale(self, info: TensorInfo) -> float:
+        """This rule's factor for one tensor.
+
+        Args:
+            info: the tensor's global shape, fan-in and the optimizer's total count.
+
+        Returns:
+            The factor ``(reference / N) ** power``.
+        """
         n = info.total_count if self.total_count is None else self.total_count
         return (self.reference / max(n, 1)) ** self.power
 
@@ -138,6 +177,14 @@ class StepsPerEpoch:
     "Decoupled Weight Decay Regularization" (M = B/b). With ``decay_mode="independent"``,
     ``StepsPerEpoch(M)`` makes ``weight_decay`` a rate per epoch: the weights' EMA timescale
     is ``1/weight_decay`` epochs (Wang & Aitchison 2024).
+
+    Args:
+        steps_per_epoch: M, the optimizer steps per epoch.
+        epochs: T, the epochs of the run (None: ``s = 1 / M``).
+
+    Raises:
+        ValueError: ``steps_per_epoch``, or ``epochs`` where given, not a positive finite
+            number.
     """
 
     steps_per_epoch: float
@@ -149,6 +196,14 @@ class StepsPerEpoch:
             _positive("StepsPerEpoch epochs", self.epochs)
 
     def scale(self, info: TensorInfo) -> float:
+        """This rule's factor for one tensor.
+
+        Args:
+            info: the tensor's global shape, fan-in and the optimizer's total count.
+
+        Returns:
+            The factor ``1 / M``, or ``1 / sqrt(M * T)`` with ``epochs``.
+        """
         if self.epochs is None:
             return 1.0 / self.steps_per_epoch
         return 1.0 / math.sqrt(self.steps_per_epoch * self.epochs)
@@ -211,6 +266,22 @@ class MuonShape:
     lambda per group: ``weight_decay`` is a group key like any other, so matrices and conv
     kernels may sit in groups of their own ``weight_decay`` (and ``reference_shape``); each
     tensor decays by ``c = eta * weight_decay_of_its_group * s(p)`` per step.
+
+    ``a(A, B)`` is the factor ``torch.optim.Muon`` multiplies the lr of an A x B update by:
+    ``sqrt(max(1, A/B))`` ("original", the default) or ``0.2 * sqrt(max(A, B))``
+    ("match_rms_adamw"); 1 for an empty matrix.
+
+    Args:
+        adjust_lr_fn: the Muon group's lr adjustment: None (as ``"original"``),
+            ``"original"`` or ``"match_rms_adamw"``.
+        reference_shape: the shape (two or more dims) at which ``lam == weight_decay``;
+            None: ``a = 1``.
+
+    Raises:
+        ValueError: ``adjust_lr_fn`` not one of None, ``"original"``,
+            ``"match_rms_adamw"``; ``reference_shape`` not two or more positive ints; at the
+            step, a tensor of fewer than 2 dims, or a group whose own adjustment differs
+            (``check_group``).
     """
 
     adjust_lr_fn: str | None = None
@@ -237,6 +308,17 @@ class MuonShape:
             object.__setattr__(self, "reference_shape", tuple(ref))  # lists from state dicts
 
     def scale(self, info: TensorInfo) -> float:
+        """This rule's factor for one tensor.
+
+        Args:
+            info: the tensor's global shape, fan-in and the optimizer's total count.
+
+        Returns:
+            ``a(A, B) / a(reference_shape)`` (``a(reference_shape) = 1`` without one).
+
+        Raises:
+            ValueError: the tensor has fewer than 2 dims.
+        """
         if len(info.shape) < 2:
             where = f" ({info.name})" if info.name else ""
             raise ValueError(
@@ -251,7 +333,18 @@ class MuonShape:
         return muon_lr_adjustment(self.adjust_lr_fn, info.shape) / ref
 
     def check_group(self, group: dict) -> None:
-        """A rule for another adjustment than the group's Muon uses is a silent error."""
+        """Check that the group's Muon uses this rule's ``adjust_lr_fn``.
+
+        A rule for another adjustment than the group's Muon uses is a silent error, so it
+        is refused where the group has the key (torch's ``adjust_lr_fn``, or
+        pytorch-optimizer's ``use_adjusted_lr``, True meaning "match_rms_adamw").
+
+        Args:
+            group: the param group the rule is in.
+
+        Raises:
+            ValueError: the group's adjustment is not this rule's.
+        """
         own = group.get("adjust_lr_fn", self.adjust_lr_fn)
         if "use_adjusted_lr" in group:  # pytorch-optimizer's Muon
             own = "match_rms_adamw" if group["use_adjusted_lr"] else "original"

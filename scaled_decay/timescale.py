@@ -51,6 +51,24 @@ class Timescale:
       Aitchison 2024, the form that transfers across dataset sizes (their optimum is a
       fraction of an epoch to a few epochs, depending on the run);
     - ``Timescale(fraction=F, total_steps=N)``: ``F * N`` steps, a fraction of the run.
+
+    Pass it as ``timescale=`` (to an optimizer or ``sd.param_groups``): each group's
+    ``weight_decay`` is then derived so that one step at the group's peak lr ``eta0`` shrinks
+    a tensor with ``s(p) = 1`` by ``1/T``: ``1 / (eta0 * T)`` for ``decay_mode="decoupled"``
+    and ``"corrected"``, ``1 / T`` for ``"independent"``; with ``"l2"`` the optimizer raises
+    ValueError (a coupled penalty has no timescale of its own). Wang & Aitchison 2024, arXiv
+    2405.13698; docs/schedules.md.
+
+    Args:
+        steps: the timescale in optimizer steps.
+        epochs: the timescale in epochs (with ``steps_per_epoch``).
+        steps_per_epoch: optimizer steps per epoch (with ``epochs``).
+        fraction: the timescale as a fraction of the run (with ``total_steps``).
+        total_steps: optimizer steps in the run (with ``fraction``).
+
+    Raises:
+        ValueError: not exactly one of the three forms, or one given incompletely; a value
+            given that is not a positive finite number.
     """
 
     steps: float | None = None
@@ -85,6 +103,8 @@ class Timescale:
 
     @property
     def in_steps(self) -> float:
+        """The timescale in optimizer steps: ``steps``, ``epochs * steps_per_epoch`` or
+        ``fraction * total_steps``."""
         if self.steps is not None:
             return float(self.steps)
         # __post_init__ allows exactly one complete form
