@@ -191,11 +191,11 @@ def exponent_table(rows: list[dict]) -> str:
     lambda points per seed behind them, and each law's prediction and verdict (f = follows,
     x = contradicts, - = no prediction or no interval)."""
     head = (
-        "| chain | mode | rule | slope log λ* [95% t] | slope log c* [95% t] | seeds "
+        "| chain | mode | rule | slope log λ\\* [95% t] | slope log c\\* [95% t] | seeds "
         "(censored), λ points per seed | "
         + " | ".join(f"{law} (pred.)" for law in LAWS)
-        + " | λ* per point | "
-        "c* = ηλ* per point | τ_epoch per point |"
+        + " | λ\\* per point | "
+        "c\\* = ηλ\\* per point | τ_epoch per point |"
     )
     lines = [head, "|" + "---|" * (9 + len(LAWS))]
     mark = {"follows": "f", "contradicts": "x", None: "-"}

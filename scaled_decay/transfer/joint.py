@@ -273,12 +273,12 @@ def joint_table(joint: dict) -> str:
         f"Joint lr x lambda grids, {joint['settings']['arch']} on "
         f"{joint['settings']['dataset']}, widths {w0} and {w1}, "
         f"{joint['settings']['joint_seeds']} seeds; lr factors "
-        f"{joint['settings']['lr_factors']} of the preset's lr. lr*: parabola in log lr "
-        f"through the lowest seed-mean loss; λ*, c* = η_hidden·λ* at the grid lr nearest "
-        f"lr*; drift = log2(widest / base). Edge: the optimum at the end of the grid.",
+        f"{joint['settings']['lr_factors']} of the preset's lr. lr\\*: parabola in log lr "
+        f"through the lowest seed-mean loss; λ\\*, c\\* = η_hidden·λ\\* at the grid lr nearest "
+        f"lr\\*; drift = log2(widest / base). Edge: the optimum at the end of the grid.",
         "",
-        f"| optimizer / param. | lr* n={w0} | lr* n={w1} | λ* n={w0} | λ* n={w1} | "
-        f"c* n={w0} | c* n={w1} | drift lr* | drift λ* | drift c* | drift λ* at the "
+        f"| optimizer / param. | lr\\* n={w0} | lr\\* n={w1} | λ\\* n={w0} | λ\\* n={w1} | "
+        f"c\\* n={w0} | c\\* n={w1} | drift lr\\* | drift λ\\* | drift c\\* | drift λ\\* at the "
         f"preset's lr |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -107,7 +107,7 @@ def _study_name(study: dict, axis: str) -> str:
 def recommendation_table(studies: dict[str, dict]) -> str:
     """Markdown: one row per situation (see the module docstring)."""
     lines = [
-        "| situation | use | evidence: drift of λ* [95% t over seeds], verdict "
+        "| situation | use | evidence: drift of λ\\* [95% t over seeds], verdict "
         "(seeds, censored, fewest λ points per seed), per study | verdict |",
         "|---|---|---|---|",
     ]

@@ -221,17 +221,18 @@ def exponents_markdown(study: dict, rows: list[dict]) -> str:
     s = study["settings"]
     return "\n".join(
         [
-            "# Exponents: slope of log λ* against log width and log N",
+            "# Exponents: slope of log λ\\* against log width and log N",
             "",
-            f"Dataset {s['dataset']}, {s['seeds']} seed(s). Slopes by least squares over the axis "
-            f"points where λ* is identified (at least 3 needed), one per seed from that seed's own "
-            f"refined λ*; the mean slope with its 95% t-interval over the seeds (none with one "
-            f"seed). Censored seeds have an optimum at the edge of their λs somewhere, kept at "
-            f"that edge (so their slope is a bound). c* = the hidden weight's "
-            f"per-step shrink at the initial lr (ηλ* for decoupled plain decay), τ_epoch = "
-            f"1/(c* M). Laws predict the slope of log c* (f: inside the interval, x: outside, "
-            f"-: no prediction or no interval); see scaled_decay/transfer/exponents.py.",
-            "![c* against the axis, fitted and predicted slopes](exponents.png)",
+            f"Dataset {s['dataset']}, {s['seeds']} seed(s). Slopes by least squares over the "
+            f"axis points where λ\\* is identified (at least 3 needed), one per seed from that "
+            f"seed's own refined λ\\*; the mean slope with its 95% t-interval over the seeds "
+            f"(none with one seed). Censored seeds have an optimum at the edge of their λs "
+            f"somewhere, kept at that edge (so their slope is a bound). c\\* = the hidden "
+            f"weight's per-step shrink at the initial lr (ηλ\\* for decoupled plain decay), "
+            f"τ_epoch = 1/(c\\* M). Laws predict the slope of log c\\* (f: inside the interval, "
+            f"x: outside, -: no prediction or no interval); see "
+            f"scaled_decay/transfer/exponents.py.",
+            "![c\\* against the axis, fitted and predicted slopes](exponents.png)",
             "",
             exponent_table(rows),
             "",

@@ -105,15 +105,15 @@ def token_table(study: dict) -> str:
         f"(width axis) and a tokens-per-parameter axis at width {s['data_width']}",
         "",
         f"{s['seeds']} seed(s), batch {s['batch_size']} windows, AdamW lr "
-        f"{s['lr'].get('adamw')}. c* = the hidden weight's per-step shrink at λ* "
-        f"(geometric mean over seeds), τ = 1/c* steps, τ_tokens = τ · tokens per step, "
+        f"{s['lr'].get('adamw')}. c\\* = the hidden weight's per-step shrink at λ\\* "
+        f"(geometric mean over seeds), τ = 1/c\\* steps, τ_tokens = τ · tokens per step, "
         f"τ_epoch = τ / steps (one epoch). Predicted: width axis, slope of log τ_tokens "
         f"on log P = +1 for both Power Lines and Wang & Aitchison (fixed TPP: τ_epoch "
         f"constant); TPP axis, slope of log τ_epoch on log TPP = {POWER_LINES_TAU} "
         f"(Power Lines) or 0 (W&A). Interval: 95% t over seeds (censored: an optimum at "
         f"the edge of a seed's λs, kept at the edge).",
         "",
-        "| chain | mode | slope [95% t] | seeds (censored) | TPP per point | λ*·η = c* "
+        "| chain | mode | slope [95% t] | seeds (censored) | TPP per point | λ\\*·η = c\\* "
         "per point | τ_tokens per point | τ_epoch per point |",
         "|---|---|---|---|---|---|---|---|",
     ]

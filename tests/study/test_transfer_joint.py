@@ -44,7 +44,7 @@ def test_joint_grid_finds_an_lr_and_a_shrink_per_width(tmp_path):
     )
     paths = write_joint_outputs(joint, str(tmp_path / "out"))
     table = open(paths["md"]).read()
-    assert "| adamw / mup |" in table and "drift c*" in table
+    assert "| adamw / mup |" in table and "drift c\\*" in table
     again = run_joint(js, str(tmp_path / "cache"), workers=1)  # resumes from the cache
     assert again["trained"] == 0 and again["cells"] == joint["cells"]
     with pytest.raises(ValueError, match="lr_factors"):

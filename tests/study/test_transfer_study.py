@@ -161,7 +161,7 @@ def test_cli_smoke_writes_figure_table_and_json(data_cache, tmp_path):
     assert all(len(r.split("|")) == len(rows[0].split("|")) for r in rows)
     assert "### Width arm: n = 8 -> 16" in table and "### Data arm: n_train = 64 -> 128" in table
     assert "drift.md" in proc.stdout and "runs trained" in proc.stdout
-    assert "slope log λ*" in (out / "exponents.md").read_text()
+    assert "slope log λ\\*" in (out / "exponents.md").read_text()
     # --replot rewrites the outputs from runs.json alone, training nothing
     for name in ("drift.md", "transfer.png", "drift.png"):
         os.remove(out / name)
