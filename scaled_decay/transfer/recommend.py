@@ -5,8 +5,11 @@ study's ``runs.json`` and, for every situation, puts each candidate rule's evide
 side -- per study: drift [95% t-interval over seeds], its verdict, the seeds (censored) and
 the fewest lambda points per seed behind it. The rule recommended is the candidate whose
 *worst* verdict over the studies is best (holds > holds within 2x > unresolved > does not
-hold; ties: the smaller largest |drift|); the row's verdict is that verdict where every study
-agrees, else "arms disagree". A study that lacks an arm is reported as not run.
+hold; a study that could not identify lambda*, or did not run the arm, counts as
+unresolved), ties broken by its verdicts over all studies together (so a measured "holds
+within 2x" on one arm beats a lambda* another arm could not identify), then by the smaller
+largest |drift|. The row's verdict: see ``_agreement``; where studies differ it names each
+study's verdict. A study that lacks an arm is not cited in the evidence.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ SITUATIONS: list[tuple[str, str, list[str], list[tuple[str, str]]]] = [
     ),
 ]
 RANK = {"holds": 0, "holds within 2x": 1, "unresolved": 2, "does not hold": 3}
+_UNTOLD = {"unresolved", "not identifiable", "not run"}
 
 
 def _row(study: dict, axis: str, combo: str, mode: str, rule: str) -> dict | None:
@@ -95,6 +99,23 @@ def _cell(name: str, r: dict | None) -> str:
         f"{name}: {r['drift']:+.2f}{iv} {r['verdict']} ({seeds}, "
         f"{r['censored']} censored, {r['points']} pts)"
     )
+
+
+def _agreement(verdicts: list[str], labels: list[str]) -> str:
+    """The row's verdict from each study's (``labels``: "study: verdict", cited where the
+    studies differ): their common verdict; "holds within 2x" where each holds at least within
+    2x; "does not hold" where none holds (the others could not tell); "arms disagree"
+    where one study holds and another does not; else "unresolved" (some study could not
+    tell: unresolved, not identifiable or not run)."""
+    if len(set(verdicts)) == 1:
+        return verdicts[0] if verdicts[0] in RANK else "unresolved"
+    if set(verdicts) <= {"holds", "holds within 2x"}:
+        return "holds within 2x"  # every study within a factor 2
+    if "does not hold" in verdicts and set(verdicts) - {"does not hold"} <= _UNTOLD:
+        return "does not hold"
+    if "does not hold" in verdicts and set(verdicts) & {"holds", "holds within 2x"}:
+        return "arms disagree (" + "; ".join(labels) + ")"
+    return "unresolved (" + "; ".join(labels) + ")"
 
 
 def _study_name(study: dict, axis: str) -> str:
@@ -127,21 +148,32 @@ def recommendation_table(studies: dict[str, dict]) -> str:
                 f"**{name}**: "
                 + "; ".join(_cell(n + (f" {c}" if len(combos) > 1 else ""), r) for n, c, r in ran)
             )
-            verdicts = [r["verdict"] if r["identifiable"] else "unresolved" for _, _, r in ran]
-            worst = max(RANK[v] for v in verdicts)
+            # every study counts: one that did not run the arm, or could not identify its
+            # lambda*, is unresolved there (so less evidence never ranks better)
+            verdicts = [
+                "not run"
+                if r is None
+                else r["verdict"]
+                if r["identifiable"]
+                else "not identifiable"
+                for _, _, r in rows
+            ]
+            ranks = [RANK.get(v, RANK["unresolved"]) for v in verdicts]
             spread = max(
                 (abs(r["drift"]) for _, _, r in ran if r["identifiable"]), default=float("inf")
             )
-            agree = verdicts[0] if len(set(verdicts)) == 1 else "arms disagree"
-            scored.append(((worst, spread), name, agree, verdicts))
+            labels = [
+                n + (f" {c}" if len(combos) > 1 else "") + ": " + v
+                for (n, c, _), v in zip(rows, verdicts)
+            ]
+            scored.append(((max(ranks), sum(ranks), spread), name, _agreement(verdicts, labels)))
         if not scored:
             continue
-        ((worst, _), best, agree, _) = min(scored, key=lambda t: t[0])
-        use = (
-            best
-            if worst < RANK["does not hold"]
-            else "none of these (each does not hold somewhere)"
-        )
+        ((worst, _, _), best, agree) = min(scored, key=lambda t: t[0])
+        use = best
+        if worst == RANK["does not hold"]:  # the evidence column says where each fails
+            use = "none of these (each does not hold somewhere)"
+            agree = agree if agree.startswith("arms disagree") else "does not hold"
         lines.append(f"| {title} | {use} | " + "<br>".join(evidence) + f" | {agree} |")
     return "\n".join(lines) + "\n"
 

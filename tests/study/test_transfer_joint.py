@@ -172,7 +172,48 @@ def test_recommendation_is_computed_from_the_studies_verdicts():
         "independent", "none", 1.4, "unresolved"
     )
     row = next(l for l in recommendation_table(agree).splitlines() if l.startswith("| AdamW, muP"))
-    assert row.endswith("| arms disagree |")
+    assert row.endswith("| unresolved (mlp 16→128: holds; transformer 16→128: unresolved) |"), row
+    agree["b"]["chains"]["width/adamw/mup"]["summary"]["0"] = _summary_row(
+        "independent", "none", 1.4, "does not hold"
+    )  # a measured verdict each, and they differ; the candidate fails somewhere all the same
+    row = next(l for l in recommendation_table(agree).splitlines() if l.startswith("| AdamW, muP"))
+    assert "| none of these (each does not hold somewhere) |" in row, row
+    assert row.endswith(
+        "| arms disagree (mlp 16→128: holds; transformer 16→128: does not hold) |"
+    ), row
+    # within 2x on every study: a common verdict, not a disagreement
+    agree["b"]["chains"]["width/adamw/mup"]["summary"]["0"] = _summary_row(
+        "independent", "none", -0.5, "holds within 2x"
+    )
+    row = next(l for l in recommendation_table(agree).splitlines() if l.startswith("| AdamW, muP"))
+    assert "| `none`, independent |" in row and row.endswith("| holds within 2x |")
+
+
+def test_a_measured_verdict_beats_one_an_arm_could_not_identify():
+    # Both candidates' worst verdict is "unresolved"; the one measured to hold within 2x on
+    # the other study is recommended over the one that study could not identify, although
+    # the latter's only drift is smaller.
+    from scaled_decay.transfer.recommend import recommendation_table
+
+    blind = _summary_row("decoupled", "none", 0.0, "unresolved")
+    blind.update(identifiable=False, reason="decay does not help at n=128")
+    studies = {
+        "a": _fake_study(
+            "mlp",
+            [
+                _summary_row("independent", "none", -1.2, "unresolved"),
+                _summary_row("decoupled", "none", 0.4, "unresolved"),
+            ],
+        ),
+        "b": _fake_study(
+            "transformer", [_summary_row("independent", "none", -0.3, "holds within 2x"), blind]
+        ),
+    }
+    row = next(
+        l for l in recommendation_table(studies).splitlines() if l.startswith("| AdamW, muP")
+    )
+    assert "| `none`, independent |" in row, row
+    assert "transformer 16→128: not identifiable (decay does not help at n=128)" in row
 
 
 def test_recommend_cli_reads_study_folders(tmp_path, capsys):
