@@ -268,6 +268,8 @@ def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
     if args.replot:
         if args.out is None:
             (parser.error if parser else _raise)("--replot needs --out (the study's folder)")
+        if args.joint:  # the joint grids keep their own file, joint.json
+            return _replot_joint(args.out, parser)
         try:
             study = load_study(args.out)
         except ValueError as e:
@@ -332,6 +334,24 @@ def run_transfer(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
         f"outputs in {os.path.abspath(out)}{os.sep} (run cache: {cache}; rerun the same "
         f"command to resume or replot)"
     )
+    return 0
+
+
+def _replot_joint(out: str, parser) -> int:
+    """joint.md and joint.png drawn anew from the folder's joint.json."""
+    import json
+
+    from .joint import joint_table, write_joint_outputs
+
+    try:
+        with open(f"{out}/joint.json") as f:
+            joint = json.load(f)
+    except (OSError, ValueError) as e:
+        (parser.error if parser else _raise)(f"--replot: cannot read {out}/joint.json: {e}")
+    paths = write_joint_outputs(joint, out)
+    print(joint_table(joint))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """The joint lr x lambda grids, the token-budget arm and the collapse figure, on tiny settings."""
 
+import json
 import math
 
 import pytest
@@ -228,3 +229,21 @@ def test_recommend_cli_reads_study_folders(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path / "missing")])
     assert exc.value.code == 2 and "cannot read a study" in capsys.readouterr().err
+
+
+def test_joint_replot_redraws_the_table_and_figure_from_joint_json(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    from scaled_decay.transfer.cli import main
+    from scaled_decay.transfer.joint import joint_table
+
+    recorded = Path(__file__).resolve().parents[2] / "benchmarks/transfer_study/results/joint-mlp"
+    shutil.copy(recorded / "joint.json", tmp_path / "joint.json")
+    assert main(["--joint", "--replot", "--out", str(tmp_path)]) == 0
+    joint = json.loads((tmp_path / "joint.json").read_text())
+    assert (tmp_path / "joint.md").read_text().strip() == joint_table(joint).strip()
+    assert (tmp_path / "joint.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as exc:
+        main(["--joint", "--replot", "--out", str(tmp_path / "missing")])
+    assert exc.value.code == 2 and "joint.json" in capsys.readouterr().err
