@@ -1,7 +1,32 @@
+import importlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+
+def _import_the_installed_kernels_package() -> None:
+    """The source tree's top-level ``kernels/`` folder (shipped in the wheel as
+    ``scaled_decay.kernels``) shadows the PyPI package ``kernels`` (Hugging Face's, which
+    transformers >= 5.25 installs and imports) while the repository root is on ``sys.path``,
+    as ``python -m pytest`` and the ``pythonpath`` setting put it: transformers then fails
+    with "cannot import name 'CUDAProperties' from 'kernels'". Import the installed package
+    first, with the root off the path; ``sys.modules`` keeps it. Nothing of this package
+    imports a top-level ``kernels``."""
+    root = Path(__file__).resolve().parents[1]
+    saved = sys.path[:]
+    sys.path[:] = [p for p in saved if Path(p or ".").resolve() != root]
+    try:
+        importlib.import_module("kernels")
+    except ImportError:
+        pass  # not installed: nothing is shadowed that anyone imports
+    finally:
+        sys.path[:] = saved
+
+
+_import_the_installed_kernels_package()
 
 # "ci": fixed examples (derandomized) so CI never flakes; "dev": more, random examples.
 settings.register_profile(
