@@ -23,10 +23,10 @@ python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q --upgrade pip
 "$work/venv/bin/python" -m pip install -q torch==2.13.0 numpy "$work/dist"/*.whl
 mkdir "$work/run" && cd "$work/run"   # away from the checkout: imports come from the wheel
-"$work/venv/bin/python" - "$root/README.md" "$work"/dist/*.whl <<'EOF'
+"$work/venv/bin/python" - "$root" "$work"/dist/*.whl <<'EOF'
 import importlib.metadata
+import importlib.util
 import pathlib
-import re
 import sys
 import zipfile
 
@@ -41,14 +41,21 @@ for needed in ("scaled_decay/py.typed", "scaled_decay/kernels/__init__.py"):
     assert needed in shipped, f"the wheel does not ship {needed}"
 print(f"scaled_decay {version} from the wheel at {where}; {len(sd.__all__)} public names")
 
-# README examples: ```python blocks, unless an HTML comment `<!-- skip: why -->` precedes them
-text = pathlib.Path(sys.argv[1]).read_text()
-blocks = re.findall(r"(<!-- skip:[^>]*-->\s*)?```python\n(.*?)```", text, re.S)
+# README examples, found and marked as tests/docs finds them (tests/docs/markdown_blocks.py:
+# skip / requires markers; one namespace per file); run here against the installed wheel
+root = pathlib.Path(sys.argv[1])
+spec = importlib.util.spec_from_file_location(
+    "markdown_blocks", root / "tests" / "docs" / "markdown_blocks.py"
+)
+markdown_blocks = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = markdown_blocks  # (its dataclass looks its module up)
+spec.loader.exec_module(markdown_blocks)
+namespace = {"__name__": "__main__"}
 ran = 0
-for skip, code in blocks:
-    if skip:
+for block in markdown_blocks.blocks(root / "README.md"):
+    if block.skip or (block.requires and importlib.util.find_spec(block.requires) is None):
         continue
-    exec(compile(code, f"README.md python block {ran + 1}", "exec"), {"__name__": "__main__"})
+    exec(compile(block.code, block.name, "exec"), namespace)
     ran += 1
 assert ran >= 1, "no README example ran"
 print(f"ran {ran} README example(s) against the installed wheel")
